@@ -1,0 +1,1 @@
+"""Model backends. Import a backend module only through `build_backend`."""

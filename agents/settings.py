@@ -1,0 +1,61 @@
+"""All settings and every environment variable name, in one place (prefix REVIEWBUS_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseSettings):
+    """Input limits, enforced at intake (REVIEWBUS_LIMIT_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="REVIEWBUS_LIMIT_", extra="ignore")
+
+    max_message_bytes: int = 8_000_000  # whole Kafka message
+    max_diff_chars: int = 400_000  # longer diffs are truncated, not rejected
+    max_files: int = 300
+    max_file_bytes: int = 400_000  # post-image content kept per file
+    max_total_content_bytes: int = 4_000_000
+
+
+class Settings(BaseSettings):
+    """Runtime settings. `REVIEWBUS_KAFKA` unset means: use the embedded broker."""
+
+    model_config = SettingsConfigDict(env_prefix="REVIEWBUS_", extra="ignore")
+
+    home: Path = Path(".reviewbus")
+    kafka: str | None = None  # host:port[,host:port]; None -> embedded Tansu
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    clickhouse: str | None = None  # DSN; None -> chdb:///<home>/clickhouse
+    clickhouse_password: SecretStr | None = None
+    config: Path | None = None  # versions YAML; None -> the packaged default
+    topic_prefix: str = "reviewbus."
+    app_id: str | None = None  # Faust app/consumer group id; None -> derived from prefix
+    partitions: int = Field(default=4, ge=1)
+    web_port: int = 0  # 0 -> a free port, written to <home>/worker.json
+    web_host: str = "127.0.0.1"
+    log_level: str = "warning"
+    rotation_interval_s: float = 30.0
+    sink_batch: int = 500
+    sink_within_s: float = 0.5
+    litellm_api_key: SecretStr | None = None
+
+    def resolved_clickhouse(self) -> str:
+        if self.clickhouse:
+            return self.clickhouse
+        return f"chdb:///{self.home.resolve() / 'clickhouse'}".replace("////", "///")
+
+    def resolved_app_id(self) -> str:
+        if self.app_id:
+            return self.app_id
+        return (self.topic_prefix.rstrip(".") or "reviewbus").replace(".", "-")
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

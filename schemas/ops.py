@@ -1,0 +1,95 @@
+"""Operational events: failures, quarantine, healing, lifecycle, feedback, dead letters."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import Field
+
+from .base import Event
+
+
+class VersionState(str, Enum):
+    registered = "registered"
+    shadow = "shadow"
+    canary = "canary"
+    stable = "stable"
+    deprecated = "deprecated"
+    quarantined = "quarantined"
+    archived = "archived"
+
+
+class LifecycleAction(str, Enum):
+    register = "register"
+    promote = "promote"
+    demote = "demote"
+    rollback = "rollback"
+    quarantine = "quarantine"
+    restore = "restore"
+    traffic = "traffic"
+    archive = "archive"
+
+
+class FailureEvent(Event):
+    request_id: str
+    task: str
+    version_id: str
+    role: str
+    status: str  # error | timeout | invalid_output
+    error: str
+    latency_ms: float = 0.0
+
+
+class LifecycleEvent(Event):
+    """A change of one version's state or traffic. The registry is the fold of these."""
+
+    task: str
+    version_id: str
+    action: LifecycleAction
+    from_state: VersionState | None = None
+    to_state: VersionState
+    traffic_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    actor: str  # "rotation", "quarantine", "config", "user:<name>"
+    reason: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None  # the VersionSpec, on register
+
+
+class QuarantineEvent(Event):
+    task: str
+    version_id: str
+    trigger: str  # consecutive_failures | error_rate | ...
+    root_cause: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class HealingAction(Event):
+    task: str
+    action: str  # fallback | rollback | filter
+    version_id: str  # the version healed around
+    target_version: str | None = None  # the version that took over
+    request_id: str | None = None
+    reason: str = ""
+
+
+class Feedback(Event):
+    fingerprint: str
+    verdict: str = Field(pattern="^(true_positive|false_positive)$")
+    version_id: str | None = None
+    request_id: str | None = None
+    actor: str = "user"
+    note: str = ""
+
+
+class DeadLetter(Event):
+    """The raw bytes of a rejected message (base64 when not UTF-8), why, and where from."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    error: str
+    payload: str
+    payload_encoding: str = "utf-8"  # utf-8 | base64
+    payload_size: int = 0
