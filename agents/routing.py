@@ -1,0 +1,124 @@
+"""Routing: which version serves a request, which versions see a mirrored copy.
+
+Pure. A cohort (a pull request, or a commit without one) hashes to a bucket in [0, 100);
+canary versions own consecutive bucket ranges of their traffic share (sorted by version id),
+the stable version owns the rest, so a cohort always sees the same version while the
+registry does not change. An unavailable choice (open circuit) is healed by a fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+
+from schemas import Registry, Role, VersionState
+
+_BUCKET_RESOLUTION = 10**7  # buckets are multiples of 1e-7 percent
+_BUCKET_MODULUS = 100 * _BUCKET_RESOLUTION
+
+
+def cohort_key(repo: str, pull_request: int | None, sha: str) -> str:
+    """`repo#pr` for a pull request (every commit of it sticks together), else `repo@sha`."""
+    if pull_request is not None:
+        return f"{repo}#{pull_request}"
+    return f"{repo}@{sha}"
+
+
+def bucket(key: str) -> float:
+    """A number in [0, 100) from sha256(key): the same in every process, run and machine."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return (int.from_bytes(digest[:8], "big") % _BUCKET_MODULUS) / _BUCKET_RESOLUTION
+
+
+@dataclass
+class RoutePlan:
+    primary: str | None
+    role: Role  # primary, canary or fallback
+    shadows: list[str] = field(default_factory=list)
+    fallback_from: str | None = None
+
+
+def canary_ranges(registry: Registry) -> list[tuple[str, float, float]]:
+    """(version id, start, end) for every canary, consecutive from 0 in version-id order.
+
+    Shares are clamped so that together they never exceed 100; a canary beyond that gets an
+    empty range.
+    """
+    ranges: list[tuple[str, float, float]] = []
+    start = 0.0
+    for vid in sorted(registry.versions):
+        entry = registry.versions[vid]
+        if entry.state != VersionState.canary:
+            continue
+        share = min(max(entry.traffic_percent, 0.0), 100.0 - start)
+        ranges.append((vid, start, start + share))
+        start += share
+    return ranges
+
+
+def stable_version(registry: Registry) -> str | None:
+    """The stable version (the first by id, should the registry ever hold more than one)."""
+    return next(
+        (v for v in sorted(registry.versions)
+         if registry.versions[v].state == VersionState.stable),
+        None,
+    )
+
+
+_FALLBACK_RANK = {
+    VersionState.stable: 0,
+    VersionState.canary: 1,
+    VersionState.deprecated: 2,
+    VersionState.shadow: 3,
+}
+
+
+def choose_fallback(registry: Registry, exclude: AbstractSet[str]) -> str | None:
+    """The version to serve instead of a failing one: stable, then canaries (highest traffic
+    first), then deprecated, then shadow; ties by version id. Never quarantined, archived,
+    registered or excluded; None when nothing is left."""
+    candidates = [
+        (_FALLBACK_RANK[e.state], -e.traffic_percent if e.state == VersionState.canary else 0.0,
+         vid)
+        for vid, e in registry.versions.items()
+        if e.state in _FALLBACK_RANK and vid not in exclude
+    ]
+    return min(candidates)[2] if candidates else None
+
+
+def plan_route(
+    registry: Registry, cohort: str, unavailable: frozenset[str] = frozenset()
+) -> RoutePlan:
+    """Where a request of this cohort goes.
+
+    The bucket picks a canary (role canary) or the stable version (role primary). If that
+    version is unavailable, the best fallback serves (role fallback, fallback_from set). With
+    no stable version at all the best available fallback serves (role fallback,
+    fallback_from None). Shadows: every available shadow version that is not serving.
+    """
+    b = bucket(cohort)
+    chosen: str | None = None
+    role = Role.primary
+    for vid, start, end in canary_ranges(registry):
+        if start <= b < end:
+            chosen, role = vid, Role.canary
+            break
+    if chosen is None:
+        chosen = stable_version(registry)
+
+    fallback_from: str | None = None
+    if chosen is None:
+        primary = choose_fallback(registry, unavailable)
+        role = Role.fallback
+    elif chosen in unavailable:
+        primary = choose_fallback(registry, unavailable | {chosen})
+        role, fallback_from = Role.fallback, chosen
+    else:
+        primary = chosen
+
+    shadows = sorted(
+        vid for vid, e in registry.versions.items()
+        if e.state == VersionState.shadow and vid not in unavailable and vid != primary
+    )
+    return RoutePlan(primary=primary, role=role, shadows=shadows, fallback_from=fallback_from)

@@ -1,0 +1,311 @@
+import pytest
+
+from agents.errors import IllegalTransition
+from agents.registry import (
+    SEEN_EVENT_IDS_MAX,
+    TRANSITIONS,
+    apply_event,
+    check_transition,
+    fold,
+    next_canary_step,
+    register_events,
+    traffic_table,
+    transition_event_id,
+)
+from schemas import LifecycleAction, LifecycleEvent, Registry, VersionSpec, VersionState
+
+S = VersionState
+A = LifecycleAction
+TASK = "code-review"
+
+
+def spec(vid, state=S.shadow, traffic=0.0, **kw):
+    return VersionSpec(id=vid, backend="fake", initial_state=state,
+                       initial_traffic_percent=traffic, **kw)
+
+
+def ev(vid, action, to, frm=None, traffic=0.0, eid=None, **kw):
+    extra = {"event_id": eid} if eid else {}
+    return LifecycleEvent(task=TASK, version_id=vid, action=action, from_state=frm,
+                          to_state=to, traffic_percent=traffic, actor="test", **extra, **kw)
+
+
+def boot(*specs):
+    r = Registry(task=TASK)
+    return fold(TASK, register_events(list(specs), r))
+
+
+def applied(r, event):
+    new, why = apply_event(r, event)
+    assert why is None, why
+    assert new is not r
+    return new
+
+
+def skipped(r, event, fragment):
+    new, why = apply_event(r, event)
+    assert new is r
+    assert why is not None and fragment in why, why
+    return why
+
+
+def states(r):
+    return {v: (e.state.value, e.traffic_percent) for v, e in sorted(r.versions.items())}
+
+
+# -- the state machine ------------------------------------------------------------------
+
+LEGAL = [
+    (S.registered, S.shadow), (S.shadow, S.canary), (S.canary, S.canary),
+    (S.canary, S.stable), (S.canary, S.shadow), (S.stable, S.deprecated),
+    (S.deprecated, S.stable), (S.deprecated, S.archived), (S.quarantined, S.shadow),
+    (S.shadow, S.archived), (S.quarantined, S.archived),
+] + [(s, S.quarantined) for s in S if s not in (S.archived, S.quarantined)]
+
+ILLEGAL = [
+    (S.registered, S.stable), (S.shadow, S.stable), (S.stable, S.canary),
+    (S.archived, S.shadow), (S.archived, S.quarantined), (S.quarantined, S.stable),
+    (S.deprecated, S.canary), (S.stable, S.shadow), (S.registered, S.canary),
+]
+
+
+@pytest.mark.parametrize("frm,to", LEGAL)
+def test_legal_transitions(frm, to):
+    check_transition(frm, to)
+    assert to in TRANSITIONS[frm]
+
+
+@pytest.mark.parametrize("frm,to", ILLEGAL)
+def test_illegal_transitions(frm, to):
+    with pytest.raises(IllegalTransition) as info:
+        check_transition(frm, to)
+    assert frm.value in str(info.value) and to.value in str(info.value)
+
+
+def test_archived_is_terminal():
+    assert TRANSITIONS[S.archived] == set()
+    with pytest.raises(IllegalTransition, match="terminal"):
+        check_transition(S.archived, S.shadow)
+
+
+# -- registration -----------------------------------------------------------------------
+
+def test_register_events_are_deterministic_and_idempotent():
+    specs = [spec("v1", S.stable), spec("v2")]
+    r = Registry(task=TASK)
+    a, b = register_events(specs, r), register_events(specs, r)
+    assert [e.event_id for e in a] == [e.event_id for e in b]
+    assert len(a[0].event_id) == 32 and a[0].event_id != a[1].event_id
+    assert a[0].to_state == S.stable and a[0].actor == "config"
+    # two workers bootstrapping: both sets of events reach the topic, one of each applies
+    r2 = fold(TASK, a + b)
+    assert states(r2) == {"v1": ("stable", 0.0), "v2": ("shadow", 0.0)}
+    assert r2.applied == 2
+    # nothing to register once known
+    assert register_events(specs, r2) == []
+
+
+def test_register_event_id_changes_with_the_spec():
+    r = Registry(task=TASK)
+    e1 = register_events([spec("v1", params={"x": 1})], r)[0]
+    e2 = register_events([spec("v1", params={"x": 2})], r)[0]
+    assert e1.event_id != e2.event_id
+
+
+def test_register_events_skip_other_tasks_and_repeats():
+    r = Registry(task=TASK)
+    evs = register_events([spec("v1"), spec("v1"), spec("o", task="other")], r)
+    assert [e.version_id for e in evs] == ["v1"]
+
+
+def test_register_initial_canary_traffic():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 10.0))
+    assert states(r) == {"v1": ("stable", 0.0), "v2": ("canary", 10.0)}
+    assert traffic_table(r) == {"v1": 90.0, "v2": 10.0}
+
+
+def test_register_of_existing_version_is_skipped():
+    r = boot(spec("v1", S.stable))
+    e = ev("v1", A.register, S.shadow, spec=spec("v1").model_dump(mode="json"))
+    skipped(r, e, "already registered")
+
+
+def test_register_second_stable_is_skipped():
+    r = boot(spec("v1", S.stable))
+    e = ev("v2", A.register, S.stable, spec=spec("v2").model_dump(mode="json"))
+    skipped(r, e, "already has stable version v1")
+
+
+def test_register_without_or_with_bad_spec_is_skipped():
+    r = Registry(task=TASK)
+    skipped(r, ev("v1", A.register, S.shadow), "without a spec")
+    skipped(r, ev("v1", A.register, S.shadow, spec={"id": "v1"}), "invalid spec")
+    skipped(r, ev("v1", A.register, S.shadow, spec=spec("v9").model_dump()), "differs")
+
+
+# -- skips ------------------------------------------------------------------------------
+
+def test_duplicate_event_is_skipped():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    e = ev("v2", A.promote, S.canary, S.shadow, 5.0, eid="e1")
+    r = applied(r, e)
+    skipped(r, e, "duplicate")
+    # even when the content differs: the id is what counts
+    skipped(r, ev("v2", A.promote, S.canary, S.canary, 25.0, eid="e1"), "duplicate")
+
+
+def test_seen_ids_are_bounded_to_the_last_1000():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 5.0))
+    for i in range(SEEN_EVENT_IDS_MAX + 5):
+        r = applied(r, ev("v2", A.traffic, S.canary, traffic=float(i % 90), eid=f"t{i}"))
+    assert len(r.seen_event_ids) == SEEN_EVENT_IDS_MAX
+    assert r.seen_event_ids[-1] == f"t{SEEN_EVENT_IDS_MAX + 4}"
+    assert "t0" not in r.seen_event_ids
+
+
+def test_unknown_version_is_skipped():
+    skipped(boot(spec("v1", S.stable)), ev("nope", A.promote, S.canary), "unknown version")
+
+
+def test_from_state_mismatch_is_skipped():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    skipped(r, ev("v2", A.promote, S.stable, S.canary), "does not match")
+
+
+def test_illegal_transition_is_skipped():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    skipped(r, ev("v2", A.promote, S.stable, S.shadow), "illegal transition")
+
+
+def test_action_must_fit_the_target():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    skipped(r, ev("v2", A.quarantine, S.canary), "cannot move")
+
+
+def test_event_for_other_task_is_skipped():
+    r = boot(spec("v1", S.stable))
+    e = LifecycleEvent(task="other", version_id="v1", action=A.quarantine,
+                       to_state=S.quarantined, actor="t")
+    skipped(r, e, "task")
+
+
+def test_registry_is_not_mutated():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    before = r.model_dump()
+    applied(r, ev("v2", A.promote, S.canary, S.shadow, 5.0))
+    assert r.model_dump() == before
+
+
+# -- promotion, rollback, quarantine ----------------------------------------------------
+
+def test_full_promotion_path_and_traffic():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    r = applied(r, ev("v2", A.promote, S.canary, S.shadow, 5.0))
+    assert traffic_table(r) == {"v1": 95.0, "v2": 5.0}
+    for t in (25.0, 50.0, 75.0):
+        r = applied(r, ev("v2", A.traffic, S.canary, S.canary, t))
+        assert traffic_table(r) == {"v1": 100.0 - t, "v2": t}
+    r = applied(r, ev("v2", A.promote, S.stable, S.canary))
+    assert states(r) == {"v1": ("deprecated", 0.0), "v2": ("stable", 0.0)}
+    assert traffic_table(r) == {"v1": 0.0, "v2": 100.0}
+    assert r.versions["v1"].previous_state == S.stable
+    assert sum(e.state == S.stable for e in r.versions.values()) == 1
+    assert r.applied == 2 + 5
+
+
+def test_rollback_of_stable_restores_previous_stable():
+    r = boot(spec("v1", S.stable), spec("v0", S.deprecated), spec("v2", S.canary, 5.0))
+    r = applied(r, ev("v2", A.promote, S.stable, S.canary))
+    assert states(r)["v1"] == ("deprecated", 0.0)
+    r = applied(r, ev("v2", A.rollback, S.deprecated, S.stable))
+    # v1 (stable before v2) comes back, not the older v0
+    assert states(r) == {"v0": ("deprecated", 0.0), "v1": ("stable", 0.0),
+                         "v2": ("deprecated", 0.0)}
+    # and rolling back again toggles to v2, the most recently deprecated stable
+    r = applied(r, ev("v1", A.rollback, S.deprecated, S.stable))
+    assert states(r)["v2"] == ("stable", 0.0) and states(r)["v1"] == ("deprecated", 0.0)
+
+
+def test_rollback_of_stable_without_deprecated_is_skipped():
+    r = boot(spec("v1", S.stable))
+    skipped(r, ev("v1", A.rollback, S.deprecated, S.stable), "no deprecated version")
+
+
+def test_rollback_by_naming_the_deprecated_version():
+    r = boot(spec("v1", S.stable), spec("v0", S.deprecated))
+    r = applied(r, ev("v0", A.rollback, S.stable, S.deprecated))
+    assert states(r) == {"v0": ("stable", 0.0), "v1": ("deprecated", 0.0)}
+
+
+def test_canary_rollback_goes_back_to_shadow_with_no_traffic():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 50.0))
+    r = applied(r, ev("v2", A.rollback, S.shadow, S.canary))
+    assert states(r)["v2"] == ("shadow", 0.0)
+    assert traffic_table(r)["v1"] == 100.0
+
+
+def test_quarantine_and_restore():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 25.0))
+    r = applied(r, ev("v2", A.quarantine, S.quarantined, S.canary))
+    assert states(r)["v2"] == ("quarantined", 0.0)
+    assert r.versions["v2"].previous_state == S.canary
+    skipped(r, ev("v2", A.quarantine, S.quarantined), "illegal")
+    r = applied(r, ev("v2", A.restore, S.shadow, S.quarantined))
+    assert states(r)["v2"] == ("shadow", 0.0)
+    r = applied(r, ev("v2", A.archive, S.archived))
+    skipped(r, ev("v2", A.restore, S.shadow), "illegal")
+
+
+def test_fold_is_replayable():
+    events = register_events([spec("v1", S.stable), spec("v2")], Registry(task=TASK))
+    events += [ev("v2", A.promote, S.canary, S.shadow, 5.0, eid="p1"),
+               ev("v2", A.promote, S.canary, S.shadow, 5.0, eid="p1"),  # redelivered
+               ev("v2", A.promote, S.stable, S.shadow, eid="p2"),  # stale: skipped
+               ev("v2", A.promote, S.stable, S.canary, eid="p3")]
+    r1, r2 = fold(TASK, events), fold(TASK, events)
+    assert r1 == r2
+    assert states(r1) == {"v1": ("deprecated", 0.0), "v2": ("stable", 0.0)}
+    assert r1.applied == 4
+
+
+# -- helpers for the rotation agent -----------------------------------------------------
+
+def test_next_canary_step():
+    assert next_canary_step(None) == 5
+    assert next_canary_step(5) == 25
+    assert next_canary_step(25) == 50
+    assert next_canary_step(50) == 75
+    assert next_canary_step(75) is None
+    assert next_canary_step(30) == 50
+    assert next_canary_step(10, steps=(10, 100)) == 100
+    assert next_canary_step(None, steps=()) is None
+
+
+def test_transition_event_id_is_deterministic():
+    a = transition_event_id(TASK, "v2", S.shadow, S.canary, 7)
+    assert a == transition_event_id(TASK, "v2", "shadow", "canary", 7)
+    assert len(a) == 32
+    assert a != transition_event_id(TASK, "v2", S.shadow, S.canary, 8)
+    assert a != transition_event_id(TASK, "v3", S.shadow, S.canary, 7)
+    assert a != transition_event_id(TASK, "v2", S.canary, S.stable, 7)
+
+
+def test_repeated_timer_ticks_apply_once():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    eid = transition_event_id(TASK, "v2", S.shadow, S.canary, r.applied)
+    tick1 = ev("v2", A.promote, S.canary, S.shadow, 5.0, eid=eid)
+    tick2 = ev("v2", A.promote, S.canary, S.shadow, 5.0, eid=eid)
+    r = fold(TASK, register_events([spec("v1", S.stable), spec("v2")], Registry(task=TASK))
+             + [tick1, tick2])
+    assert r.applied == 3
+    assert states(r)["v2"] == ("canary", 5.0)
+
+
+def test_rollback_restores_the_most_recently_replaced_stable():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 5.0), spec("v3", S.canary, 5.0))
+    r = applied(r, ev("v2", A.promote, S.stable, S.canary))  # v1 -> deprecated
+    r = applied(r, ev("v3", A.promote, S.stable, S.canary))  # v2 -> deprecated
+    assert {v for v, e in r.versions.items() if e.state == S.deprecated} == {"v1", "v2"}
+    r = applied(r, ev("v3", A.rollback, S.deprecated, S.stable))
+    assert states(r) == {"v1": ("deprecated", 0.0), "v2": ("stable", 0.0),
+                         "v3": ("deprecated", 0.0)}
