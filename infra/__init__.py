@@ -1,0 +1,1 @@
+"""ClickHouse storage: numbered migrations, event-to-row mapping, and the Store."""

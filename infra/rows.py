@@ -1,0 +1,263 @@
+"""Pure mapping from schema events to ClickHouse rows (table name, column -> value). No I/O.
+
+Every row of one table has the same keys in the same order, so the store can take the
+column list from the first row of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.errors import StoreError
+from schemas import (
+    AcceptedChange,
+    DeadLetter,
+    Event,
+    FailureEvent,
+    Feedback,
+    HealingAction,
+    InferenceResult,
+    LifecycleEvent,
+    QuarantineEvent,
+    Severity,
+    ShadowComparison,
+)
+
+Row = dict[str, Any]
+
+# The table each event type lands in (InferenceResult also fills `findings`).
+TABLE_FOR_EVENT: dict[type[Event], str] = {
+    InferenceResult: "interactions",
+    AcceptedChange: "events_archive",
+    DeadLetter: "dead_letters",
+    FailureEvent: "failures",
+    LifecycleEvent: "lifecycle",
+    ShadowComparison: "shadow_comparisons",
+    Feedback: "feedback",
+    HealingAction: "healing_actions",
+    QuarantineEvent: "quarantines",
+}
+
+UINT32_MAX = 2**32 - 1
+
+
+def utc(value: datetime) -> datetime:
+    """Timezone-aware UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _u32(value: int) -> int:
+    # Usage counts come from backends; clamp rather than fail a whole batch on a bad number.
+    return min(max(int(value), 0), UINT32_MAX)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def interaction_row(r: InferenceResult) -> Row:
+    counts = {s: 0 for s in Severity}
+    for f in r.findings:
+        counts[f.severity] += 1
+    return {
+        "event_id": r.event_id,
+        "request_id": r.request_id,
+        "task": r.task,
+        "version_id": r.version_id,
+        "role": r.role.value,
+        "run_id": r.run_id or "",
+        "status": r.status.value,
+        "attempt": _u32(r.attempt),
+        "latency_ms": float(r.latency_ms),
+        "label": r.label,
+        "predicted_label": r.change_type.label if r.change_type else None,
+        "label_confidence": r.change_type.confidence if r.change_type else None,
+        "risk_score": r.risk.score if r.risk else None,
+        "risk_level": r.risk.level if r.risk else None,
+        "findings_total": len(r.findings),
+        **{f"findings_{s.value}": counts[s] for s in Severity},
+        "prompt_tokens": _u32(r.usage.prompt_tokens),
+        "completion_tokens": _u32(r.usage.completion_tokens),
+        "cost_usd": float(r.usage.cost_usd),
+        "error": r.error,
+        "fallback_from": r.fallback_from,
+        "repo": r.repo,
+        "sha": r.sha,
+        "pull_request": r.pull_request,
+        "occurred_at": utc(r.occurred_at),
+    }
+
+
+def finding_rows(r: InferenceResult) -> list[Row]:
+    return [
+        {
+            "event_id": r.event_id,
+            "request_id": r.request_id,
+            "task": r.task,
+            "version_id": r.version_id,
+            "role": r.role.value,
+            "run_id": r.run_id or "",
+            "fingerprint": f.fingerprint,
+            "rule_id": f.rule_id,
+            "dimension": f.dimension.value,
+            "severity": f.severity.value,
+            "confidence": float(f.confidence),
+            "path": f.path,
+            "line": _u32(f.line),
+            "end_line": _u32(f.end_line) if f.end_line is not None else None,
+            "message": f.message,
+            "source": f.source,
+            "occurred_at": utc(r.occurred_at),
+        }
+        for f in r.findings
+    ]
+
+
+def archive_row(e: AcceptedChange) -> Row:
+    return {
+        "request_id": e.request_id,
+        "event_id": e.event_id,
+        "task": e.task,
+        "repo": e.change.repo,
+        "sha": e.change.sha,
+        "pull_request": e.change.pull_request,
+        "kind": e.kind,
+        "label": e.label,
+        "source_topic": e.source_topic,
+        "accepted": e.model_dump_json(),
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def dead_letter_row(e: DeadLetter) -> Row:
+    return {
+        "event_id": e.event_id,
+        "source_topic": e.source_topic,
+        "partition": e.partition,
+        "offset": e.offset,
+        "key": e.key,
+        "error": e.error,
+        "payload": e.payload,
+        "payload_encoding": e.payload_encoding,
+        "payload_size": max(e.payload_size, 0),
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def failure_row(e: FailureEvent) -> Row:
+    return {
+        "event_id": e.event_id,
+        "request_id": e.request_id,
+        "task": e.task,
+        "version_id": e.version_id,
+        "role": e.role,
+        "status": e.status,
+        "error": e.error,
+        "latency_ms": float(e.latency_ms),
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def lifecycle_row(e: LifecycleEvent) -> Row:
+    # mode="json" turns datetimes, enums and models inside evidence/spec into JSON values.
+    dumped = e.model_dump(mode="json", include={"evidence", "spec"})
+    return {
+        "event_id": e.event_id,
+        "task": e.task,
+        "version_id": e.version_id,
+        "action": e.action.value,
+        "from_state": e.from_state.value if e.from_state else None,
+        "to_state": e.to_state.value,
+        "traffic_percent": float(e.traffic_percent),
+        "actor": e.actor,
+        "reason": e.reason,
+        "evidence": _json(dumped["evidence"]),
+        "spec": _json(dumped["spec"]),
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def shadow_row(e: ShadowComparison) -> Row:
+    return {
+        "event_id": e.event_id,
+        "request_id": e.request_id,
+        "task": e.task,
+        "stable_version": e.stable_version,
+        "candidate_version": e.candidate_version,
+        "stable_status": e.stable_status.value,
+        "candidate_status": e.candidate_status.value,
+        "label": e.label,
+        "stable_label": e.stable_label,
+        "candidate_label": e.candidate_label,
+        "change_type_agree": e.change_type_agree,
+        "stable_findings": _u32(e.stable_findings),
+        "candidate_findings": _u32(e.candidate_findings),
+        "overlap": _u32(e.overlap),
+        "precision": e.precision,
+        "recall": e.recall,
+        "latency_delta_ms": float(e.latency_delta_ms),
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def feedback_row(e: Feedback) -> Row:
+    return {
+        "event_id": e.event_id,
+        "fingerprint": e.fingerprint,
+        "verdict": e.verdict,
+        "version_id": e.version_id or "",
+        "request_id": e.request_id,
+        "actor": e.actor,
+        "note": e.note,
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def healing_row(e: HealingAction) -> Row:
+    return {
+        "event_id": e.event_id,
+        "task": e.task,
+        "action": e.action,
+        "version_id": e.version_id,
+        "target_version": e.target_version,
+        "request_id": e.request_id,
+        "reason": e.reason,
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def quarantine_row(e: QuarantineEvent) -> Row:
+    return {
+        "event_id": e.event_id,
+        "task": e.task,
+        "version_id": e.version_id,
+        "trigger": e.trigger,
+        "root_cause": e.root_cause,
+        "evidence": _json(e.model_dump(mode="json", include={"evidence"})["evidence"]),
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
+def rows_for(event: Event) -> list[tuple[str, Row]]:
+    """The rows one event writes. Raises StoreError for an event type with no table."""
+    if isinstance(event, InferenceResult):
+        rows = [("interactions", interaction_row(event))]
+        return rows + [("findings", row) for row in finding_rows(event)]
+    mappers = {
+        AcceptedChange: archive_row,
+        DeadLetter: dead_letter_row,
+        FailureEvent: failure_row,
+        LifecycleEvent: lifecycle_row,
+        ShadowComparison: shadow_row,
+        Feedback: feedback_row,
+        HealingAction: healing_row,
+        QuarantineEvent: quarantine_row,
+    }
+    for cls, mapper in mappers.items():
+        if isinstance(event, cls):
+            return [(TABLE_FOR_EVENT[cls], mapper(event))]
+    raise StoreError(f"no ClickHouse table for event type {type(event).__name__}")
