@@ -1,0 +1,157 @@
+"""Kafka plumbing shared by the CLI, the worker and the benchmarks (aiokafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from agents.errors import BrokerUnavailable
+from agents.settings import Settings
+
+
+def client_kwargs(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """Connection options (address, TLS, SASL) for every aiokafka client we create."""
+    kw: dict[str, Any] = {"bootstrap_servers": bootstrap.split(",")}
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol != "PLAINTEXT":
+        kw["security_protocol"] = protocol
+    if "SSL" in protocol:
+        ctx = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile)
+                                         if settings.kafka_ssl_cafile else None)
+        kw["ssl_context"] = ctx
+    if "SASL" in protocol:
+        kw["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        kw["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            kw["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kw
+
+
+async def ensure_topics(settings: Settings, bootstrap: str, partitions: dict[str, int]) -> list[str]:
+    """Create the topics that do not exist yet, each with its explicit partition count."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap))
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, n, 1) for name, n in partitions.items() if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+async def start_producer(settings: Settings, bootstrap: str, **kw: Any) -> AIOKafkaProducer:
+    producer = AIOKafkaProducer(**client_kwargs(settings, bootstrap), acks="all",
+                                linger_ms=kw.pop("linger_ms", 5),
+                                max_request_size=kw.pop("max_request_size", 16_000_000), **kw)
+    try:
+        await producer.start()
+    except (KafkaError, OSError) as exc:
+        await producer.stop()
+        raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from exc
+    return producer
+
+
+async def produce_all(producer: AIOKafkaProducer, topic: str,
+                      messages: Iterable[tuple[bytes | None, bytes]],
+                      progress: Callable[[int], None] | None = None) -> int:
+    """Send every message and wait until the broker acknowledged all of them."""
+    futures = []
+    for key, value in messages:
+        futures.append(await producer.send(topic, value=value, key=key))
+        if progress:
+            progress(1)
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+async def start_tail_consumer(settings: Settings, bootstrap: str, topic: str,
+                              from_beginning: bool = False) -> AIOKafkaConsumer:
+    """A group-less consumer over all partitions of `topic`, at the end (or the beginning)."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False,
+                                auto_offset_reset="earliest" if from_beginning else "latest",
+                                fetch_max_bytes=16_000_000, max_partition_fetch_bytes=16_000_000)
+    try:
+        await consumer.start()
+    except (KafkaError, OSError) as exc:
+        await consumer.stop()
+        raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from exc
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer.stop()
+        raise BrokerUnavailable(f"topic {topic} does not exist (is the worker set up?)")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    if from_beginning:
+        await consumer.seek_to_beginning(*tps)
+    else:
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+    return consumer
+
+
+async def read_to_end(settings: Settings, bootstrap: str, topic: str) -> list[bytes]:
+    """Every message value of `topic` from the beginning up to its current end."""
+    consumer = await start_tail_consumer(settings, bootstrap, topic, from_beginning=True)
+    try:
+        tps = list(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        out: list[bytes] = []
+        while not await _at_end(consumer, ends):
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(m.value for m in msgs)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+async def consumer_lag(settings: Settings, bootstrap: str, group: str,
+                       topics: Iterable[str]) -> dict[str, int]:
+    """Per-topic lag of `group`: end offset minus committed offset, summed over partitions."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap))
+    consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
+    try:
+        await admin.start()
+        await consumer.start()
+        committed = await admin.list_consumer_group_offsets(group)
+        lag: dict[str, int] = {}
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            if not tps:
+                continue
+            ends = await consumer.end_offsets(tps)
+            total = 0
+            for tp in tps:
+                meta = committed.get(tp)
+                done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                total += max(0, ends[tp] - done)
+            lag[topic] = total
+        return lag
+    except (KafkaError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot read consumer lag from {bootstrap}: {exc}") from exc
+    finally:
+        await consumer.stop()
+        await admin.close()
