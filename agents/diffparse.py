@@ -32,11 +32,9 @@ def _unquote(body: str) -> str:
 
 def _header_path(rest: str, prefix: str) -> str | None:
     rest = rest.rstrip("\r")
-    if m := _QUOTED.match(rest):
-        name = _unquote(m.group(1))
-    else:
-        # `diff -u` appends "\t<timestamp>"; git quotes any name containing a tab.
-        name = rest.split("\t")[0]
+    # `diff -u` appends "\t<timestamp>"; git quotes any name containing a tab.
+    m = _QUOTED.match(rest)
+    name = _unquote(m.group(1)) if m else rest.split("\t")[0]
     if name == "/dev/null":
         return None
     return normalize_path(name.removeprefix(prefix)) or None

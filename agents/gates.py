@@ -28,7 +28,9 @@ class GateConfig(BaseModel):
 
     min_samples: int = Field(default=30, ge=1)
     max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_latency_ratio: float = Field(default=1.5, gt=0.0)  # candidate p95 / stable p95
+    # candidate p95 / stable p95; None switches the latency gate off (it needs >= 72 samples
+    # before a 95% upper bound on p95 exists at all).
+    max_latency_ratio: float | None = Field(default=1.5, gt=0.0)
     min_agreement: float = Field(default=0.6, ge=0.0, le=1.0)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     # Non-inferiority margin on change-type accuracy (candidate - stable), e.g. -0.05.
@@ -246,7 +248,7 @@ def evaluate_gates(
     accuracy_delta (only when cfg.min_accuracy_delta is set and labels exist on either side).
     """
     gates = [_sample_size_gate(candidate, cfg), _error_rate_gate(candidate, cfg)]
-    if stable is not None:
+    if stable is not None and cfg.max_latency_ratio is not None:
         gates.append(_latency_gate(candidate, stable, cfg))
     gates.append(_agreement_gate(candidate, cfg))
     labels_exist = candidate.labelled > 0 or (stable is not None and stable.labelled > 0)

@@ -97,6 +97,7 @@ class InferenceRequest(Event):
     label: str | None = None  # ground truth, never shown to the model
     fallback_from: str | None = None  # the version whose failure caused this request
     attempt: int = 1
+    tried: list[str] = Field(default_factory=list)  # versions that already failed this request
     change: NormalizedChange
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from .base import Event
+from .inference import InferenceRequest
 
 
 class VersionState(str, Enum):
@@ -39,6 +40,8 @@ class FailureEvent(Event):
     status: str  # error | timeout | invalid_output
     error: str
     latency_ms: float = 0.0
+    # The failed request, when it served users, so healing can re-send it elsewhere.
+    request: InferenceRequest | None = None
 
 
 class LifecycleEvent(Event):
@@ -93,3 +96,4 @@ class DeadLetter(Event):
     payload: str
     payload_encoding: str = "utf-8"  # utf-8 | base64
     payload_size: int = 0
+    payload_truncated: bool = False  # payloads over 1 MiB keep their first 1 MiB only
