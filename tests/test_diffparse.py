@@ -10,7 +10,7 @@ index 111..222 100644
 -import sys
 +import sys  # changed
 +import re
- 
+
  def f():
 @@ -10,2 +11,3 @@ def f():
      x = 1

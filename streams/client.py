@@ -1,0 +1,116 @@
+"""What the CLI does over Kafka: submit commits, follow findings, replay archived events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+from agents.errors import ReviewbusError, UnknownVersion
+from agents.settings import Settings
+from infra.broker import find_broker
+from infra.kafka import produce_all, start_producer, start_tail_consumer
+from schemas import AcceptedChange, CommitEvent, InferenceRequest, ReviewFindings, Role, new_id
+
+from . import names
+
+
+async def submit(settings: Settings, events: list[CommitEvent], *, wait: bool,
+                 timeout: float = 300.0,
+                 on_result: Callable[[ReviewFindings], None] | None = None
+                 ) -> list[ReviewFindings]:
+    """Produce the commits; with `wait`, return the findings of exactly those commits."""
+    bootstrap = find_broker(settings).address
+    findings_topic = names.topic(settings, "findings")
+    # Subscribe before producing, at the current end, so no answer can be missed.
+    consumer = await start_tail_consumer(settings, bootstrap, findings_topic) if wait else None
+    try:
+        producer = await start_producer(settings, bootstrap)
+        try:
+            await produce_all(producer, names.topic(settings, "commits"),
+                              ((e.repo.encode(), e.model_dump_json().encode()) for e in events))
+        finally:
+            await producer.stop()
+        if consumer is None:
+            return []
+        return await collect(consumer, {e.event_id for e in events}, timeout, on_result)
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+
+
+async def collect(consumer, wanted: set[str], timeout: float,
+                  on_result: Callable[[ReviewFindings], None] | None) -> list[ReviewFindings]:
+    found: dict[str, ReviewFindings] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(wanted):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ReviewbusError(f"timed out after {timeout:g} s with findings for "
+                                 f"{len(found)} of {len(wanted)} commits (is a worker running?)")
+        batch = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+        for messages in batch.values():
+            for m in messages:
+                result = ReviewFindings.model_validate_json(m.value)
+                # At-least-once: a redelivered answer is the same request; keep the first.
+                if result.request_id in wanted and result.request_id not in found:
+                    found[result.request_id] = result
+                    if on_result:
+                        on_result(result)
+    return list(found.values())
+
+
+async def follow_findings(settings: Settings, follow: bool) -> AsyncIterator[ReviewFindings]:
+    """Every finding on the topic from the beginning; with `follow`, keep waiting for more."""
+    bootstrap = find_broker(settings).address
+    consumer = await start_tail_consumer(settings, bootstrap, names.topic(settings, "findings"),
+                                         from_beginning=True)
+    try:
+        tps = list(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                for m in messages:
+                    yield ReviewFindings.model_validate_json(m.value)
+            if not follow:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(p >= ends[tp] for p, tp in zip(positions, tps)):
+                    return
+    finally:
+        await consumer.stop()
+
+
+def replay_requests(rows: list[dict], version_id: str, run_id: str) -> list[InferenceRequest]:
+    out = []
+    for row in rows:
+        accepted = AcceptedChange.model_validate_json(row["accepted"])
+        out.append(InferenceRequest(
+            request_id=accepted.request_id, task=accepted.task, version_id=version_id,
+            role=Role.replay, run_id=run_id, label=accepted.label, change=accepted.change))
+    return out
+
+
+async def send_replay(settings: Settings, version_id: str, requests: list[InferenceRequest],
+                      progress: Callable[[int], None] | None = None) -> int:
+    bootstrap = find_broker(settings).address
+    producer = await start_producer(settings, bootstrap)
+    try:
+        return await produce_all(
+            producer, names.inference_topic(settings, version_id),
+            ((r.request_id.encode(), r.model_dump_json().encode()) for r in requests), progress)
+    finally:
+        await producer.stop()
+
+
+def new_run_id() -> str:
+    return f"run-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:6]}"
+
+
+def check_version(version_id: str, known: list[str]) -> None:
+    if version_id not in known:
+        raise UnknownVersion(f"unknown version {version_id!r}; known: {', '.join(known)}")
+
+
+def run(coro):
+    return asyncio.run(coro)

@@ -1,0 +1,101 @@
+"""sink: batched, idempotent inserts of every event into ClickHouse; acked only once stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from schemas import (
+    AcceptedChange,
+    DeadLetter,
+    Event,
+    FailureEvent,
+    Feedback,
+    HealingAction,
+    InferenceResult,
+    LifecycleEvent,
+    QuarantineEvent,
+    ShadowComparison,
+)
+
+from .. import topics
+from ..app import app
+from ..metrics import EVENTS, SINK_ROWS
+from ..runtime import emit, log, runtime, send_to_dlq, settings
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    topics.name("accepted"): AcceptedChange,
+    topics.name("results"): InferenceResult,
+    topics.name("shadow-comparisons"): ShadowComparison,
+    topics.name("failures"): FailureEvent,
+    topics.name("lifecycle"): LifecycleEvent,
+    topics.name("feedback"): Feedback,
+    topics.name("dlq"): DeadLetter,
+}
+HEALING = topics.name("healing")
+MAX_BACKOFF_S = 10.0
+
+sink_topics = app.topic(*EVENT_TYPES, HEALING, key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw")
+
+
+def parse(topic: str, value: bytes) -> Event:
+    if topic == HEALING:  # healing carries two event types; quarantine ones have a trigger
+        kind = QuarantineEvent if "trigger" in orjson.loads(value) else HealingAction
+        return kind.model_validate_json(value)
+    return EVENT_TYPES[topic].model_validate_json(value)
+
+
+async def store_batch(events: list[Event]) -> list[Event]:
+    """Insert with retries; a batch that keeps failing is split to find the bad event.
+
+    Returns the events that cannot be stored even alone (they go to the DLQ). While the store
+    is down this waits (backpressure): nothing unstored is ever acked.
+    """
+    delay, attempts = 0.5, 0
+    while True:
+        try:
+            written = await runtime.store.insert_events(events)
+            SINK_ROWS.labels(outcome="written").inc(written)
+            return []
+        except Exception as exc:
+            attempts += 1
+            SINK_ROWS.labels(outcome="retry").inc()
+            log.warning("sink: insert of %d events failed (attempt %d): %s",
+                        len(events), attempts, exc)
+            if attempts >= 5 and len(events) > 1:
+                mid = len(events) // 2
+                return await store_batch(events[:mid]) + await store_batch(events[mid:])
+            if attempts >= 5 and _is_data_error(exc):
+                return events
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+def _is_data_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return not any(word in text for word in ("connection", "timeout", "unavailable", "lock"))
+
+
+@app.agent(sink_topics, name="sink", concurrency=1)
+async def sink(stream):
+    async for batch in stream.noack_take(settings.sink_batch, within=settings.sink_within_s):
+        parsed, origin = [], {}
+        for event in batch:
+            try:
+                item = parse(event.message.topic, event.value)
+                origin[id(item)] = event
+                parsed.append(item)
+            except Exception as exc:
+                await send_to_dlq(event, f"unreadable {event.message.topic} event: {exc}", "sink")
+        if parsed:
+            for bad in await store_batch(parsed):
+                if bad.__class__ is not DeadLetter:
+                    await send_to_dlq(origin[id(bad)], "store rejected the row", "sink")
+        for event in batch:
+            await stream.ack(event)
+        EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
+
+
+__all__ = ["emit", "sink"]

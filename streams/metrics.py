@@ -1,0 +1,13 @@
+"""Prometheus metrics of the worker (served at /metrics). Labels stay low-cardinality."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("reviewbus_events_total", "Events handled by an agent", ["agent", "outcome"])
+DEAD_LETTERS = Counter("reviewbus_dead_letters_total", "Messages sent to the DLQ", ["source"])
+INFERENCE_SECONDS = Histogram(
+    "reviewbus_inference_seconds", "Backend latency per request", ["version", "status"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SINK_ROWS = Counter("reviewbus_sink_rows_total", "Rows written to ClickHouse", ["outcome"])
+LIFECYCLE = Counter("reviewbus_lifecycle_events_total", "Lifecycle events emitted", ["action"])
+VERSION_STATE = Gauge("reviewbus_version_traffic_percent", "Traffic share by version", ["version"])

@@ -1,0 +1,27 @@
+"""Topic names and partition counts: the one place that knows them (no Faust import)."""
+
+from __future__ import annotations
+
+from agents.settings import Settings
+
+INPUT_KINDS = {"commits": "commit", "review-requests": "review_request"}
+INTERNAL = ("accepted", "results", "shadow-comparisons", "failures", "healing", "feedback")
+SINGLE_PARTITION = ("lifecycle",)  # one total order of lifecycle events per cluster
+OUTPUT = ("findings", "dlq")
+
+
+def topic(settings: Settings, name: str) -> str:
+    return f"{settings.topic_prefix}{name}"
+
+
+def inference_topic(settings: Settings, version_id: str) -> str:
+    return f"{settings.topic_prefix}inference.{version_id}"
+
+
+def all_topics(settings: Settings, version_ids: list[str]) -> dict[str, int]:
+    """Every topic reviewbus uses, with its explicit partition count."""
+    p = settings.partitions
+    out = {topic(settings, n): p for n in (*INPUT_KINDS, *INTERNAL, *OUTPUT)}
+    out.update({topic(settings, n): 1 for n in SINGLE_PARTITION})
+    out.update({inference_topic(settings, v): p for v in version_ids})
+    return out

@@ -1,0 +1,83 @@
+"""Process-local state shared by the agents of one worker: store, registry view, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from faust import TopicT
+
+from agents.breaker import BreakerBoard
+from agents.health import HealthTracker
+from agents.registry import apply_event
+from agents.settings import Limits
+from schemas import Event, LifecycleEvent, Registry
+
+from .app import config, settings
+
+log = logging.getLogger("reviewbus")
+
+
+class RegistryView:
+    """This worker's fold of the lifecycle topic; `ready` once it caught up at start."""
+
+    def __init__(self, task: str) -> None:
+        self.registry = Registry(task=task)
+        self.ready = asyncio.Event()
+
+    def apply(self, event: LifecycleEvent) -> None:
+        self.registry, skipped = apply_event(self.registry, event)
+        if skipped:
+            log.info("lifecycle event %s skipped: %s", event.event_id, skipped)
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.store = None  # infra.store.AsyncStore, opened by the worker command
+        self.registry = RegistryView(config.task)
+        self.breakers = BreakerBoard(failure_threshold=config.breaker.failure_threshold,
+                                     cooldown_s=config.breaker.cooldown_s)
+        self.health = HealthTracker(
+            consecutive_failures=config.quarantine.consecutive_failures,
+            window=config.quarantine.window, max_error_rate=config.quarantine.max_error_rate,
+            min_samples=config.quarantine.min_samples)
+        self.limits = Limits()
+
+    def unavailable(self) -> frozenset[str]:
+        return self.breakers.open_versions()
+
+
+runtime = Runtime()
+
+
+def encode(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+async def emit(outputs: Iterable[tuple[TopicT, str | bytes | None, Event]]) -> None:
+    """Send every output and wait for the broker's acks, so the source is acked only after."""
+    futures = []
+    for topic, key, event in outputs:
+        k = key.encode() if isinstance(key, str) else key
+        futures.append(await topic.send(key=k, value=encode(event), force=True))
+    if futures:
+        await asyncio.gather(*futures)
+
+
+async def send_to_dlq(event, error: str, agent: str) -> None:
+    """Dead-letter one consumed message with the reason; the stream goes on."""
+    from agents.intake import dead_letter
+
+    from . import topics
+    from .metrics import DEAD_LETTERS, EVENTS
+
+    msg = event.message
+    letter = dead_letter(msg.value, error=f"{agent}: {error}", topic=msg.topic,
+                         partition=msg.partition, offset=msg.offset, key=msg.key)
+    await emit([(topics.dlq, msg.key, letter)])
+    DEAD_LETTERS.labels(source=agent).inc()
+    EVENTS.labels(agent=agent, outcome="dead_letter").inc()
+
+
+__all__ = ["config", "emit", "encode", "log", "runtime", "send_to_dlq", "settings"]

@@ -1,0 +1,10 @@
+"""Faust tables, co-partitioned with their source topics."""
+
+from __future__ import annotations
+
+from .app import app, settings
+
+# request_id -> {version_id: InferenceResult JSON, "_ts": first-seen time}. Keyed like
+# `results` (by request_id) so each worker joins the partitions it owns.
+shadow_join = app.Table("shadow-join", default=dict, partitions=settings.partitions,
+                        key_type=str, value_type=dict)

@@ -1,0 +1,58 @@
+"""The worker's web port: /health, /metrics, /registry, and the store proxy for the CLI."""
+
+from __future__ import annotations
+
+import os
+
+from faust import web as faust_web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agents.registry import traffic_table
+
+from .app import app, bootstrap
+from .runtime import config, runtime
+
+
+@app.page("/health")
+async def health(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+    ready = runtime.registry.ready.is_set()
+    body = {
+        "status": "ok" if ready and runtime.store is not None else "starting",
+        "pid": os.getpid(), "broker": bootstrap, "task": config.task,
+        "store": runtime.store is not None, "registry_ready": ready,
+        "versions": {v: e.state.value for v, e in runtime.registry.registry.versions.items()},
+        "open_circuits": sorted(runtime.unavailable()),
+    }
+    return self.json(body, status=200 if body["status"] == "ok" else 503)
+
+
+@app.page("/metrics")
+async def metrics(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+    return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+@app.page("/registry")
+async def registry(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+    reg = runtime.registry.registry
+    shares = traffic_table(reg)
+    return self.json({"task": reg.task, "versions": [
+        {"version_id": v, "state": e.state.value, "traffic_percent": shares.get(v, 0.0)}
+        for v, e in sorted(reg.versions.items())]})
+
+
+@app.page("/store/query")
+class StoreQuery(faust_web.View):
+    async def post(self, request: faust_web.Request) -> faust_web.Response:
+        from infra.store import handle_query_request
+
+        payload = await request.json()
+        return self.json(await runtime.store.call(handle_query_request, payload))
+
+
+@app.page("/store/insert")
+class StoreInsert(faust_web.View):
+    async def post(self, request: faust_web.Request) -> faust_web.Response:
+        from infra.store import handle_insert_request
+
+        payload = await request.json()
+        return self.json(await runtime.store.call(handle_insert_request, payload))

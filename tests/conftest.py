@@ -1,0 +1,102 @@
+"""Fixtures: a real Kafka-protocol broker (Tansu) and real workers with chDB, per test module."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.settings import Settings
+from infra.broker import start_embedded_broker, stop_embedded_broker
+from infra.procs import read_json, stop_pid
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> str:
+    home = tmp_path_factory.mktemp("broker")
+    info = start_embedded_broker(home)
+    yield info.address
+    stop_embedded_broker(home)
+
+
+class Stack:
+    """One worker process (all agents) on the shared broker, with its own store and topics."""
+
+    def __init__(self, home: Path, broker: str, config: dict) -> None:
+        self.home = home
+        prefix = f"t{uuid.uuid4().hex[:8]}."
+        config_path = home / "versions.yaml"
+        home.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(config))
+        self.env = {
+            "REVIEWBUS_HOME": str(home), "REVIEWBUS_KAFKA": broker,
+            "REVIEWBUS_TOPIC_PREFIX": prefix, "REVIEWBUS_CONFIG": str(config_path),
+            "REVIEWBUS_PARTITIONS": "2", "REVIEWBUS_LOG_LEVEL": "info",
+            "REVIEWBUS_SINK_WITHIN_S": "0.2",
+        }
+        self.settings = Settings(home=home, kafka=broker, topic_prefix=prefix,
+                                 config=config_path, partitions=2)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90.0) -> None:
+        from streams.control import worker_health
+
+        env = {**os.environ, **self.env}
+        self.log = open(self.home / "worker.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_tail()}")
+            info = read_json(self.home / "worker.json")
+            health = worker_health(info) if info else None
+            if health and health.get("status") == "ok":
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"worker not healthy in {timeout}s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            stop_pid(self.proc.pid, grace_s=20)
+            self.proc.wait(timeout=5)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join((self.home / "worker.log").read_text(errors="replace")
+                             .splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def query(self, sql: str) -> list[dict]:
+        from infra.store import open_store
+
+        with open_store(self.settings) as store:
+            return store.query(sql).as_dicts()
+
+    def wait_for(self, sql: str, predicate, timeout: float = 60.0, interval: float = 0.5):
+        """Poll the store until predicate(rows) holds; return the rows (or fail with them)."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict] = []
+        while time.monotonic() < deadline:
+            rows = self.query(sql)
+            if predicate(rows):
+                return rows
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting on {sql!r}; last rows: {rows[:5]}\n"
+                             f"{self.log_tail()}")
+
+
+def make_stack(tmp_path_factory, broker: str, config: dict, name: str) -> Stack:
+    stack = Stack(tmp_path_factory.mktemp(name), broker, config)
+    stack.start()
+    return stack
