@@ -78,11 +78,30 @@ async def produce_all(producer: AIOKafkaProducer, topic: str,
     return len(futures)
 
 
+async def true_end_offsets(consumer: AIOKafkaConsumer,
+                           tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """End offsets of assigned partitions that are right on Tansu too.
+
+    Tansu answers ListOffsets(latest) with the last batch's base offset + 1, which is short
+    when that batch holds several records; a fetch's high watermark is right. So: fetch once
+    from just before the reported end and take the larger of the two.
+    """
+    reported = await consumer.end_offsets(tps)
+    saved = {tp: await consumer.position(tp) for tp in tps}
+    for tp in tps:
+        consumer.seek(tp, max(reported[tp] - 1, 0))
+    await consumer.getmany(*tps, timeout_ms=300)
+    ends = {tp: max(reported[tp], consumer.highwater(tp) or 0) for tp in tps}
+    for tp in tps:
+        consumer.seek(tp, saved[tp])
+    return ends
+
+
 async def start_tail_consumer(settings: Settings, bootstrap: str, topic: str,
                               from_beginning: bool = False) -> AIOKafkaConsumer:
     """A group-less consumer over all partitions of `topic`, at the end (or the beginning)."""
     consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False,
-                                auto_offset_reset="earliest" if from_beginning else "latest",
+                                auto_offset_reset="earliest",
                                 fetch_max_bytes=16_000_000, max_partition_fetch_bytes=16_000_000)
     try:
         await consumer.start()
@@ -95,10 +114,9 @@ async def start_tail_consumer(settings: Settings, bootstrap: str, topic: str,
         raise BrokerUnavailable(f"topic {topic} does not exist (is the worker set up?)")
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
-    if from_beginning:
-        await consumer.seek_to_beginning(*tps)
-    else:
-        ends = await consumer.end_offsets(tps)
+    await consumer.seek_to_beginning(*tps)
+    if not from_beginning:
+        ends = await true_end_offsets(consumer, tps)
         for tp in tps:
             consumer.seek(tp, ends[tp])
     return consumer
@@ -109,12 +127,12 @@ async def read_to_end(settings: Settings, bootstrap: str, topic: str) -> list[by
     consumer = await start_tail_consumer(settings, bootstrap, topic, from_beginning=True)
     try:
         tps = list(consumer.assignment())
-        ends = await consumer.end_offsets(tps)
+        ends = await true_end_offsets(consumer, tps)
         out: list[bytes] = []
         while not await _at_end(consumer, ends):
             batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                out.extend(m.value for m in msgs)
+            for messages in batch.values():
+                out.extend(m.value for m in messages)
         return out
     finally:
         await consumer.stop()
@@ -130,28 +148,23 @@ async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
 async def consumer_lag(settings: Settings, bootstrap: str, group: str,
                        topics: Iterable[str]) -> dict[str, int]:
     """Per-topic lag of `group`: end offset minus committed offset, summed over partitions."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap))
-    consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), enable_auto_commit=False)
+    # A consumer's committed() rather than the admin API: Tansu cannot answer the latter.
+    consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), group_id=group,
+                                enable_auto_commit=False)
     try:
-        await admin.start()
         await consumer.start()
-        committed = await admin.list_consumer_group_offsets(group)
+        tps = [TopicPartition(t, p) for t in topics
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        ends = await true_end_offsets(consumer, tps)
         lag: dict[str, int] = {}
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in parts]
-            if not tps:
-                continue
-            ends = await consumer.end_offsets(tps)
-            total = 0
-            for tp in tps:
-                meta = committed.get(tp)
-                done = meta.offset if meta is not None and meta.offset >= 0 else 0
-                total += max(0, ends[tp] - done)
-            lag[topic] = total
+        for tp in tps:
+            done = await consumer.committed(tp) or 0
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, ends[tp] - done)
         return lag
     except (KafkaError, OSError) as exc:
         raise BrokerUnavailable(f"cannot read consumer lag from {bootstrap}: {exc}") from exc
     finally:
         await consumer.stop()
-        await admin.close()

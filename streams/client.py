@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from agents.errors import ReviewbusError, UnknownVersion
 from agents.settings import Settings
 from infra.broker import find_broker
-from infra.kafka import produce_all, start_producer, start_tail_consumer
+from infra.kafka import produce_all, start_producer, start_tail_consumer, true_end_offsets
 from schemas import AcceptedChange, CommitEvent, InferenceRequest, ReviewFindings, Role, new_id
 
 from . import names
@@ -67,7 +67,7 @@ async def follow_findings(settings: Settings, follow: bool) -> AsyncIterator[Rev
                                          from_beginning=True)
     try:
         tps = list(consumer.assignment())
-        ends = await consumer.end_offsets(tps)
+        ends = await true_end_offsets(consumer, tps)
         while True:
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():

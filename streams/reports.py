@@ -32,9 +32,9 @@ def compare_sql(task: str, window_s: int, run_id: str | None) -> str:
     scope = f"run_id = {quote(run_id)}" if run_id else "run_id = ''"
     return f"""SELECT version_id, count() AS n,
        round(countIf(status != 'ok') / count(), 4) AS error_rate,
-       round(quantileExactIf(0.5)(latency_ms, status = 'ok'), 1) AS p50_ms,
-       round(quantileExactIf(0.95)(latency_ms, status = 'ok'), 1) AS p95_ms,
-       round(quantileExactIf(0.99)(latency_ms, status = 'ok'), 1) AS p99_ms,
+       round(quantileExactInclusiveIf(0.5)(latency_ms, status = 'ok'), 1) AS p50_ms,
+       round(quantileExactInclusiveIf(0.95)(latency_ms, status = 'ok'), 1) AS p95_ms,
+       round(quantileExactInclusiveIf(0.99)(latency_ms, status = 'ok'), 1) AS p99_ms,
        if(countIf(label IS NOT NULL AND status = 'ok') = 0, NULL,
           round(countIf(label IS NOT NULL AND predicted_label = label)
                 / countIf(label IS NOT NULL AND status = 'ok'), 4)) AS accuracy

@@ -28,7 +28,9 @@ async def health(self: faust_web.View, request: faust_web.Request) -> faust_web.
 
 @app.page("/metrics")
 async def metrics(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
-    return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
+    return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+                      + "; version=0.0.4")
 
 
 @app.page("/registry")

@@ -153,13 +153,50 @@ def test_malformed_messages_go_to_the_dlq_and_the_stream_goes_on(stack, repo):
     assert all(d.offset >= 0 for d in letters)
 
 
-def test_replay_archived_events_into_a_run(stack, served):
+def test_replay_archived_events_into_a_run(stack, served, capsys, monkeypatch):
     stack.wait_for("SELECT count() AS n FROM events_archive FINAL",
                    lambda rows: rows[0]["n"] >= 10)
     run_id = replay(stack.settings, "an-cand", limit=10, wait=True, timeout=120)
     rows = stack.query(f"SELECT role, count() AS n FROM interactions FINAL "
                        f"WHERE run_id = '{run_id}' GROUP BY role")
     assert rows == [{"role": "replay", "n": 10}]
+    assert "replay" in capsys.readouterr().err  # the progress bar
+
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    assert cli(["compare", "--run", run_id, "--format", "json"]) == 0
+    rows = {r["version_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["an-cand"]["n"] == 10 and rows["an-cand"]["error_rate"] == 0
+    # Agreement of the replayed version with the stable version's live answers.
+    assert 0 <= rows["an-cand"]["agreement"] <= 1
+    assert rows["an-stable"]["n"] == 0
+
+
+def test_cli_submit_json_and_findings_sarif(stack, repo, served, capsys, monkeypatch):
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    # HEAD~1 is a merge (skipped), so this range holds two commits.
+    assert cli(["submit", "--repo", str(repo), "HEAD~3..HEAD", "--wait", "--format", "json",
+                "--timeout", "120"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        obj = json.loads(line)
+        for key in ("request_id", "repo", "sha", "version_id", "role", "change_type",
+                    "findings"):
+            assert key in obj
+        assert set(obj["change_type"]) >= {"label", "confidence"}
+        for f in obj["findings"]:
+            assert set(f) >= {"fingerprint", "rule_id", "severity", "dimension", "path", "line",
+                              "message", "confidence"}
+
+    assert cli(["findings", "--format", "sarif"]) == 0
+    sarif = json.loads(capsys.readouterr().out)
+    assert sarif["version"] == "2.1.0"
+    results = [r for run in sarif["runs"] for r in run["results"]]
+    assert any(r["ruleId"] == "ruff:F401" for r in results)
+    assert all(r["locations"][0]["physicalLocation"]["region"]["startLine"] >= 1
+               for r in results)
 
 
 def test_cli_reads_the_store_through_the_worker(stack, served, capsys, monkeypatch):

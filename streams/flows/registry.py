@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from agents.registry import apply_event, register_events, traffic_table
-from infra.kafka import start_tail_consumer
+from infra.kafka import start_tail_consumer, true_end_offsets
 from infra.readback import lifecycle_event_from_row, lifecycle_sql
 from schemas import LifecycleEvent
 
@@ -45,7 +45,7 @@ async def follow_lifecycle() -> None:
     consumer = await start_tail_consumer(settings, bootstrap, name, from_beginning=True)
     try:
         tps = list(consumer.assignment())
-        ends = await consumer.end_offsets(tps)
+        ends = await true_end_offsets(consumer, tps)
         bootstrapped = False
         while True:
             batch = await consumer.getmany(timeout_ms=200)
@@ -66,7 +66,7 @@ async def follow_lifecycle() -> None:
                 events = await bootstrap_events()
                 if events:
                     await emit([(topics.lifecycle, e.version_id, e) for e in events])
-                    ends = await consumer.end_offsets(tps)
+                    ends = await true_end_offsets(consumer, tps)
                     continue
             runtime.registry.ready.set()
             log.warning("registry ready: %s", {

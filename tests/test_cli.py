@@ -1,0 +1,139 @@
+"""The CLI contract: up/status/down of the embedded stack, one-line errors, and reading the
+store when no worker holds it."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from agents.settings import Settings
+from infra.procs import pid_alive, read_json
+from infra.store import open_store
+from schemas import (
+    ChangeType,
+    InferenceResult,
+    LifecycleAction,
+    LifecycleEvent,
+    Role,
+    ShadowComparison,
+    Status,
+    VersionState,
+)
+from streams.cli import main as cli
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A clean REVIEWBUS_* environment with its own home and topic prefix."""
+    for key in list(__import__("os").environ):
+        if key.startswith("REVIEWBUS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REVIEWBUS_TOPIC_PREFIX", f"c{uuid.uuid4().hex[:6]}.")
+    return tmp_path / "home"
+
+
+@pytest.mark.integration
+def test_up_status_down_with_health_and_metrics(env, capsys):
+    assert cli(["up", "--detach"]) == 0
+    try:
+        assert "reviewbus is up" in capsys.readouterr().out
+        worker = read_json(env / "worker.json")
+        broker = read_json(env / "broker.json")
+        assert pid_alive(worker["pid"]) and pid_alive(broker["pid"])
+
+        assert cli(["status", "--format", "json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["broker"]["up"] and status["worker"]["status"] == "ok"
+        assert status["versions"] == {"analyzers-v1": "stable", "analyzers-v2": "shadow"}
+        assert status["lag"] and all(v >= 0 for v in status["lag"].values())
+
+        with urllib.request.urlopen(worker["web_url"] + "/health", timeout=5) as resp:
+            health = json.loads(resp.read())
+        assert health["status"] == "ok" and health["registry_ready"] is True
+        with urllib.request.urlopen(worker["web_url"] + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert "reviewbus_version_traffic_percent" in text
+        assert 'reviewbus_version_traffic_percent{version="analyzers-v1"} 100.0' in text
+
+        assert cli(["versions", "--format", "json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert {(r["version_id"], r["state"], r["traffic_percent"]) for r in rows} == {
+            ("analyzers-v1", "stable", 100.0), ("analyzers-v2", "shadow", 0.0)}
+    finally:
+        assert cli(["down"]) == 0
+    assert not pid_alive(worker["pid"]) and not pid_alive(broker["pid"])
+    assert not (env / "worker.json").exists()
+
+
+def test_expected_errors_are_one_line_without_traceback(env, capsys):
+    assert cli(["submit", "--repo", "."]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("reviewbus: no broker") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+    assert cli(["replay", "--to", "no-such-version"]) == 1
+    assert "unknown version 'no-such-version'" in capsys.readouterr().err
+
+    assert cli(["sql", "SELEC nonsense"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("reviewbus: ") and "Syntax error" in err and "Traceback" not in err
+
+    assert cli(["compare", "--window", "soon"]) == 1
+    assert "bad window" in capsys.readouterr().err
+
+
+def result(request_id, version, role, status="ok", latency=10.0, label=None, predicted=None,
+           when=None):
+    return InferenceResult(
+        request_id=request_id, task="code-review", version_id=version, role=role,
+        status=status, latency_ms=latency, label=label,
+        change_type=ChangeType(label=predicted, confidence=0.9) if predicted else None,
+        occurred_at=when or datetime.now(timezone.utc), repo="r", sha="abcd")
+
+
+def test_compare_and_sql_open_the_store_when_no_worker_holds_it(env, capsys):
+    settings = Settings()
+    now = datetime.now(timezone.utc)
+    events = [
+        LifecycleEvent(task="code-review", version_id="a", action=LifecycleAction.register,
+                       to_state=VersionState.stable, actor="config",
+                       spec={"id": "a", "backend": "fake"}, occurred_at=now - timedelta(hours=1)),
+        LifecycleEvent(task="code-review", version_id="b", action=LifecycleAction.register,
+                       to_state=VersionState.shadow, actor="config",
+                       spec={"id": "b", "backend": "fake"}, occurred_at=now - timedelta(hours=1)),
+    ]
+    for i in range(10):
+        events.append(result(f"r{i}", "a", Role.primary, latency=100 + i, label="feature",
+                             predicted="feature" if i < 8 else "docs"))
+        events.append(result(f"r{i}", "b", Role.shadow, latency=50,
+                             status="ok" if i < 9 else "error", label="feature",
+                             predicted="feature" if i < 5 else None))
+        events.append(ShadowComparison(
+            request_id=f"r{i}", task="code-review", stable_version="a", candidate_version="b",
+            stable_status=Status.ok, candidate_status=Status.ok, change_type_agree=i < 4))
+    events.append(result("old", "a", Role.primary, when=now - timedelta(days=3)))
+    with open_store(settings) as store:
+        store.insert_events(events)
+        store.insert_events(events[:5])  # a redelivery changes nothing
+
+    assert cli(["compare", "--format", "json", "--window", "24h"]) == 0
+    rows = {r["version_id"]: r for r in json.loads(capsys.readouterr().out)}
+    a, b = rows["a"], rows["b"]
+    assert (a["state"], a["n"], a["error_rate"], a["accuracy"], a["agreement"]) == (
+        "stable", 10, 0, 0.8, None)
+    assert (a["p50_ms"], a["p99_ms"]) == (104.5, 108.9)  # linear interpolation, like numpy
+    assert (b["state"], b["n"], b["error_rate"], b["agreement"]) == ("shadow", 10, 0.1, 0.4)
+    assert b["accuracy"] == round(5 / 9, 4)
+
+    assert cli(["compare", "b", "--format", "json", "--window", "7d"]) == 0
+    assert [r["version_id"] for r in json.loads(capsys.readouterr().out)] == ["b"]
+
+    assert cli(["sql", "SELECT count() AS n FROM interactions FINAL", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 21}]
+    assert cli(["sql", "SELECT count() AS n FROM interactions FINAL"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].strip() == "21"
