@@ -14,6 +14,9 @@ from agents.errors import ReviewbusError
 from agents.settings import Settings, load_settings
 
 FORMATS_FINDINGS = ("text", "json", "sarif")
+# Modules that add their own subcommands: each has `add_commands(cmd)`, where
+# `cmd(name, func, help)` returns the subparser (func is called as func(args, settings)).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repo", type=Path, default=Path("."))
     sp.add_argument("--last", type=int, default=50)
     sp.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(cmd)
     return p
 
 
