@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from agents.registry import traffic_table
 from agents.rotation import quote
+from agents.routing import stable_version
 from infra.readback import registry_from_store
 from schemas import Registry
 
@@ -69,7 +70,7 @@ GROUP BY r.version_id"""
 def compare(store, task: str, window_s: int, run_id: str | None = None,
             versions: Sequence[str] = ()) -> list[dict]:
     registry = registry_from_store(store, task)
-    stable = stable_of(registry)
+    stable = stable_version(registry)
     rows = {r["version_id"]: r for r in store.query(compare_sql(task, window_s, run_id)).as_dicts()}
     if run_id:
         agreement_rows = store.query(run_agreement_sql(task, run_id, stable)).as_dicts() \
@@ -92,10 +93,6 @@ def compare(store, task: str, window_s: int, run_id: str | None = None,
             "agreement": None if vid == stable else agreement.get(vid),
         })
     return out
-
-
-def stable_of(registry: Registry) -> str | None:
-    return next((v for v, e in registry.versions.items() if e.state.value == "stable"), None)
 
 
 def versions_rows(registry: Registry) -> list[dict]:

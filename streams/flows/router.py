@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from agents.intake import cohort_of
-from agents.routing import plan_route
-from schemas import AcceptedChange, InferenceRequest, ReviewFindings, Role, Status, VersionState
+from agents.routing import plan_route, stable_version
+from schemas import AcceptedChange, InferenceRequest, ReviewFindings, Role, Status
 
 from .. import topics
 from ..app import app
@@ -22,8 +22,7 @@ def requests_for(accepted: AcceptedChange) -> list[InferenceRequest]:
         out.append(InferenceRequest(version_id=plan.primary, role=plan.role,
                                     fallback_from=plan.fallback_from, **base))
     mirrors = list(plan.shadows)
-    stable = next((v for v, e in registry.versions.items()
-                   if e.state == VersionState.stable), None)
+    stable = stable_version(registry)
     # A canary's request is mirrored to stable so the shadow agent can compare the two.
     if plan.role == Role.canary and stable and stable not in runtime.unavailable():
         mirrors.append(stable)

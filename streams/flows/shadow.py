@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+from agents.routing import stable_version
 from agents.shadow import compare_results
-from schemas import InferenceResult, Role, VersionState
+from schemas import InferenceResult, Role
 
 from .. import topics
 from ..app import app
@@ -17,13 +18,8 @@ JOIN_TTL_S = 900.0
 COMPARED_ROLES = (Role.primary, Role.shadow, Role.canary)
 
 
-def stable_version() -> str | None:
-    return next((v for v, e in runtime.registry.registry.versions.items()
-                 if e.state == VersionState.stable), None)
-
-
 def comparisons_for(result: InferenceResult, entry: dict) -> list:
-    stable = stable_version()
+    stable = stable_version(runtime.registry.registry)
     if stable is None:
         return []
     if result.version_id == stable:
