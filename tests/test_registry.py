@@ -157,7 +157,7 @@ def test_duplicate_event_is_skipped():
 def test_seen_ids_are_bounded_to_the_last_1000():
     r = boot(spec("v1", S.stable), spec("v2", S.canary, 5.0))
     for i in range(SEEN_EVENT_IDS_MAX + 5):
-        r = applied(r, ev("v2", A.traffic, S.canary, traffic=float(i % 90), eid=f"t{i}"))
+        r = applied(r, ev("v2", A.traffic, S.canary, traffic=float(i % 90 + 1), eid=f"t{i}"))
     assert len(r.seen_event_ids) == SEEN_EVENT_IDS_MAX
     assert r.seen_event_ids[-1] == f"t{SEEN_EVENT_IDS_MAX + 4}"
     assert "t0" not in r.seen_event_ids
@@ -309,3 +309,234 @@ def test_rollback_restores_the_most_recently_replaced_stable():
     r = applied(r, ev("v3", A.rollback, S.deprecated, S.stable))
     assert states(r) == {"v1": ("deprecated", 0.0), "v2": ("stable", 0.0),
                          "v3": ("deprecated", 0.0)}
+
+
+# -- issue 3: positions, holds, pause, blocklist, manual commands ----------------------------
+
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+from agents.blocklist import BlockRule  # noqa: E402
+from agents.errors import UnknownVersion  # noqa: E402
+from agents.registry import (  # noqa: E402
+    check_applies,
+    fold_annotated,
+    manual_event,
+    previous_canary_step,
+    register_request,
+)
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes):
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_a_decision_on_a_stale_registry_is_skipped():
+    r = boot(spec("v1", S.stable), spec("v2"), spec("v3"))
+    p = r.applied
+    first = ev("v2", A.promote, S.canary, S.shadow, 5.0, eid="a", position=p)
+    # Decided on the same registry by a second worker: different move, same position.
+    second = ev("v3", A.promote, S.canary, S.shadow, 5.0, eid="b", position=p)
+    r = applied(r, first)
+    skipped(r, second, "stale: decided on registry position")
+    # the same decision taken on the new registry applies
+    applied(r, ev("v3", A.promote, S.canary, S.shadow, 5.0, eid="c", position=r.applied))
+
+
+def test_two_ticks_deciding_different_moves_on_one_position_move_once():
+    """The double-promotion a position prevents: canary 5 -> 25 and canary 5 -> stable,
+    both decided at the same position (e.g. a tick before the fold and one after a restart)."""
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 5.0))
+    p = r.applied
+    step = ev("v2", A.promote, S.canary, S.canary, 25.0, eid=transition_event_id(
+        TASK, "v2", S.canary, S.canary, p), position=p)
+    jump = ev("v2", A.promote, S.stable, S.canary, eid=transition_event_id(
+        TASK, "v2", S.canary, S.stable, p), position=p)
+    final, notes = fold_annotated(TASK, [*register_events(
+        [spec("v1", S.stable), spec("v2", S.canary, 5.0)], Registry(task=TASK)), step, jump,
+        step])
+    assert states(final) == {"v1": ("stable", 0.0), "v2": ("canary", 25.0)}
+    assert [n for _, n in notes[2:]] == [None, notes[3][1], notes[4][1]]
+    assert "stale" in notes[3][1] and "duplicate" in notes[4][1]
+
+
+def test_holds_are_recorded_but_change_nothing():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    hold = ev("v2", A.hold, S.shadow, S.shadow, eid="h1", position=r.applied,
+              evidence={"outcome": "inconclusive"})
+    r2 = applied(r, hold)
+    assert r2.versions == r.versions and r2.applied == r.applied
+    assert "h1" in r2.seen_event_ids
+    skipped(r2, hold, "duplicate")
+    # a hold never goes stale (it is a record), and cannot claim another state
+    applied(r2, ev("v2", A.hold, S.shadow, eid="h2", position=0))
+    skipped(r2, ev("v2", A.hold, S.canary, eid="h3"), "leaves the state as it is")
+
+
+def test_pause_and_resume():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    r = applied(r, ev("v2", A.pause, S.shadow, eid="p1"))
+    assert r.versions["v2"].paused and r.versions["v2"].state == S.shadow
+    skipped(r, ev("v2", A.pause, S.shadow), "already paused")
+    # a person may still move a paused version; it stays paused
+    r = applied(r, ev("v2", A.promote, S.canary, S.shadow, 5.0))
+    assert r.versions["v2"].paused
+    r = applied(r, ev("v2", A.resume, S.canary, traffic=5.0))
+    assert not r.versions["v2"].paused
+    skipped(r, ev("v2", A.resume, S.canary), "not paused")
+
+
+def test_since_is_the_time_of_the_last_move():
+    r = fold(TASK, [
+        ev("v1", A.register, S.stable, spec=spec("v1", S.stable).model_dump(mode="json"),
+           occurred_at=at(0)),
+        ev("v2", A.register, S.shadow, spec=spec("v2").model_dump(mode="json"),
+           occurred_at=at(1)),
+        ev("v2", A.promote, S.canary, S.shadow, 5.0, occurred_at=at(10)),
+        ev("v2", A.pause, S.canary, occurred_at=at(11)),
+        ev("v2", A.traffic, S.canary, S.canary, 25.0, occurred_at=at(20)),
+        ev("v2", A.promote, S.stable, S.canary, occurred_at=at(30)),
+    ])
+    assert r.versions["v2"].since == at(30)
+    assert r.versions["v1"].since == at(30)  # deprecated by the same event
+
+
+def test_canary_shares_never_exceed_100():
+    r = boot(spec("v1", S.stable), spec("a", S.canary, 60.0), spec("b"))
+    skipped(r, ev("b", A.promote, S.canary, S.shadow, 50.0), "would add up to 110")
+    skipped(r, ev("b", A.promote, S.canary, S.shadow, 0.0), "above 0")
+    applied(r, ev("b", A.promote, S.canary, S.shadow, 40.0))
+
+
+def test_quarantining_the_stable_version_restores_the_previous_one():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 5.0))
+    r = applied(r, ev("v2", A.promote, S.stable, S.canary))
+    r = applied(r, ev("v2", A.quarantine, S.quarantined, S.stable, reason="5 failures"))
+    assert states(r) == {"v1": ("stable", 0.0), "v2": ("quarantined", 0.0)}
+    # without a previous stable the task is left to its fallbacks
+    r = boot(spec("v1", S.stable), spec("v2"))
+    r = applied(r, ev("v1", A.quarantine, S.quarantined, S.stable))
+    assert states(r) == {"v1": ("quarantined", 0.0), "v2": ("shadow", 0.0)}
+
+
+def test_quarantine_blocklists_the_combination_until_restored():
+    r = boot(spec("v1", S.stable), spec("v2", params={"model": "m1", "t": 0.2}))
+    r = applied(r, ev("v2", A.quarantine, S.quarantined, eid="q1", reason="timeouts"))
+    assert [(b.id, b.backend, b.params, b.source_version) for b in r.blocklist] == [
+        ("q1", "fake", {"model": "m1", "t": 0.2}, "v2")]
+    same_tech = spec("v9", params={"model": "m1", "t": 0.2})
+    why = skipped(r, ev("v9", A.register, S.shadow, spec=same_tech.model_dump(mode="json")),
+                  "blocklisted")
+    assert "timeouts" in why and "from version v2" in why
+    # other parameters are another technique
+    applied(r, ev("v8", A.register, S.shadow,
+                  spec=spec("v8", params={"model": "m2"}).model_dump(mode="json")))
+    r = applied(r, ev("v2", A.restore, S.shadow, S.quarantined))
+    assert r.blocklist == []
+    applied(r, ev("v9", A.register, S.shadow, spec=same_tech.model_dump(mode="json")))
+
+
+def test_block_and_unblock_by_hand():
+    r = boot(spec("v1", S.stable), spec("v2", params={"model": "m1"}))
+    r = applied(r, ev("v2", A.block, S.shadow, reason="leaks secrets"))
+    skipped(r, ev("v2", A.block, S.shadow), "already blocklisted")
+    e = ev("v3", A.register, S.shadow,
+           spec=spec("v3", params={"model": "m1", "extra": 1}).model_dump(mode="json"))
+    assert "leaks secrets" in skipped(r, e, "blocklisted")
+    r = applied(r, ev("v2", A.unblock, S.shadow))
+    applied(r, e)
+    skipped(r, ev("v2", A.unblock, S.shadow), "no blocklist entry")
+
+
+def test_previous_canary_step():
+    assert previous_canary_step(25) == 5
+    assert previous_canary_step(5) is None
+    assert previous_canary_step(30) == 25
+
+
+# manual commands: the event a person's command means, or a one-line refusal
+
+def manual(r, command, version=None, **kw):
+    return manual_event(r, command, version, actor="user:ann", reason="because", **kw)
+
+
+def test_manual_promote_walks_the_lifecycle():
+    r = boot(spec("v1", S.stable), spec("v2", S.registered))
+    path = []
+    for _ in range(6):
+        e = manual(r, "promote", "v2")
+        assert e.actor == "user:ann" and e.reason == "because" and e.position == r.applied
+        r = check_applies(r, e)
+        path.append(states(r)["v2"])
+    assert path == [("shadow", 0.0), ("canary", 5.0), ("canary", 25.0), ("canary", 50.0),
+                    ("canary", 75.0), ("stable", 0.0)]
+    assert states(r)["v1"] == ("deprecated", 0.0)
+    with pytest.raises(IllegalTransition, match="nothing above stable"):
+        manual(r, "promote", "v2")
+    with pytest.raises(IllegalTransition, match="rollback v1"):
+        manual(r, "promote", "v1")
+
+
+def test_manual_demote_and_canary_percent():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 25.0))
+    r = check_applies(r, manual(r, "demote", "v2"))
+    assert states(r)["v2"] == ("canary", 5.0)
+    r = check_applies(r, manual(r, "demote", "v2"))
+    assert states(r)["v2"] == ("shadow", 0.0)
+    with pytest.raises(IllegalTransition, match="nothing below shadow"):
+        manual(r, "demote", "v2")
+    with pytest.raises(IllegalTransition, match="without a stable version"):
+        manual(r, "demote", "v1")
+    r = check_applies(r, manual(r, "canary", "v2", percent=12.5))
+    assert states(r)["v2"] == ("canary", 12.5)
+    with pytest.raises(IllegalTransition, match="PERCENT"):
+        manual(r, "canary", "v2", percent=0)
+    with pytest.raises(IllegalTransition, match="canary v1"):
+        manual(r, "canary", "v1", percent=10)  # the stable version cannot be a canary
+
+
+def test_manual_rollback():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 5.0))
+    with pytest.raises(IllegalTransition, match="no deprecated version"):
+        manual(r, "rollback")
+    r = check_applies(r, manual(r, "promote", "v2", canary_steps=(5,)))
+    assert states(r)["v2"] == ("stable", 0.0)
+    e = manual(r, "rollback")  # no version: the stable one
+    assert e.version_id == "v2"
+    r = check_applies(r, e)
+    assert states(r) == {"v1": ("stable", 0.0), "v2": ("deprecated", 0.0)}
+    r = check_applies(r, manual(r, "rollback", "v2"))  # a deprecated version back to stable
+    assert states(r) == {"v1": ("deprecated", 0.0), "v2": ("stable", 0.0)}
+    with pytest.raises(IllegalTransition, match="not a archived one|not a deprecated"):
+        manual(check_applies(r, manual(r, "archive", "v1")), "rollback", "v1")
+
+
+def test_manual_refusals_are_one_line():
+    r = boot(spec("v1", S.stable), spec("v2"))
+    with pytest.raises(UnknownVersion, match="unknown version 'nope'; known: v1, v2"):
+        manual(r, "pause", "nope")
+    r = check_applies(r, manual(r, "archive", "v2"))
+    for command in ("promote", "restore", "quarantine", "pause"):
+        with pytest.raises(IllegalTransition) as info:
+            manual(r, command, "v2")
+        assert "\n" not in str(info.value) and "v2" in str(info.value)
+    with pytest.raises(IllegalTransition, match="terminal"):
+        manual(r, "restore", "v2")
+
+
+def test_register_request_checks_everything():
+    r = boot(spec("v1", S.stable))
+    e = register_request(r, spec("v2"), actor="user:ann", reason="new model")
+    assert e.position == r.applied and e.actor == "user:ann"
+    r = check_applies(r, e)
+    with pytest.raises(IllegalTransition, match="already registered"):
+        register_request(r, spec("v2"), actor="a", reason="r")
+    with pytest.raises(IllegalTransition, match="already has stable version v1"):
+        register_request(r, spec("v3", S.stable), actor="a", reason="r")
+    rules = [BlockRule(backend="fake", params={"model": "bad"}, reason="hallucinates")]
+    with pytest.raises(IllegalTransition, match="blocklisted: fake with model='bad'"):
+        register_request(r, spec("v4", params={"model": "bad", "x": 1}), actor="a",
+                         reason="r", static_blocklist=rules)
+    # bootstrap from the versions file leaves statically blocked specs out as well
+    assert register_events([spec("v4", params={"model": "bad"})], r, blocklist=rules) == []

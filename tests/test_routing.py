@@ -157,3 +157,24 @@ def test_no_stable_serves_the_best_fallback():
 ])
 def test_choose_fallback_preference(states, exclude, expected):
     assert choose_fallback(reg(**states), exclude) == expected
+
+
+@pytest.mark.parametrize("target", [5.0, 25.0, 50.0, 75.0])
+def test_every_canary_step_gets_its_share_within_2_points(target):
+    r = reg(v1=("stable",), v2=("canary", target))
+    plans = [plan_route(r, c) for c in cohorts()]
+    share = 100 * sum(p.primary == "v2" for p in plans) / len(plans)
+    assert abs(share - target) <= 2.0, share
+
+
+def test_a_pull_request_stays_on_its_version_for_the_whole_stage():
+    """Every commit of a pull request goes to the same version while the stage lasts; commits
+    without a pull request are their own cohort."""
+    r = reg(v1=("stable",), v2=("canary", 25.0))
+    for pr in range(300):
+        versions = {plan_route(r, cohort_key("org/r", pr, f"{sha:040x}")).primary
+                    for sha in range(12)}
+        assert len(versions) == 1
+    lone = {plan_route(r, cohort_key("org/r", None, f"{sha:040x}")).primary
+            for sha in range(200)}
+    assert lone == {"v1", "v2"}

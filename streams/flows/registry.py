@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from agents.blocklist import blocked_by, describe
 from agents.registry import apply_event, register_events, traffic_table
 from infra.kafka import start_tail_consumer, true_end_offsets
 from infra.readback import lifecycle_event_from_row, lifecycle_sql
@@ -36,7 +37,12 @@ async def bootstrap_events() -> list[LifecycleEvent]:
     registry = runtime.registry.registry
     for event in restored:
         registry, _ = apply_event(registry, event)
-    return restored + register_events(config.versions, registry)
+    for spec in config.versions:
+        blocked = blocked_by(config.blocklist, spec)
+        if blocked is not None and spec.id not in registry.versions:
+            log.warning("version %s is not registered: blocklisted: %s", spec.id,
+                        describe(blocked))
+    return restored + register_events(config.versions, registry, blocklist=config.blocklist)
 
 
 @app.task

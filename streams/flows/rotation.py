@@ -1,53 +1,110 @@
-"""rotation: on the leader, measure candidates in ClickHouse and promote or roll back."""
+"""rotation: on the leader, measure candidates in ClickHouse and promote or roll back.
+
+Idempotent by construction: every event id is derived from the registry position and every
+event carries that position, so the fold (streams/flows/registry.py) applies a decision at
+most once and never one taken on a stale registry, whichever worker or tick emitted it. At
+most one version moves per tick, because the next move must be decided on the registry that
+the first one produced.
+"""
 
 from __future__ import annotations
 
+import time
+
 from agents.rotation import (
-    agreement_sql,
+    Verdict,
     decide,
-    interactions_sql,
-    metrics_from_rows,
+    measurement_sql,
+    metrics_from_results,
     proposals,
+    window_for,
 )
-from schemas import VersionState
+from agents.routing import stable_version
+from schemas import LifecycleEvent, utcnow
 
 from .. import topics
 from ..app import app
 from ..metrics import LIFECYCLE
 from ..runtime import config, emit, log, runtime
 
+# Per version: (what its last recorded hold said, when) so an unchanged hold is recorded once
+# per `record_every_s`; ids of transitions sent and not folded yet, so a tick that comes before
+# the fold does not send the same event again.
+_recorded: dict[str, tuple[str, float]] = {}
+_sent: dict[str, float] = {}
+SENT_TTL_S = 60.0
 
-async def measure(version_id: str, with_agreement: bool):
+
+async def measure(sql: dict[str, str]) -> dict[str, list[dict]]:
+    return {name: (await runtime.store.query(q)).as_dicts() for name, q in sql.items()}
+
+
+async def evaluate(now=None) -> list[Verdict]:
+    """Every candidate's verdict on the current registry, stopping at the first that moves."""
+    registry = runtime.registry.registry
     cfg = config.rotation
-    queries = [interactions_sql(config.task, version_id, cfg.window_s)]
-    rows = (await runtime.store.query(queries[0])).as_dicts()
-    agreement = None
-    if with_agreement:
-        queries.append(agreement_sql(config.task, version_id, cfg.window_s))
-        agreement = (await runtime.store.query(queries[-1])).as_dicts()[0]
-    return metrics_from_rows(version_id, rows[0] if rows else {}, agreement), queries
+    now = now or utcnow()
+    stable_id = stable_version(registry)
+    verdicts: list[Verdict] = []
+    for proposal in proposals(registry, cfg):
+        entry = registry.versions[proposal.version_id]
+        window = window_for(entry.since, cfg, now)
+        sql = measurement_sql(config.task, proposal.version_id, stable_id, window)
+        candidate, stable = metrics_from_results(proposal.version_id, stable_id,
+                                                 await measure(sql))
+        verdict = decide(registry, proposal, candidate, stable, cfg, sql, window, now)
+        log.info("rotation %s %s->%s [%s]: %s -> %s (%s)", proposal.version_id,
+                 proposal.from_state.value, proposal.to_state.value, proposal.gate_name,
+                 verdict.decision.outcome, verdict.verdict,
+                 ", ".join(f"{g.name}={g.outcome}" for g in verdict.decision.gates))
+        verdicts.append(verdict)
+        if verdict.moves:
+            break
+    return verdicts
 
 
-async def rotate_once() -> list:
+def to_send(verdicts: list[Verdict]) -> list[LifecycleEvent]:
+    cfg = config.rotation
+    clock = time.monotonic()
+    for key, at in list(_sent.items()):
+        if clock - at > SENT_TTL_S:
+            del _sent[key]
+    out: list[LifecycleEvent] = []
+    for v in verdicts:
+        event = v.event
+        if event is None:
+            continue
+        seen = runtime.registry.registry.seen_event_ids
+        if v.moves:
+            if event.event_id in _sent or event.event_id in seen:
+                continue
+            _sent[event.event_id] = clock
+            out.append(event)
+            continue
+        if not cfg.record_holds:
+            continue
+        key = f"{event.position}|{v.proposal.gate_name}|{v.decision.signature()}"
+        last = _recorded.get(event.version_id)
+        if last is not None and last[0] == key and clock - last[1] < cfg.record_every_s:
+            continue
+        if event.event_id in seen:
+            continue
+        _recorded[event.version_id] = (key, clock)
+        out.append(event)
+    return out
+
+
+async def rotate_once(now=None) -> list[LifecycleEvent]:
     """One idempotent pass: the event ids are derived from the registry position."""
     if runtime.store is None or not runtime.registry.ready.is_set():
         return []
-    registry = runtime.registry.registry
-    stable_id = next((v for v, e in registry.versions.items()
-                      if e.state == VersionState.stable), None)
-    stable = (await measure(stable_id, False))[0] if stable_id else None
-    events = []
-    for proposal in proposals(registry, config.rotation):
-        candidate, queries = await measure(proposal.version_id, True)
-        decision, event = decide(registry, proposal, candidate, stable, config.rotation, queries)
-        log.info("rotation %s %s->%s: %s (%s)", proposal.version_id, proposal.from_state.value,
-                 proposal.to_state.value, decision.outcome,
-                 ", ".join(f"{g.name}={g.outcome}" for g in decision.gates))
-        if event is not None:
-            events.append(event)
-            LIFECYCLE.labels(action=event.action.value).inc()
+    events = to_send(await evaluate(now))
     if events:
+        # Holds first: they do not move the position, so the transition after them applies.
+        events.sort(key=lambda e: e.action.value != "hold")
         await emit([(topics.lifecycle, e.version_id, e) for e in events])
+        for e in events:
+            LIFECYCLE.labels(action=e.action.value).inc()
     return events
 
 
