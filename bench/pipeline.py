@@ -1,0 +1,287 @@
+"""Benchmarks 1, 2, 3 and 7: bus throughput, routing overhead, shadow cost, worker memory.
+
+Throughput is the output-side service rate: (n - 1) / (last output CreateTime - first output
+CreateTime) while the input topic is fuller than the consumer can drain (the pipeline is fed
+by a concurrent producer that is faster than it; the relay drains a pre-loaded topic). The
+ceiling is a raw aiokafka relay, one consume-and-produce hop, on the same broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agents.settings import Settings
+from infra.kafka import ensure_topics
+
+from . import load
+from .core import ROOT, latency_summary, ratio, trials_summary
+from .stack import Worker
+
+STABLE = "noop-stable"
+NEVER = {"min_samples": 1_000_000_000}
+
+
+def noop_config(shadows: int = 0, slow_shadow_ms: int = 0) -> dict:
+    """A stable no-op fake version and `shadows` no-op shadow versions (+ one slow one)."""
+    versions: list[dict[str, Any]] = [
+        {"id": STABLE, "backend": "fake", "initial_state": "stable", "timeout_s": 60}]
+    versions += [{"id": f"noop-shadow{i}", "backend": "fake", "initial_state": "shadow",
+                  "timeout_s": 60} for i in range(shadows)]
+    if slow_shadow_ms:
+        versions.append({"id": "slow-shadow", "backend": "fake", "initial_state": "shadow",
+                         "timeout_s": 60, "params": {"sleep_ms": slow_shadow_ms}})
+    # No promotion may change the routing in the middle of a measurement.
+    return {"task": "code-review", "versions": versions,
+            "rotation": {"interval_s": 3600, "shadow_to_canary": NEVER, "canary_step": NEVER,
+                         "canary_to_stable": NEVER}}
+
+
+def _span_rate(stamps: dict[str, int]) -> float | None:
+    ts = sorted(stamps.values())
+    if len(ts) < 2 or ts[-1] <= ts[0]:
+        return None
+    return (len(ts) - 1) / ((ts[-1] - ts[0]) / 1000.0)
+
+
+# ---- the pipeline ---------------------------------------------------------------------------
+
+
+async def pipeline_throughput(w: Worker, n: int, log) -> dict:
+    run = f"tp{uuid.uuid4().hex[:6]}"
+    messages = load.commit_events(n, run)
+    wall = await load.run_load(w.settings, w.settings.kafka, w.topic("commits"), w.topic("findings"),
+                               messages, load.request_id_of, timeout=max(300.0, n / 20))
+    out = await load.timestamps(w.settings, w.settings.kafka, w.topic("findings"),
+                                load.request_id_of, prefix=run)
+    rate = _span_rate(out)
+    log(f"  pipeline {n} events: {rate or 0:,.0f} events/s (wall {wall['events_per_s']:,.0f}/s)")
+    return {**wall, "events_per_s_wall": wall["events_per_s"], "events_per_s": rate}
+
+
+async def pipeline_latency(w: Worker, rate: float, seconds: float, log,
+                           inference_version: str = STABLE) -> dict:
+    """Paced load; per event: commit -> inference request, and commit -> findings (stable)."""
+    run = f"lat{uuid.uuid4().hex[:6]}"
+    n = max(200, int(rate * seconds))
+    messages = load.commit_events(n, run)
+    wall = await load.run_load(w.settings, w.settings.kafka, w.topic("commits"), w.topic("findings"),
+                               messages, load.request_id_of, rate=rate, timeout=max(300.0, n / 10))
+    commits = await load.timestamps(w.settings, w.settings.kafka, w.topic("commits"),
+                                    load.event_id_of, prefix=run)
+    requests = await load.timestamps(w.settings, w.settings.kafka,
+                                     w.topic(f"inference.{inference_version}"),
+                                     load.key_is_id, prefix=run)
+    findings = await load.timestamps(w.settings, w.settings.kafka, w.topic("findings"),
+                                     load.request_id_of, prefix=run)
+    routing = latency_summary(load.hop_latencies(commits, requests))
+    e2e = latency_summary(load.hop_latencies(commits, findings))
+    log(f"  pipeline paced {rate:,.0f}/s x {n}: routing p50 {routing['p50_ms']} p99 "
+        f"{routing['p99_ms']} ms; end-to-end p50 {e2e['p50_ms']} p99 {e2e['p99_ms']} ms")
+    return {"rate": rate, "events": n, "achieved_per_s": wall["events_per_s"],
+            "commit_to_inference_request": routing, "commit_to_findings": e2e}
+
+
+# ---- the raw relay ---------------------------------------------------------------------------
+
+
+class Relay:
+    def __init__(self, broker: str, partitions: int) -> None:
+        self.settings = Settings(kafka=broker, partitions=partitions)
+        self.broker = broker
+        self.partitions = partitions
+
+    async def topics(self) -> tuple[str, str]:
+        base = f"relay{uuid.uuid4().hex[:8]}"
+        src, dst = f"{base}.in", f"{base}.out"
+        await ensure_topics(self.settings, self.broker, {src: self.partitions,
+                                                         dst: self.partitions})
+        return src, dst
+
+    def start(self, src: str, dst: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.relay", self.broker, src, dst, f"g-{src}"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline() if proc.stdout else ""
+        if line.strip() != "ready":
+            proc.kill()
+            raise RuntimeError("relay did not start")
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    async def throughput(self, n: int, log) -> dict:
+        """Pre-load the input topic, then let a fresh relay drain it."""
+        src, dst = await self.topics()
+        run = f"rtp{uuid.uuid4().hex[:6]}"
+        messages = load.commit_events(n, run)
+        await load.produce(self.settings, self.broker, src, messages)
+        started = time.monotonic()
+        proc = await asyncio.to_thread(self.start, src, dst)
+        try:
+            consumer = await load.start_tail_consumer(self.settings, self.broker, dst,
+                                                      from_beginning=True)
+            try:
+                await load.wait_for_count(consumer, {e for e, _, _ in messages},
+                                          load.event_id_of, timeout=300)
+            finally:
+                await consumer.stop()
+        finally:
+            self.stop(proc)
+        out = await load.timestamps(self.settings, self.broker, dst, load.event_id_of)
+        rate = _span_rate(out)
+        log(f"  relay {n} events: {rate or 0:,.0f} events/s "
+            f"({time.monotonic() - started:.1f} s with start)")
+        return {"events": n, "events_per_s": rate}
+
+    async def latency(self, rate: float, seconds: float, log) -> dict:
+        src, dst = await self.topics()
+        proc = await asyncio.to_thread(self.start, src, dst)
+        try:
+            run = f"rlat{uuid.uuid4().hex[:6]}"
+            n = max(200, int(rate * seconds))
+            messages = load.commit_events(n, run)
+            wall = await load.run_load(self.settings, self.broker, src, dst, messages,
+                                       load.event_id_of, rate=rate)
+        finally:
+            self.stop(proc)
+        ins = await load.timestamps(self.settings, self.broker, src, load.event_id_of)
+        outs = await load.timestamps(self.settings, self.broker, dst, load.event_id_of)
+        hop = latency_summary(load.hop_latencies(ins, outs))
+        log(f"  relay paced {rate:,.0f}/s x {n}: p50 {hop['p50_ms']} p99 {hop['p99_ms']} ms")
+        return {"rate": rate, "events": n, "achieved_per_s": wall["events_per_s"], "hop": hop}
+
+
+# ---- the whole of 1, 2, 3 and 7 ------------------------------------------------------------
+
+
+def _worker(home: Path, broker: str, config: dict, partitions: int, log) -> Worker:
+    w = Worker(home, broker, config, partitions=partitions)
+    t = time.monotonic()
+    w.start()
+    log(f"  worker up in {time.monotonic() - t:.1f} s ({len(config['versions'])} versions)")
+    return w
+
+
+def settle(w: Worker, timeout: float = 180.0) -> None:
+    """Wait until the worker is idle (the sink caught up), so a paced run measures latency
+    and not the drain of an earlier flood: the written-rows counter still for 1.5 s."""
+    deadline = time.monotonic() + timeout
+    last, still = -1.0, 0
+    while time.monotonic() < deadline and still < 3:
+        now = w.metric("reviewbus_sink_rows_total", outcome="written")
+        still = still + 1 if now == last else 0
+        last = now
+        time.sleep(0.5)
+
+
+async def _warm(w: Worker) -> None:
+    await load.run_load(w.settings, w.settings.kafka, w.topic("commits"), w.topic("findings"),
+                        load.commit_events(200, f"warm{uuid.uuid4().hex[:6]}"),
+                        load.request_id_of, timeout=300)
+
+
+def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials: int,
+            latency_s: float, partitions: int, log, pipeline_trials: int = 1) -> dict:
+    """Benchmarks 1, 2, 3 and 7; returns their JSON sections."""
+    relay = Relay(broker, partitions)
+    out: dict[str, Any] = {}
+
+    log("1. bus throughput: raw relay (ceiling)")
+    relay_tp = [asyncio.run(relay.throughput(events, log))["events_per_s"] for _ in range(trials)]
+
+    log("1. bus throughput: pipeline, stable no-op version, 0 shadows")
+    w0 = _worker(home / "s0", broker, noop_config(0), partitions, log)
+    try:
+        asyncio.run(_warm(w0))
+        runs0 = [asyncio.run(pipeline_throughput(w0, events, log))
+                 for _ in range(pipeline_trials)]
+        rss_1 = w0.peak_rss_mib()
+        tp0 = trials_summary([r["events_per_s"] for r in runs0])
+        ceiling = trials_summary(relay_tp)
+        out["throughput"] = {
+            "events": events, "pipeline_events_per_s": tp0, "relay_events_per_s": ceiling,
+            "ratio": ratio(tp0["median"], ceiling["median"]),
+            "pipeline_wall_events_per_s": trials_summary([r["events_per_s_wall"] for r in runs0]),
+            "hops": {"pipeline": 4, "relay": 1},
+        }
+        log("2. routing overhead at 50% of the measured maximum rate")
+        rate = 0.5 * (tp0["median"] or 100.0)
+        settle(w0)
+        lat0 = asyncio.run(pipeline_latency(w0, rate, latency_s, log))
+        relay_rate = 0.5 * (ceiling["median"] or 1000.0)
+        rlat = asyncio.run(relay.latency(relay_rate, min(latency_s, 5.0), log))
+        route = lat0["commit_to_inference_request"]
+        out["routing_overhead"] = {
+            "pipeline": lat0, "relay": rlat,
+            "p50_ratio": ratio(route["p50_ms"], rlat["hop"]["p50_ms"]),
+            "p99_ratio": ratio(route["p99_ms"], rlat["hop"]["p99_ms"]),
+            "method": "Kafka CreateTime of the commit message vs. CreateTime of its inference "
+                      "request (router output, 2 hops: intake + router), joined by event id; "
+                      "relay: CreateTime in vs. out of the same message (1 hop).",
+        }
+        log("3. shadow cost: 0 shadows")
+        shadow_runs = {0: [asyncio.run(pipeline_throughput(w0, shadow_events, log))
+                           for _ in range(trials)]}
+        out["_w0"] = {"peak_rss_mib_1": rss_1, "peak_rss_mib": w0.peak_rss_mib()}
+    finally:
+        w0.stop()
+
+    p99: dict[str, Any] = {}
+    rss_3: dict[str, Any] = {}
+    shadow_rate = None
+    for k in (1, 3):
+        log(f"3. shadow cost: {k} shadows")
+        w = _worker(home / f"s{k}", broker, noop_config(k), partitions, log)
+        try:
+            asyncio.run(_warm(w))
+            shadow_runs[k] = [asyncio.run(pipeline_throughput(w, shadow_events, log))
+                              for _ in range(trials)]
+            if k == 1:
+                shadow_rate = 0.5 * (trials_summary(
+                    [r["events_per_s"] for r in shadow_runs[1]])["median"] or 100.0)
+                settle(w)
+                p99["fast_shadow"] = asyncio.run(pipeline_latency(w, shadow_rate, latency_s, log))
+            rss_3[f"{k}_shadows"] = w.peak_rss_mib()
+        finally:
+            w.stop()
+
+    log("3. shadow cost: stable latency beside a shadow that sleeps 200 ms")
+    w = _worker(home / "slow", broker, noop_config(0, slow_shadow_ms=200), partitions, log)
+    try:
+        asyncio.run(_warm(w))
+        settle(w)
+        p99["slow_shadow"] = asyncio.run(pipeline_latency(w, shadow_rate or 50.0, latency_s, log))
+        rss_3["slow_shadow"] = w.peak_rss_mib()
+    finally:
+        w.stop()
+
+    tps = {k: trials_summary([r["events_per_s"] for r in v]) for k, v in shadow_runs.items()}
+    fast = p99["fast_shadow"]["commit_to_findings"]
+    slow = p99["slow_shadow"]["commit_to_findings"]
+    out["shadow_cost"] = {
+        "events": shadow_events,
+        "throughput_events_per_s": {f"{k}_shadows": v for k, v in tps.items()},
+        "ratio_to_0_shadows": {f"{k}_shadows": ratio(tps[k]["median"], tps[0]["median"])
+                               for k in tps},
+        "stable_latency": {"rate": shadow_rate, **p99},
+        "stable_p99_ms_fast_shadow": fast["p99_ms"], "stable_p99_ms_slow_shadow": slow["p99_ms"],
+        "stable_p99_ratio_slow_to_fast": ratio(slow["p99_ms"], fast["p99_ms"]),
+    }
+    w0info = out.pop("_w0")
+    out["memory"] = {"peak_rss_mib_benchmark_1": w0info["peak_rss_mib_1"],
+                     "peak_rss_mib_benchmark_3": rss_3,
+                     "method": "VmHWM of the worker process (/proc), one fresh worker per "
+                               "configuration, read after its runs"}
+    return out

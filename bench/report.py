@@ -1,0 +1,79 @@
+"""The printed table: each figure next to its ceiling from the same run, and their ratio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import fmt, table
+
+
+def _get(d: dict, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def rows(result: dict) -> list[list[Any]]:
+    """[benchmark, figure, value, ceiling, ratio, unit] for every measured figure."""
+    out: list[list[Any]] = []
+    tp = result.get("throughput")
+    if tp:
+        out.append(["1 bus throughput", f"{tp['events']} events, commits->findings",
+                    _get(tp, "pipeline_events_per_s", "median"),
+                    _get(tp, "relay_events_per_s", "median"), tp.get("ratio"), "events/s"])
+    ro = result.get("routing_overhead")
+    if ro:
+        route = ro["pipeline"]["commit_to_inference_request"]
+        hop = ro["relay"]["hop"]
+        rate = ro["pipeline"]["rate"]
+        out.append(["2 routing overhead", f"p50 commit->inference @ {fmt(rate)}/s",
+                    route["p50_ms"], hop["p50_ms"], ro.get("p50_ratio"), "ms"])
+        out.append(["2 routing overhead", "p99 commit->inference", route["p99_ms"],
+                    hop["p99_ms"], ro.get("p99_ratio"), "ms"])
+    sc = result.get("shadow_cost")
+    if sc:
+        base = _get(sc, "throughput_events_per_s", "0_shadows", "median")
+        for k in ("0_shadows", "1_shadows", "3_shadows"):
+            v = _get(sc, "throughput_events_per_s", k, "median")
+            if v is not None:
+                out.append(["3 shadow cost", f"throughput, {k.replace('_', ' ')}", v, base,
+                            _get(sc, "ratio_to_0_shadows", k), "events/s"])
+        rate = _get(sc, "stable_latency", "rate")
+        out.append(["3 shadow cost", f"stable p99 end-to-end @ {fmt(rate)}/s, slow vs fast shadow",
+                    sc.get("stable_p99_ms_slow_shadow"), sc.get("stable_p99_ms_fast_shadow"),
+                    sc.get("stable_p99_ratio_slow_to_fast"), "ms"])
+    sk = result.get("sink")
+    if sk:
+        out.append(["4 sink", f"{sk['rows']} rows via sink agent vs direct bulk insert",
+                    _get(sk, "sink_rows_per_s", "median"), _get(sk, "direct_rows_per_s", "median"),
+                    sk.get("ratio"), "rows/s"])
+    rp = result.get("replay")
+    if rp:
+        out.append(["5 replay", f"{rp['commits']} commits -> {rp['version']}",
+                    _get(rp, "replay_events_per_s", "median"),
+                    _get(rp, "direct_events_per_s", "median"), rp.get("ratio"), "events/s"])
+    an = result.get("analyzers")
+    if an:
+        for version, s in an.get("versions", {}).items():
+            out.append(["6 analyzer latency", f"{version} p50 per commit",
+                        s.get("p50_ms"), None, None, "ms"])
+            out.append(["6 analyzer latency", f"{version} p99 per commit", s.get("p99_ms"),
+                        None, None, "ms"])
+    mem = result.get("memory")
+    if mem:
+        out.append(["7 memory", "worker peak RSS during 1", mem.get("peak_rss_mib_benchmark_1"),
+                    None, None, "MiB"])
+        for k, v in (mem.get("peak_rss_mib_benchmark_3") or {}).items():
+            out.append(["7 memory", f"worker peak RSS during 3 ({k.replace('_', ' ')})", v,
+                        None, None, "MiB"])
+    return out
+
+
+def render(result: dict) -> str:
+    m = result.get("machine", {})
+    head = (f"reviewbus benchmarks: {m.get('cpu_model')}, {m.get('cores')} cores, "
+            f"{m.get('memory_gib')} GiB, Python {m.get('python')}, git {m.get('git_sha')}\n"
+            f"medians of {_get(result, 'params', 'trials')} trial(s); ratio = value / ceiling\n")
+    return head + table(rows(result), ["benchmark", "figure", "value", "ceiling", "ratio", "unit"])

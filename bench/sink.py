@@ -1,0 +1,125 @@
+"""Benchmark 4: rows/s into ClickHouse (chDB) through the sink agent, against a direct bulk
+insert of the same rows with clickhouse-connect (`python -m bench.sink DIR N RUN`, a process of
+its own: chDB hosts one engine per process).
+
+Through the sink: InferenceResults (role `replay`, so only the sink and the cheap role checks
+of the other agents see them; one interactions row and two findings rows each) are produced to
+the worker's `results` topic; the rate is the rows counted by the worker's
+`reviewbus_sink_rows_total{outcome="written"}` over the time from the first send to the last row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from schemas import ChangeType, Finding, InferenceResult, Risk, Role, Status
+
+from . import load
+from .core import ROOT, ratio, trials_summary
+from .pipeline import noop_config
+from .stack import Worker
+
+FINDINGS_PER_RESULT = 2
+ROWS_PER_RESULT = 1 + FINDINGS_PER_RESULT
+
+
+def make_results(n: int, run: str) -> list[InferenceResult]:
+    out = []
+    for i in range(n):
+        rid = f"{run}-{i}"
+        findings = [Finding(fingerprint=f"{rid}-{j}", dimension="security", severity="medium",
+                            confidence=0.8, path=f"src/mod{i % 50}.py", line=10 + j,
+                            rule_id=f"ruff:S60{j}", message="subprocess call with shell=True",
+                            source="ruff") for j in range(FINDINGS_PER_RESULT)]
+        out.append(InferenceResult(
+            event_id=f"{rid}-r", request_id=rid, task="code-review", version_id="noop-stable",
+            role=Role.replay, run_id=run, status=Status.ok, latency_ms=12.5, label="feature",
+            change_type=ChangeType(label="feature", confidence=0.7, scores={"feature": 0.7}),
+            risk=Risk(score=0.4, level="medium"), findings=findings, repo="bench/repo",
+            sha=f"{i:040x}"))
+    return out
+
+
+def direct_insert(directory: str, n: int, run: str) -> dict:
+    """The ceiling, in this process: one clickhouse-connect insert per table of all rows."""
+    from infra.rows import rows_for
+    from infra.store import Store
+
+    store = Store.connect(f"chdb:///{directory}")
+    store.migrate()
+    tables: dict[str, list[dict]] = {}
+    for event in make_results(n, run):
+        for table, row in rows_for(event):
+            tables.setdefault(table, []).append(row)
+    writer = store._writer
+    rows = 0
+    start = time.perf_counter()
+    for table, batch in tables.items():
+        columns = list(batch[0])
+        writer.insert(table, [[r[c] for c in columns] for r in batch], column_names=columns)
+        rows += len(batch)
+    seconds = time.perf_counter() - start
+    store.close()
+    return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+
+
+def _direct(home: Path, n: int) -> float:
+    run = f"d{uuid.uuid4().hex[:6]}"
+    home.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-m", "bench.sink", str(home / run), str(n), run],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"direct insert failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["rows_per_s"]
+
+
+async def _through_sink(w: Worker, n: int, log) -> float:
+    run = f"sink{uuid.uuid4().hex[:6]}"
+    messages = [(r.request_id, r.request_id.encode(), r.model_dump_json().encode())
+                for r in make_results(n, run)]
+    expected = n * ROWS_PER_RESULT
+    base = await asyncio.to_thread(w.metric, "reviewbus_sink_rows_total", outcome="written")
+    start = await load.produce(w.settings, w.settings.kafka, w.topic("results"), messages)
+    deadline = time.monotonic() + max(300.0, n / 20)
+    while True:
+        written = await asyncio.to_thread(w.metric, "reviewbus_sink_rows_total",
+                                          outcome="written") - base
+        if written >= expected:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sink wrote {written} of {expected} rows")
+        await asyncio.sleep(0.1)
+    rate = expected / (time.monotonic() - start)
+    log(f"  sink agent: {expected} rows, {rate:,.0f} rows/s")
+    return rate
+
+
+def run_sink(home: Path, broker: str, *, events: int, trials: int, partitions: int, log) -> dict:
+    log("4. sink: direct bulk insert (ceiling)")
+    direct = []
+    for i in range(trials):
+        direct.append(_direct(home / f"direct{i}", events))
+        log(f"  direct insert: {events * ROWS_PER_RESULT} rows, {direct[-1]:,.0f} rows/s")
+    log("4. sink: through the sink agent")
+    w = Worker(home / "worker", broker, noop_config(0), partitions=partitions)
+    w.start()
+    try:
+        sink = [asyncio.run(_through_sink(w, events, log)) for _ in range(trials)]
+    finally:
+        w.stop()
+    s, d = trials_summary(sink), trials_summary(direct)
+    return {"events": events, "rows": events * ROWS_PER_RESULT, "sink_rows_per_s": s,
+            "direct_rows_per_s": d, "ratio": ratio(s["median"], d["median"]),
+            "method": "sink: worker's written-rows counter from first send to last row "
+                      "(Kafka + parse + batched insert); direct: one clickhouse-connect insert "
+                      "per table of the same rows into a fresh chDB directory"}
+
+
+if __name__ == "__main__":
+    print(json.dumps(direct_insert(sys.argv[1], int(sys.argv[2]), sys.argv[3])))

@@ -1,0 +1,117 @@
+"""The benchmark suite's pure parts: statistics, ratios, the table, commit synthesis (no broker).
+
+The benchmarks themselves are not tests (`make bench`); nothing here is timed.
+"""
+
+import json
+
+import pytest
+
+from bench import load
+from bench.analyzers import diff_size, post_images, synthesize
+from bench.core import fmt, latency_summary, machine_info, percentile, ratio, trials_summary
+from bench.pipeline import _span_rate, noop_config
+from bench.report import render, rows
+
+
+def test_percentile_interpolates_and_handles_edges():
+    assert percentile([], 50) is None
+    assert percentile([7], 99) == 7.0
+    assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+    assert percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+    assert percentile([5, 1, 3], 0) == 1.0 and percentile([5, 1, 3], 100) == 5.0
+
+
+def test_ratio_is_value_over_ceiling_and_none_when_undefined():
+    assert ratio(250.0, 1000.0) == pytest.approx(0.25)
+    assert ratio(None, 10.0) is None
+    assert ratio(5.0, 0.0) is None
+    assert ratio(5.0, None) is None
+
+
+def test_trials_summary_reports_the_median_and_the_spread():
+    s = trials_summary([300.0, 100.0, None, 200.0])
+    assert (s["median"], s["min"], s["max"]) == (200.0, 100.0, 300.0)
+    assert s["trials"] == [300.0, 100.0, None, 200.0]
+    assert trials_summary([])["median"] is None
+
+
+def test_latency_and_rate_from_message_timestamps():
+    src = {"a": 1000, "b": 1010, "c": 1020}
+    dst = {"a": 1004, "b": 1030, "x": 5}
+    assert sorted(load.hop_latencies(src, dst)) == [4.0, 20.0]
+    lat = latency_summary(load.hop_latencies(src, dst))
+    assert lat["n"] == 2 and lat["p50_ms"] == pytest.approx(12.0)
+    # 11 messages spread over 2 s: 5 per second.
+    assert _span_rate({str(i): 1000 + 200 * i for i in range(11)}) == pytest.approx(5.0)
+    assert _span_rate({"a": 1}) is None
+
+
+def test_commit_events_are_valid_and_keyed_by_repository():
+    [(eid, key, value)] = load.commit_events(1, "run1")
+    data = json.loads(value)
+    assert eid == "run1-0" == data["event_id"] and key == b"bench/repo"
+    assert data["message"].startswith("feat(handler):")
+
+
+def test_noop_config_has_one_stable_and_the_shadows_asked_for():
+    cfg = noop_config(3, slow_shadow_ms=200)
+    states = [v["initial_state"] for v in cfg["versions"]]
+    assert states.count("stable") == 1 and states.count("shadow") == 4
+    assert cfg["versions"][-1]["params"] == {"sleep_ms": 200}
+
+
+DIFF = (
+    "diff --git a/pkg/m.py b/pkg/m.py\n"
+    "index 1..2 100644\n"
+    "--- a/pkg/m.py\n"
+    "+++ b/pkg/m.py\n"
+    "@@ -3,3 +3,4 @@ def f():\n"
+    " import os\n"
+    "-import sys\n"
+    "+import subprocess\n"
+    "+subprocess.call('x', shell=True)\n"
+    " x = 1\n"
+    "diff --git a/new.py b/new.py\n"
+    "new file mode 100644\n"
+    "--- /dev/null\n"
+    "+++ b/new.py\n"
+    "@@ -0,0 +1,1 @@\n"
+    "+print('hi')\n"
+)
+
+
+def test_post_images_keep_real_line_numbers():
+    images = post_images(DIFF)
+    assert images["pkg/m.py"] == {3: "import os", 4: "import subprocess",
+                                  5: "subprocess.call('x', shell=True)", 6: "x = 1"}
+    assert images["new.py"] == {1: "print('hi')"}
+
+
+def test_synthesized_commit_has_line_preserving_python_contents():
+    row = {"repo": "o/r", "sha": "a" * 40, "subject": "fix(m): call", "message": "call\n\nbody",
+           "diff": DIFF, "diff_truncated": False,
+           "files": [{"path": "pkg/m.py", "added": 2, "deleted": 1},
+                     {"path": "new.py", "added": 1, "deleted": 0},
+                     {"path": "README.md", "added": 1, "deleted": 0}]}
+    event = synthesize(row)
+    by_path = {f.path: f for f in event.files}
+    assert by_path["pkg/m.py"].content.split("\n")[3] == "import subprocess"
+    assert by_path["new.py"].status == "added"
+    assert by_path["README.md"].content is None
+    assert event.message == "fix(m): call\n\nbody"
+    assert diff_size(row) == 5
+
+
+def test_report_rows_put_each_figure_next_to_its_ceiling():
+    result = {"params": {"trials": 3}, "machine": machine_info(),
+              "throughput": {"events": 100, "pipeline_events_per_s": {"median": 50.0},
+                             "relay_events_per_s": {"median": 200.0}, "ratio": 0.25},
+              "sink": {"rows": 30, "sink_rows_per_s": {"median": 10.0},
+                       "direct_rows_per_s": {"median": 40.0}, "ratio": 0.25}}
+    table = rows(result)
+    assert table[0][2:6] == [50.0, 200.0, 0.25, "events/s"]
+    assert table[1][2:6] == [10.0, 40.0, 0.25, "rows/s"]
+    text = render(result)
+    assert "1 bus throughput" in text and "0.25" in text
+    assert fmt(None) == "-" and fmt(12345.6) == "12,346"
