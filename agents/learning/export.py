@@ -1,0 +1,86 @@
+"""Training data from ClickHouse: labelled interactions as rows of the datasets' JSONL format.
+
+Labels: the Conventional Commits type that intake read off each commit (the archived input
+carries it), overridden by feedback: a Feedback with `fingerprint = "change_type:<label>"` and
+a request_id says the request's change type is <label> (true_positive) or is not <label>
+(false_positive, which drops the row when that was its label). The latest feedback wins.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from schemas import CHANGE_TYPES, AcceptedChange
+
+from .data import repo_split
+
+FEEDBACK_PREFIX = "change_type:"
+
+
+def archive_sql(since: datetime | None) -> tuple[str, dict[str, Any]]:
+    where = ["task = {task:String}",
+             "(label IS NOT NULL OR request_id IN (SELECT request_id FROM feedback FINAL "
+             "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL))"]
+    params: dict[str, Any] = {}
+    if since is not None:
+        where.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = since.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    sql = (f"SELECT request_id, repo, sha, label, accepted, occurred_at FROM events_archive FINAL "
+           f"WHERE {' AND '.join(where)} ORDER BY repo, occurred_at, request_id")
+    return sql, params
+
+
+FEEDBACK_SQL = ("SELECT request_id, fingerprint, verdict, occurred_at FROM feedback FINAL "
+                "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL "
+                "ORDER BY occurred_at, event_id")
+
+
+def apply_feedback(labels: dict[str, str | None], feedback: list[dict[str, Any]]
+                   ) -> dict[str, str | None]:
+    out = dict(labels)
+    for fb in feedback:
+        request_id = fb.get("request_id")
+        label = str(fb.get("fingerprint", ""))[len(FEEDBACK_PREFIX):]
+        if request_id not in out or label not in CHANGE_TYPES:
+            continue
+        if fb.get("verdict") == "true_positive":
+            out[request_id] = label
+        elif out[request_id] == label:
+            out[request_id] = None
+    return out
+
+
+def export_rows(store, task: str, since: datetime | None = None,
+                val_fraction: float = 0.25) -> list[dict[str, Any]]:
+    """Rows {id, repo, sha, author_date, message, diff, diff_truncated, files, label, split},
+    split into train and val by repository (one repository: its newest 15 % is val)."""
+    sql, params = archive_sql(since)
+    archive = store.query(sql, {"task": task, **params}).as_dicts()
+    feedback = store.query(FEEDBACK_SQL).as_dicts()
+    labels = apply_feedback({r["request_id"]: r.get("label") for r in archive}, feedback)
+    rows: list[dict[str, Any]] = []
+    for r in archive:
+        label = labels.get(r["request_id"])
+        if label not in CHANGE_TYPES:
+            continue
+        change = AcceptedChange.model_validate(json.loads(r["accepted"])).change
+        rows.append({
+            "id": r["request_id"], "repo": change.repo, "sha": change.sha,
+            "author_date": str(r.get("occurred_at") or ""), "message": change.message,
+            "diff": change.diff, "diff_truncated": change.diff_truncated,
+            "files": [{"path": f.path, "status": f.status, "added": f.added, "deleted": f.deleted}
+                      for f in change.files],
+            "label": label,
+        })
+    repos = sorted({row["repo"] for row in rows})
+    if len(repos) > 1:
+        _train, val_repos = repo_split(repos, val_fraction)
+        for row in rows:
+            row["split"] = "val" if row["repo"] in val_repos else "train"
+    else:
+        cut = int(round(len(rows) * 0.85))
+        for n, row in enumerate(sorted(rows, key=lambda x: (x["author_date"], x["id"]))):
+            row["split"] = "train" if n < cut else "val"
+    return rows

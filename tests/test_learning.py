@@ -1,0 +1,302 @@
+"""The learning loop's pure parts and its ClickHouse side (real chDB in tmp_path):
+text building and label masking, dataset loading, splits, metrics, export, job events,
+per-repository routing scope, registered versions found in the lifecycle history."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.errors import ConfigError
+from agents.learning.data import (
+    example_from_row,
+    load_examples,
+    repo_split,
+    temporal_split,
+    validation_split,
+    write_rows,
+)
+from agents.learning.export import export_rows
+from agents.learning.jobs import adapter_spec, default_version_id, job_event, jobs_sql
+from agents.learning.metrics import classification_report, mean_report, percentile
+from agents.learning.text import FEATURE_NAMES, build_text, changed_lines, features, lexical
+from agents.routing import plan_route
+from infra.store import Store
+from schemas import (
+    AcceptedChange,
+    ChangedFile,
+    Feedback,
+    JobState,
+    LifecycleAction,
+    LifecycleEvent,
+    NormalizedChange,
+    Registry,
+    VersionEntry,
+    VersionSpec,
+    VersionState,
+)
+
+DIFF = """diff --git a/docs/guide.md b/docs/guide.md
+new file mode 100644
+--- /dev/null
++++ b/docs/guide.md
+@@ -0,0 +1,3 @@
++# Guide
++fix: this line looks like a prefix but is documentation
++* feat(api): and so does this one
+"""
+
+
+def row(i: int, label: str = "docs", repo: str = "org/a", day: int = 0, **kw) -> dict:
+    base = {
+        "id": f"{repo}@{i:040x}", "repo": repo, "sha": f"{i:040x}",
+        "author_date": (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)).isoformat(),
+        "subject": "docs(guide): write the guide",
+        "message": "write the guide\n\n* fix: typo in the intro\n- feat!: new section\nplain line",
+        "diff": DIFF, "files": [{"path": "docs/guide.md", "added": 3, "deleted": 0}],
+        "label": label,
+    }
+    base.update(kw)
+    return base
+
+
+# ---------------------------------------------------------------- text and masking
+
+
+def test_every_prefix_is_masked_in_message_body_and_diff():
+    ex = example_from_row(row(1))
+    text = build_text(ex.change)
+    assert ex.label == "docs"
+    assert ex.change.message.startswith("write the guide")  # intake masked the subject
+    for leak in ("docs(guide):", "fix:", "feat!:", "feat(api):"):
+        assert leak not in text, leak
+    assert "* typo in the intro" in text and "- new section" in text and "plain line" in text
+    assert "this line looks like a prefix" in text  # the diff's content stays, minus the prefix
+    assert "stats: 1 files (1 docs), +3 -0" in text
+    assert "paths: docs/guide.md" in text
+
+
+def test_changed_lines_keeps_only_changes_and_file_markers():
+    diff = ("diff --git a/x.py b/x.py\nindex 1..2\n--- a/x.py\n+++ b/x.py\n@@ -1,2 +1,2 @@\n"
+            " ctx\n-old  line\n+new line\n")
+    assert changed_lines(diff) == "file: x.py\n- old line\n+ new line"
+    assert len(changed_lines("+" + "x" * 10_000, limit=100)) == 100
+
+
+def test_features_describe_the_change():
+    ex = example_from_row(row(2))
+    f = dict(zip(FEATURE_NAMES, features(ex.change)))
+    assert len(FEATURE_NAMES) == len(features(ex.change))
+    assert f["frac_docs"] == 1.0 and f["frac_code"] == 0.0
+    assert f["frac_new_files"] == 1.0  # status "added" read from the diff's new file mode
+    assert f["added_share"] == 1.0
+    assert all(0.0 <= v <= 1.5 for v in f.values())
+
+
+def test_lexical_is_deterministic_and_normalized():
+    a, b = lexical("Bump urllib3 from 1.26 to 2.0"), lexical("bump URLLIB3 from 1.26 to 2.0")
+    assert a == b and a
+    assert abs(sum(v * v for v in a.values()) - 1.0) < 1e-9
+    assert lexical("") == {}
+
+
+# ---------------------------------------------------------------- data and splits
+
+
+def test_rows_without_a_known_label_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="label"):
+        example_from_row(row(1, label="wip"))
+    path = tmp_path / "bad.jsonl"
+    path.write_text("{not json\n")
+    with pytest.raises(ConfigError, match="bad.jsonl:1"):
+        load_examples(path)
+
+
+def test_load_examples_gz_and_repo_filter(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    assert write_rows(path, [row(i, repo="org/a" if i % 2 else "org/b") for i in range(6)]) == 6
+    with gzip.open(path, "rt") as fh:
+        assert len(fh.readlines()) == 6
+    assert [e.repo for e in load_examples(path, repos=["org/b"])] == ["org/b"] * 3
+    assert len(load_examples(path, limit=2)) == 2
+    with pytest.raises(ConfigError, match="no labelled rows"):
+        load_examples(path, repos=["org/none"])
+
+
+def test_temporal_split_orders_by_utc_author_date():
+    rows = [row(1, day=3), row(2, day=1), row(3, day=2), row(4, day=0)]
+    # 2024-01-02T23:00-05:00 is 2024-01-03T04:00Z: after day 2, before day 3
+    rows.append(row(5, author_date="2024-01-02T23:00:00-05:00"))
+    exs = [example_from_row(r) for r in rows]
+    train, test = temporal_split(exs, 0.6)
+    assert [e.id[-1] for e in train] == ["4", "2", "3"]
+    assert [e.id[-1] for e in test] == ["5", "1"]
+    with pytest.raises(ConfigError):
+        temporal_split(exs, 1.0)
+
+
+def test_validation_split_stratified_deterministic_and_marked_splits():
+    exs = [example_from_row(row(i, label="docs" if i < 20 else "test")) for i in range(40)]
+    train, val = validation_split(exs, 0.25, seed=1)
+    again = validation_split(exs, 0.25, seed=1)
+    assert [e.id for e in val] == [e.id for e in again[1]]
+    assert sorted(e.label for e in val) == ["docs"] * 5 + ["test"] * 5
+    assert not {e.id for e in train} & {e.id for e in val}
+    marked = [example_from_row(row(i, split="val" if i < 3 else "train")) for i in range(10)]
+    t, v = validation_split(marked, 0.5)
+    assert len(v) == 3 and len(t) == 7
+
+
+def test_repo_split_is_deterministic_and_disjoint():
+    repos = [f"org/r{i}" for i in range(8)]
+    train, val = repo_split(repos)
+    assert len(val) == 2 and not set(train) & set(val)
+    assert repo_split(list(reversed(repos))) == (train, val)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_classification_report_numbers():
+    truth = ["a", "a", "b", "b", "c"]
+    pred = ["a", "b", "b", "b", "a"]
+    r = classification_report(truth, pred, labels=("a", "b", "c"))
+    assert r["accuracy"] == 0.6 and r["n"] == 5
+    assert r["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert r["per_class"]["b"]["f1"] == 0.8  # p 2/3, r 1
+    assert r["per_class"]["c"]["f1"] == 0.0
+    assert r["macro_f1"] == round((0.5 + 0.8 + 0.0) / 3, 4)
+    assert r["confusion"]["c"] == {"a": 1, "b": 0, "c": 0}
+    # a label only predicted (never true) counts in the macro average as 0
+    assert classification_report(["a"], ["b"], labels=("a", "b"))["macro_f1"] == 0.0
+
+
+def test_percentile_and_means():
+    assert percentile([], 50) == 0.0
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile(list(range(101)), 95) == 95
+    m = mean_report({"x": {"n": 2, "accuracy": 1.0, "macro_f1": 0.5, "per_class": {"a": {"f1": 1.0}}},
+                     "y": {"n": 4, "accuracy": 0.5, "macro_f1": 0.3, "per_class": {"a": {"f1": 0.0}}}})
+    assert (m["n"], m["accuracy"], m["macro_f1"]) == (6, 0.75, 0.4)
+    assert m["per_class"]["a"] == {"f1": 0.5, "repos": 2}
+
+
+# ---------------------------------------------------------------- routing scope
+
+
+def test_scoped_version_is_served_only_to_its_repositories():
+    versions = {
+        "stable": VersionEntry(spec=VersionSpec(id="stable", backend="fake"), state=VersionState.stable),
+        "global": VersionEntry(spec=VersionSpec(id="global", backend="fake"), state=VersionState.shadow),
+        "mine": VersionEntry(spec=VersionSpec(id="mine", backend="fake", repos=["org/a"]),
+                             state=VersionState.shadow),
+        "mycanary": VersionEntry(spec=VersionSpec(id="mycanary", backend="fake", repos=["org/a"]),
+                                 state=VersionState.canary, traffic_percent=100.0),
+    }
+    registry = Registry(task="code-review", versions=versions)
+    for_a = plan_route(registry, "org/a#1", repo="org/a")
+    assert (for_a.primary, for_a.shadows) == ("mycanary", ["global", "mine"])
+    for_b = plan_route(registry, "org/b#1", repo="org/b")
+    assert (for_b.primary, for_b.shadows) == ("stable", ["global"])
+    # without a repository nothing changes (old callers)
+    assert plan_route(registry, "org/b#1").primary == "mycanary"
+
+
+# ---------------------------------------------------------------- ClickHouse: export, jobs, registered
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.connect(f"chdb://{tmp_path / 'ch'}")
+    s.migrate()
+    yield s
+    s.close()
+
+
+def accepted(i: int, repo: str, label: str | None, at: datetime) -> AcceptedChange:
+    change = NormalizedChange(repo=repo, sha=f"{i:040x}", message=f"change {i}", diff=DIFF,
+                              files=[ChangedFile(path="docs/guide.md", status="added", added=3,
+                                                 deleted=0)])
+    return AcceptedChange(request_id=f"req-{i}", task="code-review", source_topic="t",
+                          kind="commit", label=label, change=change, raw="{}", occurred_at=at)
+
+
+def test_export_labels_feedback_and_split_by_repository(store, tmp_path):
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    events = [accepted(i, f"org/r{i % 4}", "docs" if i != 5 else None, t0 + timedelta(hours=i))
+              for i in range(12)]
+    events += [
+        Feedback(fingerprint="change_type:feature", verdict="true_positive", request_id="req-5"),
+        Feedback(fingerprint="change_type:test", verdict="true_positive", request_id="req-1"),
+        Feedback(fingerprint="change_type:docs", verdict="false_positive", request_id="req-2"),
+        Feedback(fingerprint="change_type:nonsense", verdict="true_positive", request_id="req-3"),
+    ]
+    store.insert_events(events)
+    rows = export_rows(store, "code-review")
+    labels = {r["id"]: r["label"] for r in rows}
+    assert len(rows) == 11  # req-2 dropped by feedback, req-5 labelled by feedback only
+    assert labels["req-5"] == "feature" and labels["req-1"] == "test" and labels["req-3"] == "docs"
+    assert "req-2" not in labels
+    val_repos = {r["repo"] for r in rows if r["split"] == "val"}
+    train_repos = {r["repo"] for r in rows if r["split"] == "train"}
+    assert len(val_repos) == 1 and not val_repos & train_repos
+    since = export_rows(store, "code-review", since=t0 + timedelta(hours=10))
+    assert sorted(r["id"] for r in since) == ["req-10", "req-11"]
+    # the export reads back as a dataset, masked and labelled
+    path = tmp_path / "export.jsonl"
+    write_rows(path, rows)
+    exs = load_examples(path)
+    assert len(exs) == 11 and {e.split for e in exs} == {"train", "val"}
+    assert {e.change.files[0].status for e in exs} == {"added"}
+
+
+def test_job_events_are_idempotent_and_latest_state_wins(store):
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    common = dict(task="code-review", data="d.jsonl", out="/tmp/x", repos=["org/a"])
+    store.insert_events([job_event("j1", JobState.queued, occurred_at=t0, **common)])
+    store.insert_events([job_event("j1", JobState.queued, occurred_at=t0, **common),
+                         job_event("j1", JobState.running, occurred_at=t0 + timedelta(seconds=1), **common),
+                         job_event("j2", JobState.queued, occurred_at=t0 + timedelta(seconds=2), **common)])
+    store.insert_events([job_event("j1", JobState.succeeded, occurred_at=t0 + timedelta(seconds=9),
+                                   metrics={"val": {"macro_f1": 0.5}}, version_id="v-j1", **common)])
+    assert store.query("SELECT count() FROM training_jobs FINAL").rows[0][0] == 4
+    rows = {r["job_id"]: r for r in store.query(jobs_sql(), {"task": "code-review"}).as_dicts()}
+    assert rows["j1"]["state"] == "succeeded" and rows["j1"]["version_id"] == "v-j1"
+    assert rows["j2"]["state"] == "queued" and rows["j1"]["repos"] == ["org/a"]
+    assert json.loads(rows["j1"]["metrics"]) == {"val": {"macro_f1": 0.5}}
+
+
+def test_adapter_spec_and_default_ids(tmp_path):
+    spec = adapter_spec("ct-lora-x", tmp_path, task="code-review", base=None, repos=["org/a"],
+                        train_params={"epochs": 2}, job_id="abc")
+    assert spec.backend == "transformers" and spec.repos == ["org/a"]
+    assert spec.initial_state == VersionState.shadow
+    assert spec.params == {"adapter": str(tmp_path.resolve()), "train": {"epochs": 2}}
+    assert default_version_id("0123456789", ["googleapis/python-storage"]) == \
+        "ct-lora-python-storage-01234567"
+    assert default_version_id("0123456789", []) == "ct-lora-01234567"
+    with pytest.raises(ConfigError):
+        adapter_spec("bad id!", tmp_path, task="t", base=None, repos=[], train_params={}, job_id="j")
+
+
+def test_registered_versions_come_from_the_lifecycle_history(store):
+    from agents.config import load_config
+    from streams.registered import registered_specs
+
+    config = load_config()
+    new = VersionSpec(id="ct-lora-new", backend="transformers", params={"adapter": "x"},
+                      repos=["org/a"])
+    gone = VersionSpec(id="ct-lora-gone", backend="transformers")
+    events = [LifecycleEvent(task=config.task, version_id=s.id, action=LifecycleAction.register,
+                             to_state=VersionState.shadow, actor="test", spec=s.model_dump(mode="json"))
+              for s in (new, gone)]
+    events.append(LifecycleEvent(task=config.task, version_id="ct-lora-gone",
+                                 action=LifecycleAction.archive, from_state=VersionState.shadow,
+                                 to_state=VersionState.archived, actor="test"))
+    store.insert_events(events)
+    specs = registered_specs(store, config)
+    assert [s.id for s in specs] == ["ct-lora-new"]
+    assert specs[0].repos == ["org/a"]

