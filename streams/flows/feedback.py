@@ -1,0 +1,86 @@
+"""feedback: people's verdicts on findings -> suppression filters in versions' specs.
+
+The sink stores every Feedback event (`reviewbus feedback FINGERPRINT --false-positive`); on
+the leader, every `feedback.interval_s`, this reads the verdicts per version and rule from
+ClickHouse and applies agents/feedback.py: a rule of a candidate whose false-positive rate is
+far above the stable version's gets `{"suppress_rule": rule}` added to its spec by an
+`update_spec` LifecycleEvent (the inference flow builds its next batch from the registry's
+spec), and loses it again when later verdicts clear it. Each change is also a HealingAction
+`filter` with the numbers in its reason and the full evidence on the lifecycle event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from agents.feedback import apply_change, filter_changes, verdict_sql
+from agents.routing import stable_version
+from schemas import HealingAction, LifecycleAction, LifecycleEvent, VersionState
+
+from .. import topics
+from ..app import app
+from ..metrics import EVENTS, LIFECYCLE
+from ..runtime import config, emit, log, runtime
+
+FILTERED_STATES = (VersionState.shadow, VersionState.canary, VersionState.deprecated)
+
+
+async def update_filters() -> list[LifecycleEvent]:
+    """One pass; the events emitted (one per version whose filters change)."""
+    if runtime.store is None or not config.feedback.enabled:
+        return []
+    registry = runtime.registry.registry
+    stable = stable_version(registry)
+    candidates = {v: list(e.spec.filters) for v, e in registry.versions.items()
+                  if e.state in FILTERED_STATES}
+    if stable is None or not candidates:
+        return []
+    rows = (await runtime.store.query(verdict_sql(registry.task, config.feedback.window_s))
+            ).as_dicts()
+    original = {v: list(spec.filters) if (spec := config.spec(v)) else [] for v in candidates}
+    changes = filter_changes(rows, stable, candidates, original, config.feedback)
+    by_version: dict[str, list] = {}
+    for change in changes:
+        by_version.setdefault(change.version_id, []).append(change)
+    outputs, events = [], []
+    for vid, mine in sorted(by_version.items()):
+        entry = registry.versions[vid]
+        filters = list(entry.spec.filters)
+        for change in mine:
+            filters = apply_change(filters, change)
+        spec = entry.spec.model_copy(update={"filters": filters})
+        summary = "; ".join(c.reason() for c in mine)
+        digest = hashlib.sha256(
+            f"{registry.task}|{vid}|update_spec|{registry.applied}|{summary}".encode())
+        event_id = digest.hexdigest()[:32]
+        event = LifecycleEvent(
+            event_id=event_id, task=registry.task, version_id=vid,
+            action=LifecycleAction.update_spec, from_state=entry.state, to_state=entry.state,
+            actor="feedback", reason=f"false-positive filter: {summary}"[:1000],
+            evidence={"changes": [{"rule_id": c.rule_id, "action": c.action, **c.evidence}
+                                  for c in mine], "filters": filters},
+            spec=spec.model_dump(mode="json"))
+        events.append(event)
+        outputs.append((topics.lifecycle, vid, event))
+        for i, change in enumerate(mine):
+            outputs.append((topics.healing, vid, HealingAction(
+                event_id=f"fl-{event_id}-{i}", task=registry.task, action="filter",
+                version_id=vid, target_version=None,
+                reason=f"{change.action} suppress_rule {change.rule_id}: {change.reason()}"[:500])))
+    if outputs:
+        await emit(outputs)
+        for event in events:
+            log.warning("version %s filters updated: %s", event.version_id, event.reason)
+            LIFECYCLE.labels(action="update_spec").inc()
+        EVENTS.labels(agent="feedback", outcome="filter").inc(len(changes))
+    return events
+
+
+@app.timer(config.feedback.interval_s, on_leader=True)
+async def feedback_timer() -> None:
+    if not runtime.registry.ready.is_set():
+        return
+    try:
+        await update_filters()
+    except Exception:
+        log.exception("feedback filter tick failed; the next tick retries")
