@@ -10,7 +10,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ml]'
 	touch $@
 
 demo: setup
@@ -18,6 +18,9 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) -m bench
 
 lint: setup
 	$(VENV)/bin/ruff check schemas agents streams infra tests

@@ -1,20 +1,81 @@
-"""Health tracking: decide when a version's failures warrant quarantine.
+"""Health tracking: decide when a version's failures warrant quarantine, and when it may leave.
 
-Pure. Per version it counts consecutive failures and the error rate over a sliding window of
-the last `window` outcomes. The first time a threshold is crossed observe() returns the
-trigger and its evidence; after that it stays silent for that version until reset().
+Pure. The five triggers of the design, each configurable (`quarantine:` in the versions file):
+
+- `error_rate`: more than `max_error_rate` of the last `window` outcomes failed (once the window
+  holds `min_samples`); `consecutive_failures` in a row trip it early.
+- `latency_slo`: the `latency_quantile` of the last `window` successful latencies is above the
+  version's latency objective (`latency_ms`), once `latency_min_samples` are in.
+- `invalid_output`: `invalid_outputs` answers in the window were not in the output schema.
+- `accuracy_regression`: on labelled traffic, the candidate's change-type accuracy is, with
+  confidence, more than `accuracy_max_drop` below the stable version's (Wilson upper bound of
+  the candidate below the stable accuracy minus the allowed drop). Never for the stable itself.
+- `crash_loop`: the worker died `crash_loop_restarts` times within `crash_loop_window_s` while
+  this version alone had a batch in flight (see `crash_verdicts`).
+
+(The sixth, `error_budget`, an exhausted SLO error budget of a candidate, lives in agents/slo.py.)
+
+HealthTracker.observe records one outcome and returns (trigger, evidence) the first time a
+threshold is crossed; after that it stays silent for that version until reset().
+root_cause() makes the one-line explanation a QuarantineEvent carries; retest_verdict() judges
+the half-open re-test that lets a quarantined version go back to shadow. CrashGuard (asyncio,
+marker files) and collect_deaths()/crash_verdicts() are the crash-loop machinery the worker's
+quarantine flow drives.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from infra.procs import pid_alive
+
+from .stats import quantile, wilson_interval
+
+log = logging.getLogger("reviewbus")
+HISTORY_MAX = 200  # worker deaths remembered
+
+TRIGGERS = ("consecutive_failures", "error_rate", "invalid_output", "latency_slo",
+            "accuracy_regression", "crash_loop", "error_budget")
+ERROR_SAMPLE = 20  # recent error messages kept per version, for the root cause
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One result of one version, as health sees it."""
+
+    ok: bool
+    status: str = "ok"  # ok | error | timeout | invalid_output
+    latency_ms: float = 0.0
+    correct: bool | None = None  # labelled traffic: did the change type match the label?
+    error: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def of(cls, status: str, latency_ms: float = 0.0, *, label: str | None = None,
+           predicted: str | None = None, error: str | None = None,
+           request_id: str | None = None) -> Outcome:
+        ok = status == "ok"
+        correct = (predicted == label) if ok and label is not None else None
+        return cls(ok=ok, status=status, latency_ms=float(latency_ms), correct=correct,
+                   error=error, request_id=request_id)
 
 
 @dataclass
 class _VersionHealth:
-    window: deque[bool]
+    window: deque[Outcome]
+    accuracy: deque[bool]
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=ERROR_SAMPLE))
     consecutive: int = 0
     observed: int = 0
     failed: int = 0
@@ -29,58 +90,142 @@ class HealthTracker:
         window: int = 50,
         max_error_rate: float = 0.5,
         min_samples: int = 20,
+        *,
+        invalid_outputs: int = 5,
+        latency_ms: float | None = None,
+        latency_quantile: float = 0.95,
+        latency_min_samples: int = 20,
+        latency_overrides: Mapping[str, float] | None = None,
+        accuracy_window: int = 200,
+        accuracy_min_samples: int = 30,
+        accuracy_max_drop: float = 0.2,
+        accuracy_confidence: float = 0.95,
+        triggers: Iterable[str] = TRIGGERS,
     ) -> None:
         if consecutive_failures < 1 or window < 1 or min_samples < 1:
             raise ValueError("consecutive_failures, window and min_samples must be >= 1")
         if not 0.0 <= max_error_rate <= 1.0:
             raise ValueError("max_error_rate must be in [0, 1]")
+        if invalid_outputs < 1 or latency_min_samples < 1 or accuracy_min_samples < 1:
+            raise ValueError("invalid_outputs and the min_samples settings must be >= 1")
+        if not 0.0 < latency_quantile < 1.0 or not 0.0 <= accuracy_max_drop <= 1.0:
+            raise ValueError("latency_quantile must be in (0, 1), accuracy_max_drop in [0, 1]")
+        unknown = set(triggers) - set(TRIGGERS)
+        if unknown:
+            raise ValueError(f"unknown triggers {sorted(unknown)}; known: {list(TRIGGERS)}")
         self.consecutive_failures = consecutive_failures
         self.window = window
         self.max_error_rate = max_error_rate
         self.min_samples = min(min_samples, window)  # a window never holds more than `window`
+        self.invalid_outputs = invalid_outputs
+        self.latency_ms = latency_ms
+        self.latency_quantile = latency_quantile
+        self.latency_min_samples = min(latency_min_samples, window)
+        self.latency_overrides = dict(latency_overrides or {})
+        self.accuracy_window = accuracy_window
+        self.accuracy_min_samples = min(accuracy_min_samples, accuracy_window)
+        self.accuracy_max_drop = accuracy_max_drop
+        self.accuracy_confidence = accuracy_confidence
+        self.triggers = frozenset(triggers)
         self._versions: dict[str, _VersionHealth] = {}
 
     def _get(self, version_id: str) -> _VersionHealth:
         h = self._versions.get(version_id)
         if h is None:
-            h = _VersionHealth(window=deque(maxlen=self.window))
+            h = _VersionHealth(window=deque(maxlen=self.window),
+                               accuracy=deque(maxlen=self.accuracy_window))
             self._versions[version_id] = h
         return h
 
-    def observe(self, version_id: str, ok: bool) -> tuple[str, dict[str, Any]] | None:
-        """Record one outcome; (trigger, evidence) the first time a threshold is crossed."""
+    def latency_objective(self, version_id: str) -> float | None:
+        return self.latency_overrides.get(version_id, self.latency_ms)
+
+    def observe(self, version_id: str, outcome: Outcome | bool, *, stable: str | None = None
+                ) -> tuple[str, dict[str, Any]] | None:
+        """Record one outcome; (trigger, evidence) the first time a threshold is crossed.
+
+        `stable` names the stable version, for the accuracy comparison (candidates only).
+        """
+        if isinstance(outcome, bool):
+            outcome = Outcome(ok=outcome, status="ok" if outcome else "error")
         h = self._get(version_id)
         h.observed += 1
-        h.window.append(bool(ok))
-        if ok:
+        h.window.append(outcome)
+        if outcome.correct is not None:
+            h.accuracy.append(outcome.correct)
+        if outcome.ok:
             h.consecutive = 0
         else:
             h.failed += 1
             h.consecutive += 1
+            lines = (outcome.error or outcome.status or "error").strip().splitlines()
+            h.errors.append(lines[0][:200] if lines else outcome.status)
         if h.tripped:
             return None
-        trigger: str | None = None
-        errors = sum(1 for o in h.window if not o)
-        rate = errors / len(h.window)
-        if h.consecutive >= self.consecutive_failures:
-            trigger = "consecutive_failures"
-        elif len(h.window) >= self.min_samples and rate > self.max_error_rate:
-            trigger = "error_rate"
-        if trigger is None:
+        found = self._check(version_id, h, stable)
+        if found is None:
             return None
+        trigger, details = found
         h.tripped, h.trigger = True, trigger
-        return trigger, {
+        return trigger, {**self._evidence(version_id, h), "trigger": trigger, **details}
+
+    def _check(self, version_id: str, h: _VersionHealth, stable: str | None
+               ) -> tuple[str, dict[str, Any]] | None:
+        on = self.triggers
+        size = len(h.window)
+        errors = sum(1 for o in h.window if not o.ok)
+        invalid = sum(1 for o in h.window if o.status == "invalid_output")
+        if "invalid_output" in on and invalid >= self.invalid_outputs:
+            return "invalid_output", {"invalid_outputs": invalid,
+                                      "invalid_outputs_threshold": self.invalid_outputs}
+        if "consecutive_failures" in on and h.consecutive >= self.consecutive_failures:
+            return "consecutive_failures", {}
+        if "error_rate" in on and size >= self.min_samples and errors / size > self.max_error_rate:
+            return "error_rate", {}
+        objective = self.latency_objective(version_id)
+        if "latency_slo" in on and objective is not None:
+            latencies = [o.latency_ms for o in h.window if o.ok]
+            if len(latencies) >= self.latency_min_samples:
+                q = quantile(latencies, self.latency_quantile)
+                if q is not None and q > objective:
+                    return "latency_slo", {
+                        "latency_quantile": self.latency_quantile, "latency_ms": round(q, 3),
+                        "latency_objective_ms": objective, "latency_samples": len(latencies)}
+        if ("accuracy_regression" in on and stable is not None and stable != version_id
+                and len(h.accuracy) >= self.accuracy_min_samples):
+            base = self._versions.get(stable)
+            if base is not None and len(base.accuracy) >= self.accuracy_min_samples:
+                hits, n = sum(h.accuracy), len(h.accuracy)
+                base_hits, base_n = sum(base.accuracy), len(base.accuracy)
+                lo, hi = wilson_interval(hits, n, self.accuracy_confidence)
+                stable_acc = base_hits / base_n
+                if hi < stable_acc - self.accuracy_max_drop:
+                    return "accuracy_regression", {
+                        "accuracy": hits / n, "accuracy_interval": [lo, hi], "labelled": n,
+                        "stable_version": stable, "stable_accuracy": stable_acc,
+                        "stable_labelled": base_n, "accuracy_max_drop": self.accuracy_max_drop,
+                        "confidence": self.accuracy_confidence}
+        return None
+
+    def _evidence(self, version_id: str, h: _VersionHealth) -> dict[str, Any]:
+        size = len(h.window)
+        errors = sum(1 for o in h.window if not o.ok)
+        statuses = Counter(o.status for o in h.window)
+        return {
             "version_id": version_id,
-            "trigger": trigger,
             "consecutive_failures": h.consecutive,
             "consecutive_threshold": self.consecutive_failures,
-            "window_size": len(h.window),
+            "window_size": size,
             "window_errors": errors,
-            "error_rate": rate,
+            "error_rate": errors / size if size else 0.0,
             "max_error_rate": self.max_error_rate,
             "min_samples": self.min_samples,
+            "statuses": dict(sorted(statuses.items())),
             "observed": h.observed,
             "failed": h.failed,
+            "top_errors": [[text, n] for text, n in Counter(h.errors).most_common(3)],
+            "sample_request_ids": [o.request_id for o in h.window
+                                   if not o.ok and o.request_id][-5:],
         }
 
     def tripped(self, version_id: str) -> bool:
@@ -90,3 +235,245 @@ class HealthTracker:
     def reset(self, version_id: str) -> None:
         """Forget a version's history (after restore), so it can trigger again."""
         self._versions.pop(version_id, None)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def root_cause(trigger: str, evidence: Mapping[str, Any]) -> str:
+    """One line: what crossed which threshold, and the most common error behind it."""
+    e = evidence
+    if trigger == "consecutive_failures":
+        text = f"{e.get('consecutive_failures')} consecutive failures"
+    elif trigger == "error_rate":
+        text = (f"{e.get('window_errors')} of the last {e.get('window_size')} requests failed "
+                f"({_pct(e.get('error_rate', 0))} > {_pct(e.get('max_error_rate', 0))})")
+    elif trigger == "invalid_output":
+        text = (f"{e.get('invalid_outputs')} answers outside the output schema in the last "
+                f"{e.get('window_size')} requests")
+    elif trigger == "latency_slo":
+        text = (f"p{100 * e.get('latency_quantile', 0.95):g} latency {e.get('latency_ms'):.0f} ms "
+                f"over the {e.get('latency_objective_ms'):g} ms objective "
+                f"({e.get('latency_samples')} requests)")
+    elif trigger == "accuracy_regression":
+        text = (f"change-type accuracy {_pct(e.get('accuracy', 0))} on {e.get('labelled')} "
+                f"labelled requests vs {_pct(e.get('stable_accuracy', 0))} for stable "
+                f"{e.get('stable_version')} (allowed drop {_pct(e.get('accuracy_max_drop', 0))})")
+    elif trigger == "crash_loop":
+        text = (f"the worker died {e.get('crashes')} times in {e.get('window_s'):g} s while this "
+                f"version alone had a batch in flight")
+    elif trigger == "error_budget":
+        text = f"SLO error budget exhausted ({', '.join(e.get('exhausted', [])) or '?'})"
+    else:
+        text = trigger
+    top = e.get("top_errors") or []
+    if top and trigger not in ("latency_slo", "accuracy_regression"):
+        text += f"; most common error: {top[0][0]}"
+    return f"{trigger}: {' '.join(text.split())}"[:300]
+
+
+# ---- crash loops ---------------------------------------------------------------------------
+
+
+class CrashGuard:
+    """Marker files of the batches in flight, and who runs alone after a worker death."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.suspects: set[str] = set()
+        self.poison: dict[str, set[str]] = {}
+        self.checked = asyncio.Event()
+        self._cond: asyncio.Condition | None = None
+        self._running = 0
+        self._exclusive = False
+        self._seq = itertools.count()
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    def is_poison(self, version_id: str, request_id: str) -> bool:
+        return request_id in self.poison.get(version_id, ())
+
+    @contextlib.asynccontextmanager
+    async def slot(self, version_id: str, request_ids: list[str]) -> AsyncIterator[None]:
+        cond = self._condition()
+        alone = version_id in self.suspects
+        async with cond:
+            if alone:
+                await cond.wait_for(lambda: self._running == 0 and not self._exclusive)
+                self._exclusive = True
+            else:
+                await cond.wait_for(lambda: not self._exclusive)
+            self._running += 1
+        marker = self.directory / f"{os.getpid()}-{next(self._seq)}.json"
+        try:
+            await asyncio.to_thread(_write_marker, marker, version_id, request_ids)
+        except OSError:  # a full disk must not stop inference; only the attribution is lost
+            log.warning("cannot write the in-flight marker %s", marker, exc_info=True)
+        completed = False
+        try:
+            yield
+            completed = True
+        finally:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+            async with cond:
+                self._running -= 1
+                if alone:
+                    self._exclusive = False
+                    if completed:
+                        self.suspects.discard(version_id)  # it ran a batch and we live
+                cond.notify_all()
+
+
+def _write_marker(path: Path, version_id: str, request_ids: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")  # never half a marker under the *.json name
+    tmp.write_text(json.dumps({"pid": os.getpid(), "version": version_id, "at": time.time(),
+                               "requests": request_ids[:100]}))
+    tmp.replace(path)
+
+
+def collect_deaths(directory: Path, history_file: Path, keep_s: float) -> tuple[list, list]:
+    """Turn the markers of dead workers into history entries; (whole history, new entries)."""
+    dead: dict[int, dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            marker = json.loads(path.read_text())
+            pid = int(marker["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        entry = dead.setdefault(pid, {"pid": pid, "at": 0.0, "inflight": {}})
+        entry["at"] = max(entry["at"], float(marker.get("at", 0)), path.stat().st_mtime)
+        entry["inflight"].setdefault(str(marker.get("version")), []).extend(
+            str(r) for r in marker.get("requests") or [])
+        path.unlink(missing_ok=True)
+    try:
+        history = json.loads(history_file.read_text())
+        if not isinstance(history, list):
+            history = []
+    except (OSError, ValueError):
+        history = []
+    new = sorted(dead.values(), key=lambda e: e["at"])
+    now = time.time()
+    history = [h for h in [*history, *new] if isinstance(h, dict)
+               and now - float(h.get("at", 0)) <= keep_s][-HISTORY_MAX:]
+    if new:
+        history_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = history_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(history))
+        tmp.replace(history_file)
+    return history, new
+
+
+def crash_verdicts(history: Sequence[Mapping[str, Any]], now: float, *, restarts: int,
+                   window_s: float, poison_after: int = 2
+                   ) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
+    """From the crash history, the crash-looping versions and the poison requests.
+
+    Each history entry is one worker death: {"at": epoch seconds, "inflight": {version id:
+    [request ids]}}. A crash counts against a version only when that version alone had a batch
+    in flight (the worker runs the batches of suspects alone, so the next death is
+    attributable). A version with `restarts` such crashes within `window_s` is crash-looping.
+    A request of a version that was in flight in `poison_after` deaths is poison for that
+    version: it is dead-lettered instead of being run again.
+
+    Returns ({version: evidence}, {version: poison request ids}).
+    """
+    recent = [h for h in history if now - float(h.get("at", 0)) <= window_s]
+    sole: Counter[str] = Counter()
+    seen: Counter[tuple[str, str]] = Counter()
+    for h in recent:
+        inflight = h.get("inflight") or {}
+        if len(inflight) == 1:
+            sole[next(iter(inflight))] += 1
+        for version, ids in inflight.items():
+            for rid in set(ids):
+                seen[(version, rid)] += 1
+    looping = {
+        v: {"crashes": n, "window_s": window_s, "crash_loop_restarts": restarts,
+            "deaths_in_window": len(recent),
+            "last_requests": list((recent[-1].get("inflight") or {}).get(v, []))[:5]
+            if recent else []}
+        for v, n in sole.items() if n >= restarts
+    }
+    poison: dict[str, set[str]] = {}
+    for (version, rid), n in seen.items():
+        if n >= poison_after:
+            poison.setdefault(version, set()).add(rid)
+    return looping, poison
+
+
+def suspects_of(history: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The versions in flight at the last death: their batches run alone until one passes."""
+    if not history:
+        return set()
+    return set((history[-1].get("inflight") or {}))
+
+
+# ---- leaving quarantine ----------------------------------------------------------------------
+
+
+def retest_verdict(rows: Sequence[Mapping[str, Any]], sent: int, *, min_success_rate: float,
+                   latency_ms: float | None = None, stable_accuracy: float | None = None,
+                   max_accuracy_drop: float = 0.2) -> dict[str, Any]:
+    """Judge a half-open re-test: `rows` are the replayed results (status, latency_ms, and
+    label / predicted_label where the archived request had a label).
+
+    Passes when every replayed request answered, at least `min_success_rate` of them ok,
+    (with a latency objective) the median ok latency within it, and (with the stable
+    version's accuracy on the same requests) the change-type accuracy on the labelled ones
+    no more than `max_accuracy_drop` below it. Missing answers count as failures, so a
+    version that hangs never passes.
+    """
+    ok = [r for r in rows if r.get("status") == "ok"]
+    answered = len(rows)
+    rate = len(ok) / sent if sent else 0.0
+    median = quantile([float(r.get("latency_ms") or 0) for r in ok], 0.5) if ok else None
+    labelled = [r for r in ok if r.get("label") is not None]
+    accuracy = (sum(1 for r in labelled if r.get("predicted_label") == r.get("label"))
+                / len(labelled)) if labelled else None
+    reasons = []
+    if answered < sent:
+        reasons.append(f"{sent - answered} of {sent} replayed requests got no answer")
+    if rate < min_success_rate:
+        reasons.append(f"{len(ok)} of {sent} ok ({_pct(rate)} < {_pct(min_success_rate)})")
+    if latency_ms is not None and median is not None and median > latency_ms:
+        reasons.append(f"median latency {median:.0f} ms over the {latency_ms:g} ms objective")
+    if (accuracy is not None and stable_accuracy is not None
+            and accuracy < stable_accuracy - max_accuracy_drop):
+        reasons.append(f"accuracy {_pct(accuracy)} vs {_pct(stable_accuracy)} for stable on "
+                       f"the same {len(labelled)} labelled requests")
+    statuses = Counter(str(r.get("status")) for r in rows)
+    return {"passed": not reasons and sent > 0, "sent": sent, "answered": answered,
+            "ok": len(ok), "success_rate": rate, "min_success_rate": min_success_rate,
+            "median_latency_ms": median, "latency_objective_ms": latency_ms,
+            "accuracy": accuracy, "stable_accuracy": stable_accuracy, "labelled": len(labelled),
+            "statuses": dict(sorted(statuses.items())),
+            "reason": "; ".join(reasons) if reasons else f"{len(ok)} of {sent} ok"}
+
+
+def retest_backoff(failed_retests: int, base_s: float, max_s: float) -> float:
+    """Seconds to wait before the next re-test: doubles after each failed one, capped."""
+    return min(max_s, base_s * (2 ** max(0, failed_retests)))
+
+
+def tracker_from_config(quarantine: Any, slo: Any) -> HealthTracker:
+    """A HealthTracker with the versions file's `quarantine:` and `slo:` settings."""
+    q = quarantine
+    return HealthTracker(
+        consecutive_failures=q.consecutive_failures, window=q.window,
+        max_error_rate=q.max_error_rate, min_samples=q.min_samples,
+        invalid_outputs=q.invalid_outputs, latency_ms=slo.latency_ms,
+        latency_quantile=q.latency_quantile, latency_min_samples=q.latency_min_samples,
+        latency_overrides={v: o.latency_ms for v, o in slo.per_version.items()
+                           if o.latency_ms is not None},
+        accuracy_window=q.accuracy_window, accuracy_min_samples=q.accuracy_min_samples,
+        accuracy_max_drop=q.accuracy_max_drop, accuracy_confidence=q.accuracy_confidence,
+        triggers=q.triggers)

@@ -41,8 +41,8 @@ async def _call(spec: VersionSpec, backend: Backend, requests: list[InferenceReq
     try:
         preds = await asyncio.wait_for(backend.infer([r.change for r in requests]),
                                        timeout=spec.timeout_s)
-    except TimeoutError:
-        return Status.timeout, [], f"no answer within {spec.timeout_s:g} s"
+    except TimeoutError as exc:  # a backend's own timeout says more than the outer one
+        return Status.timeout, [], str(exc)[:1000] or f"no answer within {spec.timeout_s:g} s"
     except InvalidOutput as exc:
         return Status.invalid_output, [], str(exc)[:1000]
     except Exception as exc:  # any backend failure becomes a result, never a crash

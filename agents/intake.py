@@ -22,13 +22,21 @@ from .routing import cohort_key
 from .settings import Limits
 
 DLQ_PAYLOAD_LIMIT = 1 << 20
+MAX_PULL_REQUEST = 2**63 - 1  # stored as UInt64; anything above is no pull request number
 
 
 def accept_input(raw: bytes | None, *, source_topic: str, kind: str, task: str,
                  limits: Limits) -> AcceptedChange:
-    """Parse and check one input message. Raises InvalidEvent with a one-line reason."""
-    event = parse_input(raw, kind=kind, limits=limits)
-    check_limits(event, limits)
+    """Parse and check one input message. Raises InvalidEvent with a one-line reason.
+
+    Total: for any bytes at all this returns an AcceptedChange or raises InvalidEvent (the
+    property tests/test_fuzz_intake.py checks), so one message can never stop the stream.
+    """
+    try:
+        event = parse_input(raw, kind=kind, limits=limits)
+        check_limits(event, limits)
+    except InvalidEvent as exc:
+        raise InvalidEvent(" ".join(str(exc).split())[:2000]) from exc.__cause__
     raw_type, label, message = mask_message(event.message)
     change = NormalizedChange(
         repo=event.repo, sha=event.sha, pull_request=event.pull_request, branch=event.branch,
@@ -55,7 +63,8 @@ def parse_input(raw: bytes | None, *, kind: str, limits: Limits) -> CommitEvent:
     if not isinstance(data, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(data).__name__}")
     version = data.get("schema_version", 1)
-    if version not in Event.SUPPORTED_SCHEMA_VERSIONS:
+    if (not isinstance(version, int) or isinstance(version, bool)
+            or version not in Event.SUPPORTED_SCHEMA_VERSIONS):
         raise InvalidEvent(f"unsupported schema_version {version!r}; this worker reads "
                            f"{sorted(Event.SUPPORTED_SCHEMA_VERSIONS)}")
     model = ReviewRequest if kind == "review_request" else CommitEvent
@@ -66,6 +75,11 @@ def parse_input(raw: bytes | None, *, kind: str, limits: Limits) -> CommitEvent:
 
 
 def check_limits(event: CommitEvent, limits: Limits) -> None:
+    if not all(c.isprintable() and not c.isspace() for c in event.event_id):
+        raise InvalidEvent("event_id must be printable characters without spaces")
+    if event.pull_request is not None and event.pull_request > MAX_PULL_REQUEST:
+        raise InvalidEvent(f"pull_request {event.pull_request} is out of range "
+                           f"(at most {MAX_PULL_REQUEST})")
     if len(event.diff) > limits.max_diff_chars:
         raise InvalidEvent(f"diff of {len(event.diff)} characters exceeds the limit of "
                            f"{limits.max_diff_chars} (REVIEWBUS_LIMIT_MAX_DIFF_CHARS)")

@@ -87,8 +87,18 @@ def choose_fallback(registry: Registry, exclude: AbstractSet[str]) -> str | None
     return min(candidates)[2] if candidates else None
 
 
+def in_scope(registry: Registry, repo: str) -> Registry:
+    """The registry as one repository sees it: versions scoped to other repositories
+    (`spec.repos` set and not naming this one) are left out."""
+    if all(not e.spec.repos or repo in e.spec.repos for e in registry.versions.values()):
+        return registry
+    return registry.model_copy(update={"versions": {
+        vid: e for vid, e in registry.versions.items() if not e.spec.repos or repo in e.spec.repos}})
+
+
 def plan_route(
-    registry: Registry, cohort: str, unavailable: frozenset[str] = frozenset()
+    registry: Registry, cohort: str, unavailable: frozenset[str] = frozenset(),
+    repo: str | None = None,
 ) -> RoutePlan:
     """Where a request of this cohort goes.
 
@@ -96,7 +106,10 @@ def plan_route(
     version is unavailable, the best fallback serves (role fallback, fallback_from set). With
     no stable version at all the best available fallback serves (role fallback,
     fallback_from None). Shadows: every available shadow version that is not serving.
+    With `repo` given, versions scoped to other repositories are not considered at all.
     """
+    if repo is not None:
+        registry = in_scope(registry, repo)
     b = bucket(cohort)
     chosen: str | None = None
     role = Role.primary

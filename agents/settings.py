@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     sink_batch: int = 500
     sink_within_s: float = 0.5
     litellm_api_key: SecretStr | None = None
+    # Broker watchdog (streams/flows/healing.py): how often the worker checks that its topics
+    # still exist, and recreates them (a restarted embedded broker forgets every topic).
+    topic_check_interval_s: float = Field(default=3.0, gt=0)
+    # FAULT INJECTION, for tests and drills only: while this file exists every ClickHouse
+    # insert fails as if the server were down (REVIEWBUS_FAULT_STORE_DOWN_FILE).
+    fault_store_down_file: Path | None = None
 
     def resolved_clickhouse(self) -> str:
         if self.clickhouse:

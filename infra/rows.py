@@ -23,6 +23,7 @@ from schemas import (
     QuarantineEvent,
     Severity,
     ShadowComparison,
+    TrainingJobEvent,
 )
 
 Row = dict[str, Any]
@@ -38,6 +39,7 @@ TABLE_FOR_EVENT: dict[type[Event], str] = {
     Feedback: "feedback",
     HealingAction: "healing_actions",
     QuarantineEvent: "quarantines",
+    TrainingJobEvent: "training_jobs",
 }
 
 UINT32_MAX = 2**32 - 1
@@ -83,6 +85,8 @@ def interaction_row(r: InferenceResult) -> Row:
         "prompt_tokens": _u32(r.usage.prompt_tokens),
         "completion_tokens": _u32(r.usage.completion_tokens),
         "cost_usd": float(r.usage.cost_usd),
+        "model": r.usage.model or "",  # migration 006_llm_usage
+        "prompt_hash": r.usage.prompt_hash or "",
         "error": r.error,
         "fallback_from": r.fallback_from,
         "repo": r.repo,
@@ -177,6 +181,7 @@ def lifecycle_row(e: LifecycleEvent) -> Row:
         "reason": e.reason,
         "evidence": _json(dumped["evidence"]),
         "spec": _json(dumped["spec"]),
+        "position": e.position,  # migration 003_lifecycle_position
         "occurred_at": utc(e.occurred_at),
     }
 
@@ -242,6 +247,26 @@ def quarantine_row(e: QuarantineEvent) -> Row:
     }
 
 
+def training_job_row(e: TrainingJobEvent) -> Row:
+    return {
+        "event_id": e.event_id,
+        "job_id": e.job_id,
+        "task": e.task,
+        "kind": e.kind,
+        "state": e.state.value,
+        "data": e.data,
+        "base": e.base,
+        "out": e.out,
+        "repos": list(e.repos),
+        "version_id": e.version_id,
+        "params": _json(e.params),
+        "metrics": _json(e.metrics),
+        "error": e.error,
+        "actor": e.actor,
+        "occurred_at": utc(e.occurred_at),
+    }
+
+
 def rows_for(event: Event) -> list[tuple[str, Row]]:
     """The rows one event writes. Raises StoreError for an event type with no table."""
     if isinstance(event, InferenceResult):
@@ -256,6 +281,7 @@ def rows_for(event: Event) -> list[tuple[str, Row]]:
         Feedback: feedback_row,
         HealingAction: healing_row,
         QuarantineEvent: quarantine_row,
+        TrainingJobEvent: training_job_row,
     }
     for cls, mapper in mappers.items():
         if isinstance(event, cls):

@@ -69,6 +69,29 @@ EVENT_TYPES: dict[str, type[Event]] = {
 T = TypeVar("T")
 
 
+class StoreUnavailable(StoreError):
+    """ClickHouse cannot be reached right now (not a problem of the data): retry later."""
+
+
+# ClickHouse error codes that say "not now" rather than "not these rows": timeouts, network,
+# too many queries or parts, memory, read-only replicas, keeper trouble.
+TRANSIENT_CODES = frozenset({3, 159, 164, 202, 203, 209, 210, 241, 242, 252, 319, 425, 999})
+_CODE = re.compile(r"(?:\bcode:?\s*|error code\s+)(\d+)", re.IGNORECASE)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when a client error means the server cannot take rows right now (retry them all),
+    False when the rows themselves were refused (isolate the bad one). By type (connection
+    errors, clickhouse_connect's OperationalError) or by the first ClickHouse error code in
+    the message; never by other words of it, which may quote the rows' own text."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    if isinstance(exc, StoreUnavailable | OSError | OperationalError):
+        return True
+    match = _CODE.search(str(exc))
+    return bool(match) and int(match.group(1)) in TRANSIENT_CODES
+
+
 @dataclass
 class QueryResult:
     """Column names and rows of JSON-friendly values (datetimes as ISO strings)."""
@@ -201,6 +224,9 @@ class Store:
         self._lock = lock
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._closed = False
+        # FAULT INJECTION (REVIEWBUS_FAULT_STORE_DOWN_FILE, tests and drills only): while this
+        # file exists every insert fails as if the server were down.
+        self.fault_file: Path | None = None
 
     def __repr__(self) -> str:
         return f"Store({self._display!r})"
@@ -273,6 +299,9 @@ class Store:
         nothing; older duplicates collapse in the ReplacingMergeTree tables (read with FINAL).
         """
         self._check_open()
+        if self.fault_file is not None and self.fault_file.exists():
+            raise StoreUnavailable(f"fault injection: inserts fail while {self.fault_file} "
+                                   "exists (REVIEWBUS_FAULT_STORE_DOWN_FILE)")
         batch: dict[str, list[Row]] = {}
         fresh: list[tuple[str, str]] = []
         for event in events:
@@ -289,7 +318,10 @@ class Store:
             try:
                 self._writer.insert(table, data, column_names=columns)
             except Exception as exc:
-                raise self._error(f"insert into {table} failed", exc) from exc
+                error = self._error(f"insert into {table} failed", exc)
+                if is_unavailable(exc):
+                    raise StoreUnavailable(str(error)) from exc
+                raise error from exc
             written += len(rows)
         # Remember only after every table took its rows: a failed batch is retried whole.
         for key in fresh:
@@ -546,6 +578,7 @@ def open_store(settings: Settings) -> Store | RemoteStore:
     except BaseException:
         store.close()
         raise
+    store.fault_file = settings.fault_store_down_file
     return store
 
 

@@ -16,6 +16,7 @@ from .inference import (
     Status,
     Usage,
 )
+from .jobs import JobState, TrainingJobEvent
 from .ops import (
     DeadLetter,
     FailureEvent,
@@ -47,6 +48,7 @@ __all__ = [
     "HealingAction",
     "InferenceRequest",
     "InferenceResult",
+    "JobState",
     "LifecycleAction",
     "LifecycleEvent",
     "Model",
@@ -60,6 +62,7 @@ __all__ = [
     "Severity",
     "ShadowComparison",
     "Status",
+    "TrainingJobEvent",
     "Usage",
     "VersionEntry",
     "VersionSpec",

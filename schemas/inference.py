@@ -85,6 +85,8 @@ class Usage(Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    model: str | None = None  # the model that answered (LLM backends), e.g. "ollama/qwen2.5-coder"
+    prompt_hash: str | None = None  # sha256 (16 hex) of the exact prompt sent, for audit and grouping
 
 
 class InferenceRequest(Event):

@@ -30,6 +30,15 @@ class LifecycleAction(str, Enum):
     restore = "restore"
     traffic = "traffic"
     archive = "archive"
+    # No state change: the rotation agent and the rotation/blocklist controls (issue 3).
+    pause = "pause"  # the rotation agent never moves a paused version
+    resume = "resume"
+    hold = "hold"  # a recorded decision to leave a version where it is (with evidence)
+    block = "block"  # add the version's backend/parameters to the blocklist
+    unblock = "unblock"
+    # No state change: new post-processing filters in the version's spec (`spec` carries the
+    # whole spec; backend and params must stay). The false-positive filter (issue 4).
+    update_spec = "update_spec"
 
 
 class FailureEvent(Event):
@@ -57,6 +66,10 @@ class LifecycleEvent(Event):
     reason: str = ""
     evidence: dict[str, Any] = Field(default_factory=dict)
     spec: dict[str, Any] | None = None  # the VersionSpec, on register
+    # The registry position (state-changing events folded) this event was decided on. When
+    # set, the fold skips the event if the registry has moved on since (optimistic
+    # concurrency: a decision taken on a stale view never applies). None: no check.
+    position: int | None = Field(default=None, ge=0)
 
 
 class QuarantineEvent(Event):

@@ -16,7 +16,7 @@ from agents.settings import Settings, load_settings
 FORMATS_FINDINGS = ("text", "json", "sarif")
 # Modules that add their own subcommands: each has `add_commands(cmd)`, where
 # `cmd(name, func, help)` returns the subparser (func is called as func(args, settings)).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("streams.lifecycle", "streams.ops_cli", "streams.ml_cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,13 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--window", default="24h")
     sp.add_argument("--run", dest="run_id")
     sp.add_argument("--format", choices=("table", "json"), default="table")
+    sp.add_argument("--plot", type=Path, metavar="FILE.png",
+                    help="also draw each version over time, state changes marked")
 
     sp = cmd("sql", cmd_sql, "read-only SQL on the store")
     sp.add_argument("query")
     sp.add_argument("--format", choices=("table", "json"), default="table")
 
-    sp = cmd("versions", cmd_versions, "versions, their states and traffic")
+    sp = cmd("versions", cmd_versions, "versions, their states and traffic; lifecycle commands")
     sp.add_argument("--format", choices=("table", "json"), default="table")
+    from .lifecycle import add_version_commands
+
+    add_version_commands(sp)  # versions register|promote|demote|rollback|... (issue 3)
 
     sp = cmd("replay", cmd_replay, "re-send archived input events to one version as a run")
     sp.add_argument("--to", dest="version", required=True)
@@ -209,6 +214,11 @@ def cmd_compare(args, settings: Settings) -> int:
     task = load_config(settings.config).task
     with store_for(settings) as store:
         rows = compare(store, task, parse_window(args.window), args.run_id, args.versions)
+        if getattr(args, "plot", None):
+            from .plot import plot_rollout
+
+            plot_rollout(store, task, parse_window(args.window), args.plot, args.versions)
+            print(f"plot written to {args.plot}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:

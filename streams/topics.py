@@ -6,6 +6,7 @@ from faust import TopicT
 
 from . import names
 from .app import app, config, settings
+from .registered import serving_specs
 
 
 def _topic(*topic_names: str, partitions: int | None = None) -> TopicT:
@@ -29,6 +30,6 @@ lifecycle = _topic(name("lifecycle"), partitions=1)
 findings = _topic(name("findings"))
 dlq = _topic(name("dlq"))
 
-inference = {v.id: _topic(names.inference_topic(settings, v.id)) for v in config.versions}
+inference = {v.id: _topic(names.inference_topic(settings, v.id)) for v in serving_specs(config)}
 
 INPUT_KIND_BY_TOPIC = {name(short): kind for short, kind in names.INPUT_KINDS.items()}

@@ -34,6 +34,14 @@ def run_worker(settings: Settings) -> int:
     store = open_store(settings)
     if not isinstance(store, Store):
         raise StoreBusy(f"the store {settings.resolved_clickhouse()} is held by another worker")
+    # Versions registered since the versions file was written (e.g. by `reviewbus train`):
+    # their inference topics and agents are declared too (streams/registered.py).
+    from .registered import load_registered
+
+    extra = load_registered(store, config)
+    if extra:
+        asyncio.run(ensure_topics(settings, bootstrap, {
+            names.inference_topic(settings, v.id): settings.partitions for v in extra}))
 
     import faust
 

@@ -61,6 +61,12 @@ def test_failures_fall_back_then_quarantine(stack, repo):
         "broken", "stable", "quarantined", "quarantine")
     assert "consecutive_failures" in q["reason"]
     assert json.loads(q["evidence"])["consecutive_failures"] >= 3
+    record = stack.wait_for("SELECT trigger, root_cause, evidence FROM quarantines FINAL",
+                            lambda rows: len(rows) == 1)[0]
+    assert record["trigger"] == "consecutive_failures"
+    assert record["root_cause"] == q["reason"] and "\n" not in record["root_cause"]
+    assert "fake backend configured to raise" in record["root_cause"]  # the most common error
+    assert json.loads(record["evidence"])["state"] == "stable"
 
     # After quarantine, the broken version gets no traffic at all.
     before = stack.query("SELECT count() AS n FROM interactions FINAL WHERE version_id = 'broken'")

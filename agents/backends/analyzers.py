@@ -17,10 +17,15 @@ import json
 import os
 import re
 import resource
+import select
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,9 +203,9 @@ def stage_files(root: Path, files: list[ChangedFile], max_file_bytes: int) -> di
 # ---------------------------------------------------------------- running a tool, bounded
 
 
-def _limit_resources(cpu_s: int) -> None:  # runs in the child between fork and exec
+def _limit_resources(cpu_s: int, cpu_hard: int | None = None) -> None:  # child, before exec
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_hard or cpu_s))
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -242,17 +247,10 @@ class ToolRun:
 async def run_tool(name: str, argv: list[str], cwd: Path, home: Path,
                    timeout_s: float) -> ToolRun:
     """Run one analyser; BackendError on timeout, oversized output, or failure to start."""
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "NO_COLOR": "1",
-        "RAYON_NUM_THREADS": "2",  # ruff: bounded threads, bounded address space
-    }
+    env = _tool_env(home)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            *_no_network(), *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             preexec_fn=functools.partial(_limit_resources, int(timeout_s) + 5),
@@ -280,6 +278,172 @@ async def run_tool(name: str, argv: list[str], cwd: Path, home: Path,
         if proc.returncode is None:
             await proc.wait()
     return ToolRun(returncode, out, err)
+
+
+# ---------------------------------------------------------------- bandit, kept warm
+
+# bandit spends ~300 ms of every run importing itself and its plugins. A warm process does that
+# once and then analyses one commit per request, with the same isolation as a fresh run: our
+# code (this string), `python -I` (no cwd, PYTHONPATH or user site on sys.path, so files in the
+# analysed tree are never imported), a clean environment, our config and ini file, the same
+# rlimits (the CPU limit re-armed per request), a wall-clock timeout per request that kills the
+# process group, and a fresh process after WARM_MAX_REQUESTS requests or any failure.
+WARM_MAX_REQUESTS = 200
+_BANDIT_SERVER = r"""
+import io, json, os, resource, sys
+from bandit.cli import main as bandit_main
+class Sink(io.StringIO):
+    name = "<stdout>"  # the json formatter compares its file's name with stdout's
+os.chdir("/")
+reply = sys.stdout
+for line in sys.stdin:
+    req = json.loads(line)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft = int(usage.ru_utime + usage.ru_stime) + int(req["cpu_s"])
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard < 0 else min(soft, hard), hard))
+    os.environ["HOME"] = req["home"]
+    err = io.StringIO()
+    sys.argv = ["bandit", *req["argv"]]
+    sys.stdout, sys.stderr = Sink(), err
+    code = 0
+    try:
+        os.chdir(req["cwd"])
+        bandit_main.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:
+        code = 70
+        err.write(repr(exc))
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        os.chdir("/")
+    reply.write(json.dumps({"rc": code, "stderr": err.getvalue()[-65536:]}) + "\n")
+    reply.flush()
+"""
+
+
+def _tool_env(home: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "NO_COLOR": "1",
+        "RAYON_NUM_THREADS": "2",  # ruff: bounded threads, bounded address space
+    }
+
+
+class _WarmBandit:
+    """One warm bandit process; used by one thread at a time (the pool hands it out)."""
+
+    def __init__(self, home: Path, timeout_s: float) -> None:
+        cpu_hard = (int(timeout_s) + 5) * (WARM_MAX_REQUESTS + 1)
+        try:
+            self.proc = subprocess.Popen(
+                [*_no_network(), sys.executable, "-I", "-c", _BANDIT_SERVER], cwd="/",
+                env=_tool_env(home),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=functools.partial(_limit_resources, int(timeout_s) + 5, cpu_hard))
+        except OSError as exc:
+            raise BackendError(f"bandit: cannot start: {exc}") from exc
+        self.requests = 0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self.proc.wait(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def run(self, argv: list[str], cwd: Path, home: Path, timeout_s: float) -> ToolRun:
+        """BackendError on timeout, oversized output, or a process that died (then killed)."""
+        report = home / "bandit-report.json"
+        request = json.dumps({"argv": ["-o", str(report), *argv], "cwd": str(cwd),
+                              "home": str(home), "cpu_s": int(timeout_s) + 5})
+        self.requests += 1
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        try:
+            self.proc.stdin.write(request.encode() + b"\n")
+            self.proc.stdin.flush()
+            answer = b""
+            while not answer.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackendError(f"bandit: timed out after {timeout_s:g}s")
+                ready, _, _ = select.select([fd], [], [], left)
+                if ready:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        raise BackendError("bandit: the analyser process died "
+                                           f"(exit status {self.proc.wait(timeout=5)})")
+                    answer += chunk
+                    if len(answer) > 2 * MAX_STDERR + 4096:
+                        raise BackendError("bandit: oversized answer")
+            reply = json.loads(answer)
+            size = report.stat().st_size if report.exists() else 0
+            if size > MAX_TOOL_OUTPUT:
+                raise BackendError(f"bandit: output over {MAX_TOOL_OUTPUT} bytes")
+            out = report.read_bytes() if size else b""
+        except (OSError, ValueError, subprocess.SubprocessError, BackendError) as exc:
+            self.kill()
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(f"bandit: the analyser process failed: {exc}") from exc
+        return ToolRun(int(reply.get("rc", 1)), out, str(reply.get("stderr", "")).encode())
+
+
+class _WarmPool:
+    """Idle warm bandit processes of one backend, shared by its threads."""
+
+    def __init__(self) -> None:
+        self._idle: list[_WarmBandit] = []
+        self._lock = threading.Lock()
+
+    def run(self, argv: list[str], cwd: Path, home: Path, timeout_s: float) -> ToolRun:
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None or worker.proc.poll() is not None:
+            worker = _WarmBandit(home, timeout_s)
+        run = worker.run(argv, cwd, home, timeout_s)  # kills the process on any failure
+        if worker.requests >= WARM_MAX_REQUESTS:
+            worker.kill()
+        else:
+            with self._lock:
+                self._idle.append(worker)
+        return run
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()
+
+
+@functools.cache
+def _no_network() -> tuple[str, ...]:
+    """The prefix that runs an analyser with no network (issue 4): `unshare --net --`, a new
+    network namespace with no interface but a loopback that is down. As root that just works;
+    elsewhere unprivileged user namespaces may allow `unshare --map-root-user --net`. Where
+    neither can be created, () and the analyser shares the worker's network (README)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or not sys.platform.startswith("linux"):
+        return ()
+    for flags in (("--net",), ("--map-root-user", "--net")):
+        prefix = (unshare, *flags, "--")
+        try:
+            probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10,
+                                   check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0:
+            return prefix
+    return ()
 
 
 def _ruff_argv() -> list[str]:
@@ -396,12 +560,14 @@ class AnalyzerBackend:
         self.params = AnalyzerParams.parse(spec.id, dict(spec.params))
         self.filters = _validate_filters(spec.id, list(spec.filters))
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._bandit = _WarmPool()
+        weakref.finalize(self, self._bandit.close)
 
     async def infer(self, batch: list[NormalizedChange]) -> list[Prediction]:
         return list(await asyncio.gather(*(self._predict(change) for change in batch)))
 
     async def close(self) -> None:
-        return None
+        await asyncio.to_thread(self._bandit.close)
 
     def _semaphore(self) -> asyncio.Semaphore:
         # One per event loop: a semaphore that ever waited is bound to the loop it waited on.
@@ -479,9 +645,10 @@ class AnalyzerBackend:
         config, ini = home / "bandit.yaml", home / "bandit.ini"
         config.write_text("exclude_dirs: []\n")
         ini.write_text("[bandit]\n")
-        argv = [sys.executable, "-I", "-m", "bandit", "-f", "json", "-q", "--exit-zero",
-                "--ignore-nosec", "-c", str(config), "--ini", str(ini), *targets]
-        run = await run_tool("bandit", argv, src, home, self.params.tool_timeout_s)
+        argv = ["-f", "json", "-q", "--exit-zero", "--ignore-nosec", "-c", str(config),
+                "--ini", str(ini), *targets]
+        run = await asyncio.to_thread(self._bandit.run, argv, src, home,
+                                      self.params.tool_timeout_s)
         if run.returncode != 0:
             raise _tool_error("bandit", run)
         report = _parse_json("bandit", run)

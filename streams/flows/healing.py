@@ -1,14 +1,40 @@
-"""healing: when a served request fails, re-send it to another healthy version (fallback)."""
+"""healing: keep findings flowing while versions fail and the broker comes and goes.
+
+- Fallback: when a served request fails, re-send it to another healthy version (a HealingAction
+  `fallback` records it); when none is left, the user gets an error result, never silence.
+- End-to-end repair: the archive of accepted inputs in ClickHouse is the record of what was
+  promised. On the leader, an accepted request with no served result after
+  `inference.reconcile_after_s`, while the consumer group has no backlog on the routing path
+  (so it is not merely queued), is routed again (at most twice; a `reroute` HealingAction
+  records it). Storage is idempotent, so a repair never counts twice. This closes any gap the
+  transport leaves after a hard crash, whatever its cause.
+- Broker watchdog: the embedded broker keeps topics in memory, so a restarted broker has none.
+  Every `REVIEWBUS_TOPIC_CHECK_INTERVAL_S` the worker checks that its topics exist. When the
+  broker lost them, the worker recreates them (explicit partition counts) and restarts itself
+  in place (exec, same pid): Faust's consumer remembers offsets of the lost topics and would
+  skip the first messages of the new ones, so a clean start is the only correct one. The new
+  start rebuilds the registry from ClickHouse (the lifecycle history) and reads every new
+  topic from its beginning.
+"""
 
 from __future__ import annotations
 
-from agents.routing import choose_fallback
-from schemas import FailureEvent, HealingAction, ReviewFindings, Role, Status
+import asyncio
+import contextlib
+import logging
+import os
+import sys
 
-from .. import topics
-from ..app import app
+from agents.intake import cohort_of
+from agents.rotation import quote
+from agents.routing import choose_fallback
+from infra.kafka import client_kwargs, consumer_lag
+from schemas import AcceptedChange, FailureEvent, HealingAction, ReviewFindings, Role, Status
+
+from .. import names, topics
+from ..app import app, bootstrap
 from ..metrics import EVENTS
-from ..runtime import config, emit, log, runtime, send_to_dlq
+from ..runtime import config, emit, log, runtime, send_to_dlq, settings
 
 
 def plan(failure: FailureEvent) -> list:
@@ -51,4 +77,151 @@ async def healing(stream):
                 EVENTS.labels(agent="healing", outcome="handled").inc()
         except Exception as exc:
             log.exception("healing failed on one event")
-            await send_to_dlq(event, repr(exc), "healing")
+            with contextlib.suppress(Exception):
+                await send_to_dlq(event, repr(exc), "healing")
+
+
+# ---- end-to-end repair ------------------------------------------------------------------------
+
+MAX_REROUTES = 2
+_rerouted: dict[str, int] = {}
+
+
+def unserved_sql(task: str, after_s: float, window_s: float, limit: int = 500) -> str:
+    """Accepted requests of the window, older than after_s, with no served live result."""
+    return (
+        "SELECT request_id, accepted FROM events_archive FINAL "
+        f"WHERE task = {quote(task)} "
+        f"AND occurred_at >= now64(3) - toIntervalMillisecond({int(window_s * 1000)}) "
+        f"AND occurred_at <= now64(3) - toIntervalMillisecond({int(after_s * 1000)}) "
+        "AND request_id NOT IN (SELECT request_id FROM interactions FINAL "
+        f"WHERE task = {quote(task)} AND run_id = '' "
+        "AND role IN ('primary', 'canary', 'fallback')) "
+        f"ORDER BY occurred_at LIMIT {int(limit)}")
+
+
+async def backlog() -> int:
+    """Messages the worker group has not yet committed on the routing path."""
+    path = [names.topic(settings, "accepted"), names.topic(settings, "results"),
+            *(names.inference_topic(settings, v) for v in topics.inference)]
+    lag = await consumer_lag(settings, bootstrap, app.conf.id, path)
+    return sum(lag.values())
+
+
+async def reconcile_once() -> list[str]:
+    """Route again the accepted requests that got lost in transit; their ids."""
+    cfg = config.inference
+    if runtime.store is None or not cfg.reconcile:
+        return []
+    rows = (await runtime.store.query(unserved_sql(
+        config.task, cfg.reconcile_after_s, cfg.reconcile_window_s))).as_dicts()
+    rows = [r for r in rows if _rerouted.get(r["request_id"], 0) < MAX_REROUTES]
+    if not rows or await backlog() > 0:
+        return []
+    outputs, ids = [], []
+    for row in rows:
+        accepted = AcceptedChange.model_validate_json(row["accepted"])
+        n = _rerouted[accepted.request_id] = _rerouted.get(accepted.request_id, 0) + 1
+        outputs.append((topics.accepted, cohort_of(accepted), accepted.model_copy(
+            update={"event_id": f"{accepted.request_id}-re{n}"})))
+        ids.append(accepted.request_id)
+    reason = (f"{len(ids)} accepted requests had no served result after "
+              f"{cfg.reconcile_after_s:g} s and no backlog on the bus: routed again "
+              f"({', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''})")
+    outputs.append((topics.healing, "-", HealingAction(
+        event_id=f"re-{ids[0]}-{len(ids)}-{_rerouted[ids[0]]}", task=config.task,
+        action="reroute", version_id="-", request_id=ids[0] if len(ids) == 1 else None,
+        reason=reason[:500])))
+    await emit(outputs)
+    log.warning("end-to-end repair: %s", reason)
+    EVENTS.labels(agent="healing", outcome="rerouted").inc(len(ids))
+    return ids
+
+
+@app.timer(config.inference.reconcile_interval_s, on_leader=True)
+async def reconcile_timer() -> None:
+    if not runtime.registry.ready.is_set():
+        return
+    try:
+        await reconcile_once()
+    except Exception:
+        log.exception("end-to-end repair tick failed; the next tick retries")
+
+
+# ---- broker watchdog -------------------------------------------------------------------------
+
+
+def expected_topics() -> dict[str, int]:
+    """Every topic this worker needs, with its partition count: ours and Faust's own."""
+    wanted = names.all_topics(settings, list(topics.inference))
+    for table in app.tables.values():
+        wanted[table.changelog_topic.get_topic_name()] = settings.partitions
+    wanted[f"{app.conf.id}-__assignor-__leader"] = 1
+    return wanted
+
+
+async def recreate_missing(admin) -> list[str]:
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    existing = set(await admin.list_topics())
+    wanted = expected_topics()
+    missing = sorted(t for t in wanted if t not in existing)
+    if not missing:
+        return []
+    log.warning("the broker lost %d topics (restarted with memory storage?): recreating %s",
+                len(missing), missing)
+    with contextlib.suppress(TopicAlreadyExistsError):
+        await admin.create_topics([NewTopic(t, wanted[t], 1) for t in missing])
+    EVENTS.labels(agent="healing", outcome="topics_recreated").inc(len(missing))
+    return missing
+
+
+async def restart_in_place(reason: str) -> None:
+    """exec this worker again (same pid, same command, same environment): a clean start.
+
+    The store is closed first (its lock is released, chDB flushed); our own in-flight markers
+    are removed, since this is no crash."""
+    log.warning("%s: restarting this worker in place (same pid) for a clean start", reason)
+    if runtime.store is not None:
+        try:
+            await asyncio.wait_for(runtime.store.close(), timeout=15)
+        except Exception:  # exec anyway: the lock goes with the old process image
+            log.exception("closing the store before the restart failed")
+    from .quarantine import crash_guard
+
+    for marker in crash_guard.directory.glob(f"{os.getpid()}-*.json"):
+        marker.unlink(missing_ok=True)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, list(sys.orig_argv))
+
+
+@app.task
+async def broker_watchdog() -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    await runtime.registry.ready.wait()
+    admin = None
+    while True:
+        await asyncio.sleep(settings.topic_check_interval_s)
+        try:
+            if admin is None:
+                admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap),
+                                            request_timeout_ms=5000)
+                await admin.start()
+            missing = await recreate_missing(admin)
+            # Ours existed for sure (run_worker created them); Faust's own alone prove nothing.
+            ours = set(names.all_topics(settings, list(topics.inference)))
+            if ours.intersection(missing):
+                await restart_in_place(f"the broker lost {len(missing)} topics")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # broker down: try again next tick, with a fresh client
+            log.info("broker watchdog: %s", exc)
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+            admin = None

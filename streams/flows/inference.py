@@ -1,86 +1,244 @@
-"""inference: one agent per version topic, so a slow candidate never delays the stable one."""
+"""inference: one agent per version topic, so a slow candidate never delays the stable one.
+
+Per version and worker: at most `inference.max_concurrency` batches in flight (bounded
+concurrency), each bounded in time by the version's `timeout_s`, behind its circuit breaker.
+The spec comes from the registry (the fold of the lifecycle topic), so a spec update there
+(the false-positive filter adds or removes a suppression) applies to the next batch.
+
+A quarantined (or archived) version serves nobody: user requests still queued for it go
+straight to their fallback (healing's plan), shadow copies are dropped, replays (re-tests)
+still run. Every batch runs inside the crash guard (a marker file while it
+runs; see streams/flows/quarantine.py), and a request that was in flight at repeated worker
+deaths is dead-lettered for this version and healed elsewhere.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import json
 
 from agents.backends.base import Backend, build_backend
+from agents.breaker import CircuitBreaker
 from agents.inference import run_batch
-from schemas import FailureEvent, InferenceRequest, InferenceResult, Status, VersionSpec
+from schemas import (
+    FailureEvent,
+    InferenceRequest,
+    InferenceResult,
+    Role,
+    Status,
+    VersionSpec,
+)
 
 from .. import topics
 from ..app import app
 from ..metrics import EVENTS, INFERENCE_SECONDS
+from ..registered import serving_specs
 from ..runtime import config, emit, log, runtime, send_to_dlq
+from .healing import plan
+from .quarantine import NO_TRAFFIC, crash_guard
 
-_backends: dict[str, Backend] = {}
+_backends: dict[str, tuple[str, Backend]] = {}  # version id -> (spec identity, backend)
 _backend_locks: dict[str, asyncio.Lock] = {}
+# Replays and re-tests never trip (nor are refused by) the circuit that guards user traffic.
+_REPLAY_BREAKER = CircuitBreaker(failure_threshold=2**31, cooldown_s=0)
+
+
+def current_spec(version_id: str) -> VersionSpec | None:
+    """The registry's spec of a version (updated by events), else the versions file's."""
+    entry = runtime.registry.registry.versions.get(version_id)
+    return entry.spec if entry is not None else config.spec(version_id)
+
+
+def _identity(spec: VersionSpec) -> str:
+    return json.dumps(spec.model_dump(mode="json", include={"backend", "params", "filters"}),
+                      sort_keys=True, default=str)
 
 
 async def backend_for(spec: VersionSpec) -> Backend:
-    """Built once per worker, on first use, off the event loop (model loads can be slow)."""
+    """Built once per worker (and again when the registry changes the spec), off the event
+    loop (model loads can be slow)."""
     lock = _backend_locks.setdefault(spec.id, asyncio.Lock())
+    key = _identity(spec)
     async with lock:
-        if spec.id not in _backends:
-            _backends[spec.id] = await asyncio.to_thread(build_backend, spec)
-    return _backends[spec.id]
+        cached = _backends.get(spec.id)
+        if cached is None or cached[0] != key:
+            backend = await asyncio.to_thread(build_backend, spec)
+            _backends[spec.id] = (key, backend)
+            if cached is not None:
+                log.warning("version %s: spec changed in the registry, backend rebuilt", spec.id)
+                with contextlib.suppress(Exception):
+                    await cached[1].close()
+    return _backends[spec.id][1]
+
+
+def post_filter(spec: VersionSpec, result: InferenceResult) -> InferenceResult:
+    """The spec's filters, whatever the backend: those added by events reach every backend
+    (the analyzers backend applies them itself too; every filter is idempotent)."""
+    if not spec.filters or result.status != Status.ok or not result.findings:
+        return result
+    from agents.backends.analyzers import apply_filters
+
+    try:
+        kept = apply_filters(list(result.findings), list(spec.filters))
+    except Exception:  # a malformed filter must not drop the answer
+        log.warning("version %s: filters %r could not be applied", spec.id, spec.filters)
+        return result
+    if len(kept) == len(result.findings):
+        return result
+    return result.model_copy(update={"findings": kept})
+
+
+def failure_for(result: InferenceResult, request: InferenceRequest) -> FailureEvent:
+    return FailureEvent(
+        request_id=result.request_id, task=result.task, version_id=result.version_id,
+        role=result.role.value, status=result.status.value, error=result.error or "",
+        latency_ms=result.latency_ms,
+        request=request if request.role.serves_users else None)
 
 
 def outputs_for(result: InferenceResult, request: InferenceRequest) -> list:
     out = [(topics.results, result.request_id, result)]
     if result.status != Status.ok:
-        out.append((topics.failures, result.version_id, FailureEvent(
-            request_id=result.request_id, task=result.task, version_id=result.version_id,
-            role=result.role.value, status=result.status.value, error=result.error or "",
-            latency_ms=result.latency_ms,
-            request=request if request.role.serves_users else None)))
+        out.append((topics.failures, result.version_id, failure_for(result, request)))
     return out
 
 
+def reroute(request: InferenceRequest, error: str) -> list:
+    """A request this version will not run: a user's goes straight to its fallback (healing's
+    plan, recorded as a `fallback` HealingAction; no failure of this version is recorded, it
+    never ran), a shadow copy is dropped."""
+    if not request.role.serves_users:
+        return []
+    return plan(FailureEvent(
+        event_id=f"{request.event_id}-rr", request_id=request.request_id, task=request.task,
+        version_id=request.version_id, role=request.role.value, status=Status.error.value,
+        error=error, request=request))
+
+
+def _unavailable(r: InferenceRequest, error: str) -> InferenceResult:
+    return InferenceResult(
+        request_id=r.request_id, task=r.task, version_id=r.version_id, role=r.role,
+        run_id=r.run_id, status=Status.error, latency_ms=0.0, label=r.label,
+        fallback_from=r.fallback_from, attempt=r.attempt, error=f"backend unavailable: {error}",
+        repo=r.change.repo, sha=r.change.sha, pull_request=r.change.pull_request)
+
+
 async def handle_batch(spec: VersionSpec, requests: list[InferenceRequest]) -> None:
-    try:
-        backend = await backend_for(spec)
-        results = await run_batch(spec, backend, requests, runtime.breakers.get(spec.id))
-    except Exception as exc:  # building the backend failed: every request fails, visibly
-        log.exception("backend %s unavailable", spec.id)
-        results = [InferenceResult(
-            request_id=r.request_id, task=r.task, version_id=r.version_id, role=r.role,
-            run_id=r.run_id, status=Status.error, latency_ms=0.0, label=r.label,
-            fallback_from=r.fallback_from, attempt=r.attempt, error=f"backend unavailable: {exc}",
-            repo=r.change.repo, sha=r.change.sha, pull_request=r.change.pull_request)
-            for r in requests]
-    outputs = []
-    for request, result in zip(requests, results):
-        INFERENCE_SECONDS.labels(version=spec.id, status=result.status.value).observe(
-            result.latency_ms / 1000)
-        outputs += outputs_for(result, request)
+    """Run one batch (users' requests and replays apart: they answer to different circuits)
+    and publish its results and failures."""
+    outputs: list = []
+    groups = [
+        ([r for r in requests if r.role != Role.replay], runtime.breakers.get(spec.id)),
+        ([r for r in requests if r.role == Role.replay], _REPLAY_BREAKER),
+    ]
+    for group, breaker in groups:
+        if not group:
+            continue
+        try:
+            backend = await backend_for(spec)
+            async with crash_guard.slot(spec.id, [r.request_id for r in group]):
+                results = await run_batch(spec, backend, group, breaker)
+        except Exception as exc:  # building the backend failed: every request fails, visibly
+            log.exception("backend %s unavailable", spec.id)
+            breaker.record_failure()
+            results = [_unavailable(r, str(exc)[:500]) for r in group]
+        for request, result in zip(group, results):
+            result = post_filter(spec, result)
+            INFERENCE_SECONDS.labels(version=spec.id, status=result.status.value).observe(
+                result.latency_ms / 1000)
+            outputs += outputs_for(result, request)
+        EVENTS.labels(agent="inference", outcome="ok").inc(len(results))
     await emit(outputs)
-    EVENTS.labels(agent="inference", outcome="ok").inc(len(results))
 
 
-def install(spec: VersionSpec):
-    async def infer(stream):
-        async for events in stream.noack_take(config.inference.batch_size,
-                                              within=config.inference.batch_wait_s):
-            requests, good = [], []
-            for event in events:
-                try:
-                    requests.append(InferenceRequest.model_validate_json(event.value))
-                    good.append(event)
-                except Exception as exc:
-                    await send_to_dlq(event, f"invalid InferenceRequest: {exc}", "inference")
-            if requests:
-                try:
-                    await handle_batch(spec, requests)
-                except Exception as exc:  # e.g. the broker refused the results: redeliver
-                    log.exception("inference %s: batch failed, dead-lettering", spec.id)
-                    for event in good:
+async def process(version_id: str, events: list, stream, ack: bool = True) -> None:
+    """Parse, screen and run one batch of events; ack them all (unless the caller acks),
+    whatever happens."""
+    try:
+        requests, good = [], []
+        for event in events:
+            try:
+                requests.append(InferenceRequest.model_validate_json(event.value))
+                good.append(event)
+            except Exception as exc:
+                await send_to_dlq(event, f"invalid InferenceRequest: {exc}", "inference")
+        entry = runtime.registry.registry.versions.get(version_id)
+        closed = entry is not None and entry.state in NO_TRAFFIC
+        run, outputs = [], []
+        for event, request in zip(good, requests):
+            if closed and request.role != Role.replay:
+                outputs += reroute(request, f"version {version_id} is {entry.state.value}")
+            elif crash_guard.is_poison(version_id, request.request_id):
+                await send_to_dlq(event, f"request {request.request_id} was in flight when "
+                                  f"the worker died {config.quarantine.poison_after_crashes} "
+                                  f"times running version {version_id}", "inference")
+                outputs += reroute(request, "poison request: it crashed the worker")
+            else:
+                run.append((event, request))
+        if outputs:
+            await emit(outputs)
+        spec = current_spec(version_id)
+        if run and spec is not None:
+            try:
+                await handle_batch(spec, [r for _, r in run])
+            except Exception as exc:  # e.g. the broker refused the results
+                log.exception("inference %s: batch failed, dead-lettering", version_id)
+                for event, _ in run:
+                    with contextlib.suppress(Exception):
                         await send_to_dlq(event, repr(exc), "inference")
+    except Exception:
+        log.exception("inference %s: batch could not be handled", version_id)
+    finally:
+        if ack:
             for event in events:
                 await stream.ack(event)
 
-    infer.__name__ = f"inference_{spec.id}"
-    return app.agent(topics.inference[spec.id], name=f"inference.{spec.id}", concurrency=1)(infer)
+
+def install(spec: VersionSpec):
+    version_id = spec.id
+
+    async def infer(stream):
+        await runtime.registry.ready.wait()
+        await crash_guard.checked.wait()  # crash loops are judged before any batch runs
+        limit = asyncio.Semaphore(config.inference.concurrency_of(version_id))
+        # Batches run concurrently but are acked in the order they were taken: Faust commits
+        # the first run of consecutive acked offsets even when an earlier offset is still
+        # unacked (transport/consumer.py _new_offset), so out-of-order acks would let a crash
+        # skip the earlier batch. In order, a crash only ever repeats work.
+        pending: collections.deque[tuple[list, asyncio.Event]] = collections.deque()
+
+        async def ack_in_order() -> None:
+            while pending and pending[0][1].is_set():
+                done, _ = pending.popleft()
+                for event in done:
+                    await stream.ack(event)
+
+        async def bounded(events: list, finished: asyncio.Event) -> None:
+            try:
+                await process(version_id, events, stream, ack=False)
+            finally:
+                finished.set()
+                limit.release()
+                await ack_in_order()
+
+        async for events in stream.noack_take(config.inference.batch_size,
+                                              within=config.inference.batch_wait_s):
+            await limit.acquire()  # backpressure: no more than N batches in flight
+            finished = asyncio.Event()
+            pending.append((events, finished))
+            if config.inference.concurrency_of(version_id) == 1:
+                await bounded(events, finished)
+            else:
+                asyncio.ensure_future(bounded(events, finished))
+
+    infer.__name__ = f"inference_{version_id}"
+    return app.agent(topics.inference[version_id], name=f"inference.{version_id}",
+                     concurrency=1)(infer)
 
 
-agents = {spec.id: install(spec) for spec in config.versions}
+agents = {spec.id: install(spec) for spec in serving_specs(config)}  # + registered ones
+
+__all__ = ["agents", "backend_for", "current_spec", "handle_batch", "outputs_for",
+           "post_filter"]

@@ -1,4 +1,9 @@
-"""intake: raw input bytes -> AcceptedChange, or the dead-letter topic with the reason."""
+"""intake: raw input bytes -> AcceptedChange, or the dead-letter topic with the reason.
+
+agents/intake.py accept_input is total (any bytes: an AcceptedChange or InvalidEvent with a
+one-line reason, fuzzed by tests/test_fuzz_*.py); input limits are enforced there and named in
+the reason (REVIEWBUS_LIMIT_*).
+"""
 
 from __future__ import annotations
 
@@ -21,11 +26,22 @@ async def intake(stream):
                 kind=topics.INPUT_KIND_BY_TOPIC.get(msg.topic, "commit"),
                 task=config.task, limits=runtime.limits)
         except InvalidEvent as exc:
-            await send_to_dlq(event, str(exc), "intake")
+            await dead_letter(event, str(exc))
             continue
         except Exception as exc:  # one message must never stop the stream
             log.exception("intake failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-            await send_to_dlq(event, f"internal error: {exc!r}", "intake")
+            await dead_letter(event, f"internal error: {exc!r}")
             continue
-        await emit([(topics.accepted, cohort_of(accepted), accepted)])
-        EVENTS.labels(agent="intake", outcome="accepted").inc()
+        try:
+            await emit([(topics.accepted, cohort_of(accepted), accepted)])
+            EVENTS.labels(agent="intake", outcome="accepted").inc()
+        except Exception:  # the broker is gone (its topics with it): log, never crash
+            log.exception("intake could not publish %s", accepted.request_id)
+
+
+async def dead_letter(event, reason: str) -> None:
+    """DLQ with the reason; a broker that refuses even that is logged, not raised."""
+    try:
+        await send_to_dlq(event, reason, "intake")
+    except Exception:
+        log.exception("intake could not dead-letter a message (%s)", reason[:200])

@@ -1,10 +1,47 @@
-"""quarantine: a version that keeps failing gets no more traffic (a LifecycleEvent says why)."""
+"""quarantine: a failing version gets no more traffic, with the trigger, evidence and one-line
+root cause on record (QuarantineEvent + LifecycleEvent); it leaves by a half-open re-test.
+
+- On every result: the health tracker (agents/health.py) checks the five triggers of the
+  design; the first crossed one quarantines the version. A quarantined canary gives its
+  traffic back to stable, a quarantined stable gives way to the previous stable when there is
+  one (the registry fold does that); both are also recorded as a `rollback` HealingAction.
+- At start: crash loops. Every batch leaves a marker file while it runs (CrashGuard); the
+  markers of a dead worker say which versions were in flight when it died. A version that was
+  alone in flight at `crash_loop_restarts` deaths within the window is quarantined before any
+  batch runs again; a request in flight at `poison_after_crashes` deaths is dead-lettered for
+  that version (and healed elsewhere) instead of killing the worker again. The versions in
+  flight at the last death run their next batch alone, so the next death is attributable.
+- Leader timer: candidates whose SLO error budget is exhausted are quarantined
+  (`error_budget`); quarantined versions are re-tested after `retest_after_s` (doubling after
+  each failure): a sample of archived traffic is replayed to them (run `retest-...`) and they
+  go back to shadow only if it passes. Versions quarantined for a crash loop are not re-tested
+  automatically (the re-test could kill the worker again): `reviewbus versions restore` does it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import time
+from dataclasses import dataclass
 
+from agents import slo
+from agents.health import (
+    CrashGuard,
+    Outcome,
+    collect_deaths,
+    crash_verdicts,
+    retest_backoff,
+    retest_verdict,
+    root_cause,
+    suspects_of,
+)
+from agents.registry import previous_stable
+from agents.rotation import quote
+from agents.routing import stable_version
 from schemas import (
+    HealingAction,
     InferenceResult,
     LifecycleAction,
     LifecycleEvent,
@@ -16,48 +53,316 @@ from schemas import (
 from .. import topics
 from ..app import app
 from ..metrics import EVENTS, LIFECYCLE
-from ..runtime import emit, log, runtime, send_to_dlq
+from ..runtime import config, emit, log, runtime, send_to_dlq, settings
 
 NO_TRAFFIC = (VersionState.quarantined, VersionState.archived)
+CANDIDATES = (VersionState.shadow, VersionState.canary)
 
 
-def quarantine_events(result: InferenceResult, trigger: str, evidence: dict) -> list:
+# ---- quarantine events ---------------------------------------------------------------------
+
+
+def _event_id(task: str, version_id: str, applied: int) -> str:
+    # Same id from every worker and every repeat: the registry fold keeps only the first.
+    return hashlib.sha256(f"{task}|{version_id}|quarantine|{applied}".encode()).hexdigest()[:32]
+
+
+def quarantine_events(version_id: str, trigger: str, evidence: dict) -> list:
+    """LifecycleEvent + QuarantineEvent (+ a rollback HealingAction for a canary or stable)."""
     registry = runtime.registry.registry
-    entry = registry.versions.get(result.version_id)
+    entry = registry.versions.get(version_id)
     if entry is None or entry.state in NO_TRAFFIC:
         return []
-    # Same id from every worker and every repeat: the registry fold keeps only the first.
-    event_id = hashlib.sha256(
-        f"{registry.task}|{result.version_id}|quarantine|{registry.applied}".encode()
-    ).hexdigest()[:32]
-    cause = f"{trigger}: last error: {result.error or result.status.value}"[:300]
-    return [
-        (topics.lifecycle, result.version_id, LifecycleEvent(
-            event_id=event_id, task=registry.task, version_id=result.version_id,
+    event_id = _event_id(registry.task, version_id, registry.applied)
+    cause = root_cause(trigger, evidence)
+    evidence = {**evidence, "trigger": trigger, "state": entry.state.value}
+    out: list = [
+        (topics.lifecycle, version_id, LifecycleEvent(
+            event_id=event_id, task=registry.task, version_id=version_id,
             action=LifecycleAction.quarantine, from_state=entry.state,
             to_state=VersionState.quarantined, actor="quarantine", reason=cause,
             evidence=evidence)),
-        (topics.healing, result.version_id, QuarantineEvent(
-            event_id=f"q-{event_id}", task=registry.task, version_id=result.version_id,
+        (topics.healing, version_id, QuarantineEvent(
+            event_id=f"q-{event_id}", task=registry.task, version_id=version_id,
             trigger=trigger, root_cause=cause, evidence=evidence)),
     ]
+    target = None
+    if entry.state == VersionState.canary:
+        target = stable_version(registry)
+    elif entry.state == VersionState.stable:
+        target = previous_stable(registry, exclude=version_id)
+    if target is not None:
+        out.append((topics.healing, version_id, HealingAction(
+            event_id=f"rb-{event_id}", task=registry.task, action="rollback",
+            version_id=version_id, target_version=target,
+            reason=f"{entry.state.value} {version_id} quarantined, {target} serves its "
+                   f"traffic: {cause}"[:500])))
+    return out
+
+
+async def quarantine(version_id: str, trigger: str, evidence: dict) -> bool:
+    outputs = quarantine_events(version_id, trigger, evidence)
+    if not outputs:
+        return False
+    await emit(outputs)
+    # Fold it here at once (the topic copy is then a duplicate): no batch of a quarantined
+    # version may start in the meantime.
+    runtime.registry.apply(outputs[0][2])
+    LIFECYCLE.labels(action="quarantine").inc()
+    EVENTS.labels(agent="quarantine", outcome=f"quarantined:{trigger}").inc()
+    log.warning("quarantined %s: %s", version_id, outputs[1][2].root_cause)
+    return True
+
+
+# ---- crash loops -----------------------------------------------------------------------------
+
+
+crash_guard = CrashGuard(settings.home / "inflight")
+
+
+@app.task
+async def crash_check() -> None:
+    """Before any batch runs: attribute the last worker deaths, quarantine crash loops."""
+    q = config.quarantine
+    try:
+        history, new = await asyncio.to_thread(
+            collect_deaths, crash_guard.directory, settings.home / "crashes.json",
+            max(q.crash_loop_window_s, 3600.0))
+        looping, poison = crash_verdicts(history, time.time(), restarts=q.crash_loop_restarts,
+                                         window_s=q.crash_loop_window_s,
+                                         poison_after=q.poison_after_crashes)
+        crash_guard.poison = poison
+        crash_guard.suspects = suspects_of(new)
+        if new:
+            log.warning("the last worker died with batches in flight: %s; those versions run "
+                        "their next batch alone", [e["inflight"] for e in new])
+        if poison:
+            log.warning("poison requests (in flight at %d deaths): %s",
+                        q.poison_after_crashes, {v: sorted(r) for v, r in poison.items()})
+        await runtime.registry.ready.wait()
+        if "crash_loop" in q.triggers:
+            for version_id, evidence in sorted(looping.items()):
+                await quarantine(version_id, "crash_loop", evidence)
+    except Exception:
+        log.exception("crash-loop check failed; inference goes on")
+    finally:
+        crash_guard.checked.set()
+
+
+# ---- the results stream ----------------------------------------------------------------------
+
+
+def outcome_of(result: InferenceResult) -> Outcome:
+    return Outcome.of(result.status.value, result.latency_ms, label=result.label,
+                      predicted=result.change_type.label if result.change_type else None,
+                      error=result.error, request_id=result.request_id)
 
 
 @app.agent(topics.results, name="quarantine", concurrency=1)
-async def quarantine(stream):
+async def quarantine_agent(stream):
     await runtime.registry.ready.wait()
     async for event in stream.events():
         try:
             result = InferenceResult.model_validate_json(event.value)
-            verdict = runtime.health.observe(result.version_id, result.status == Status.ok)
-            if verdict is None:
+            if result.run_id:  # replays and re-tests measure, they do not judge
                 continue
-            trigger, evidence = verdict
-            outputs = quarantine_events(result, trigger, evidence)
-            if outputs:
-                await emit(outputs)
-                LIFECYCLE.labels(action="quarantine").inc()
-                EVENTS.labels(agent="quarantine", outcome="quarantined").inc()
+            registry = runtime.registry.registry
+            entry = registry.versions.get(result.version_id)
+            if entry is None or entry.state in NO_TRAFFIC:
+                continue
+            verdict = runtime.health.observe(result.version_id, outcome_of(result),
+                                             stable=stable_version(registry))
+            if verdict is not None:
+                trigger, evidence = verdict
+                if result.status != Status.ok:
+                    evidence["last_error"] = (result.error or result.status.value)[:300]
+                await quarantine(result.version_id, trigger, evidence)
         except Exception as exc:
             log.exception("quarantine failed on one event")
-            await send_to_dlq(event, repr(exc), "quarantine")
+            with contextlib.suppress(Exception):
+                await send_to_dlq(event, repr(exc), "quarantine")
+
+
+# ---- registry changes ------------------------------------------------------------------------
+
+
+@dataclass
+class Quarantined:
+    since: float  # monotonic
+    trigger: str = ""
+    failed_retests: int = 0
+    next_retest: float = 0.0  # monotonic
+    run_id: str | None = None
+    sent: int = 0
+    started: float = 0.0
+
+
+_quarantined: dict[str, Quarantined] = {}
+
+
+def on_lifecycle(event: LifecycleEvent) -> None:
+    vid = event.version_id
+    if event.to_state == VersionState.quarantined and event.action == LifecycleAction.quarantine:
+        now = time.monotonic()
+        trigger = str((event.evidence or {}).get("trigger", ""))
+        _quarantined[vid] = Quarantined(since=now, trigger=trigger,
+                                        next_retest=now + config.quarantine.retest_after_s)
+    elif event.from_state == VersionState.quarantined or (
+            event.action == LifecycleAction.restore):
+        _quarantined.pop(vid, None)
+        runtime.health.reset(vid)
+        runtime.breakers.reset(vid)
+        log.warning("%s left quarantine (%s): health and circuit reset", vid, event.reason)
+
+
+runtime.registry.listeners.append(on_lifecycle)
+
+
+# ---- the leader's timer: error budgets and re-tests ----------------------------------------
+
+
+async def check_budgets() -> list[str]:
+    """Quarantine candidates whose SLO error budget is exhausted; the versions quarantined."""
+    if "error_budget" not in config.quarantine.triggers or runtime.store is None:
+        return []
+    registry = runtime.registry.registry
+    candidates = sorted(v for v, e in registry.versions.items() if e.state in CANDIDATES)
+    if not candidates:
+        return []
+    sql = slo.query_for(registry.task, config.slo, candidates, slo.since_of(registry))
+    rows = (await runtime.store.query(sql)).as_dicts()
+    done = []
+    for report in slo.reports(rows, candidates, config.slo):
+        if report["status"] == "exhausted" and report["version_id"] in candidates:
+            evidence = {**report, "query": sql, "window_s": config.slo.window_s}
+            if await quarantine(report["version_id"], "error_budget", evidence):
+                done.append(report["version_id"])
+    return done
+
+
+def archive_sample_sql(task: str, n: int) -> str:
+    return (f"SELECT accepted FROM events_archive FINAL WHERE task = {quote(task)} "
+            f"ORDER BY occurred_at DESC LIMIT {int(n)}")
+
+
+async def start_retest(version_id: str, state: Quarantined) -> None:
+    from ..client import replay_requests
+
+    q = config.quarantine
+    rows = (await runtime.store.query(archive_sample_sql(config.task, q.retest_sample))).as_dicts()
+    if not rows:
+        state.next_retest = time.monotonic() + q.retest_after_s
+        log.info("re-test of %s postponed: no archived traffic yet", version_id)
+        return
+    run_id = f"retest-{version_id}-{int(time.time())}-{state.failed_retests}"
+    requests = replay_requests(rows, version_id, run_id)
+    await emit([(topics.inference[version_id], r.request_id, r.model_copy(
+        update={"event_id": f"{run_id}-{r.request_id}"})) for r in requests])
+    state.run_id, state.sent, state.started = run_id, len(requests), time.monotonic()
+    log.warning("re-testing quarantined %s: %d archived requests replayed as %s",
+                version_id, len(requests), run_id)
+
+
+async def finish_retest(version_id: str, state: Quarantined) -> bool:
+    """Judge a re-test in flight; True once it is decided (passed or failed)."""
+    q = config.quarantine
+    rows = (await runtime.store.query(
+        "SELECT request_id, status, latency_ms, label, predicted_label FROM interactions FINAL "
+        f"WHERE run_id = {quote(state.run_id)}")).as_dicts()
+    timed_out = time.monotonic() - state.started > q.retest_timeout_s
+    if len(rows) < state.sent and not timed_out:
+        return False
+    registry = runtime.registry.registry
+    verdict = retest_verdict(rows, state.sent, min_success_rate=q.retest_min_success_rate,
+                             latency_ms=config.slo.objectives(version_id).latency_ms,
+                             stable_accuracy=await stable_accuracy_on(
+                                 registry, [r["request_id"] for r in rows]),
+                             max_accuracy_drop=q.accuracy_max_drop)
+    verdict["run_id"] = state.run_id
+    digest = hashlib.sha256(f"{registry.task}|{version_id}|retest|{state.run_id}".encode())
+    event_id = digest.hexdigest()[:32]
+    if verdict["passed"]:
+        reason = f"half-open re-test passed: {verdict['reason']} (run {state.run_id})"
+        await emit([
+            (topics.lifecycle, version_id, LifecycleEvent(
+                event_id=event_id, task=registry.task, version_id=version_id,
+                action=LifecycleAction.restore, from_state=VersionState.quarantined,
+                to_state=VersionState.shadow, actor="quarantine", reason=reason,
+                evidence=verdict, position=registry.applied)),
+            (topics.healing, version_id, HealingAction(
+                event_id=f"rs-{event_id}", task=registry.task, action="restore",
+                version_id=version_id, reason=reason[:500])),
+        ])
+        LIFECYCLE.labels(action="restore").inc()
+        log.warning("%s passed its re-test: back to shadow", version_id)
+    else:
+        state.failed_retests += 1
+        wait = retest_backoff(state.failed_retests, max(q.retest_after_s, 1.0),
+                              q.retest_max_backoff_s)
+        state.next_retest = time.monotonic() + wait
+        await emit([(topics.healing, version_id, HealingAction(
+            event_id=f"rf-{event_id}", task=registry.task, action="retest_failed",
+            version_id=version_id,
+            reason=f"half-open re-test failed: {verdict['reason']} (run {state.run_id}); "
+                   f"next in {wait:.0f} s"[:500]))])
+        log.warning("%s failed its re-test (%s); next in %.0f s", version_id,
+                    verdict["reason"], wait)
+    state.run_id = None
+    return True
+
+
+async def stable_accuracy_on(registry, request_ids: list[str]) -> float | None:
+    """The stable version's live change-type accuracy on these requests (None: no labels)."""
+    stable = stable_version(registry)
+    if stable is None or not request_ids:
+        return None
+    ids = ", ".join(quote(r) for r in request_ids)
+    rows = (await runtime.store.query(
+        "SELECT countIf(predicted_label = label) AS hits, count() AS n FROM interactions FINAL "
+        f"WHERE version_id = {quote(stable)} AND run_id = '' AND status = 'ok' "
+        f"AND label IS NOT NULL AND request_id IN ({ids})")).as_dicts()
+    n = int(rows[0]["n"]) if rows else 0
+    return int(rows[0]["hits"]) / n if n else None
+
+
+async def check_retests() -> None:
+    q = config.quarantine
+    if not q.retest or runtime.store is None:
+        return
+    registry = runtime.registry.registry
+    now = time.monotonic()
+    for vid, entry in sorted(registry.versions.items()):
+        if entry.state != VersionState.quarantined or vid not in topics.inference:
+            continue
+        state = _quarantined.get(vid)
+        if state is None:  # quarantined before this worker started
+            state = _quarantined[vid] = Quarantined(since=now, next_retest=now + q.retest_after_s)
+        if state.trigger == "crash_loop":
+            continue
+        if state.run_id is not None:
+            await finish_retest(vid, state)
+        elif now >= state.next_retest:
+            await start_retest(vid, state)
+
+
+@app.timer(config.quarantine.check_interval_s, on_leader=True)
+async def quarantine_timer() -> None:
+    if not runtime.registry.ready.is_set():
+        return
+    try:
+        await check_retests()
+    except Exception:
+        log.exception("quarantine re-test tick failed; the next tick retries")
+
+
+@app.timer(config.slo.check_interval_s, on_leader=True)
+async def budget_timer() -> None:
+    if not runtime.registry.ready.is_set():
+        return
+    try:
+        await check_budgets()
+    except Exception:
+        log.exception("error-budget tick failed; the next tick retries")
+
+
+__all__ = ["crash_guard", "quarantine", "quarantine_agent", "quarantine_events"]

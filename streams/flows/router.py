@@ -14,7 +14,8 @@ from ..runtime import emit, log, runtime, send_to_dlq
 
 def requests_for(accepted: AcceptedChange) -> list[InferenceRequest]:
     registry = runtime.registry.registry
-    plan = plan_route(registry, cohort_of(accepted), unavailable=runtime.unavailable())
+    plan = plan_route(registry, cohort_of(accepted), unavailable=runtime.unavailable(),
+                      repo=accepted.change.repo)
     base = dict(request_id=accepted.request_id, task=accepted.task, label=accepted.label,
                 change=accepted.change)
     out = []

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 
+from agents.errors import StoreBusy
+from infra.store import StoreUnavailable
 from schemas import (
     AcceptedChange,
     DeadLetter,
@@ -35,6 +38,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 HEALING = topics.name("healing")
 MAX_BACKOFF_S = 10.0
+DATA_ATTEMPTS = 3  # a batch the server keeps rejecting for its data is split after this
 
 sink_topics = app.topic(*EVENT_TYPES, HEALING, key_type=bytes, value_type=bytes,
                         key_serializer="raw", value_serializer="raw")
@@ -48,34 +52,42 @@ def parse(topic: str, value: bytes) -> Event:
 
 
 async def store_batch(events: list[Event]) -> list[Event]:
-    """Insert with retries; a batch that keeps failing is split to find the bad event.
+    """Insert with retries; returns the events that cannot be stored even alone (the DLQ's).
 
-    Returns the events that cannot be stored even alone (they go to the DLQ). While the store
-    is down this waits (backpressure): nothing unstored is ever acked.
+    While ClickHouse is unreachable this waits and retries the whole batch with capped
+    exponential backoff: backpressure. Nothing is acked meanwhile, and the unacked batch plus
+    Faust's bounded stream buffer is all the memory an outage costs (the rest waits in Kafka).
+    Only a batch the server rejects for its data is split, to find the bad event.
     """
-    delay, attempts = 0.5, 0
+    delay, attempts, outage = 0.5, 0, False
     while True:
         try:
             written = await runtime.store.insert_events(events)
             SINK_ROWS.labels(outcome="written").inc(written)
+            if outage:
+                log.warning("sink: ClickHouse is back; %d events stored after %d attempts",
+                            len(events), attempts + 1)
             return []
         except Exception as exc:
             attempts += 1
             SINK_ROWS.labels(outcome="retry").inc()
+            if isinstance(exc, StoreUnavailable | StoreBusy | OSError):
+                if not outage or attempts % 10 == 0:
+                    log.warning("sink: ClickHouse unavailable (attempt %d, %d events held, "
+                                "retrying): %s", attempts, len(events), exc)
+                outage = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
             log.warning("sink: insert of %d events failed (attempt %d): %s",
                         len(events), attempts, exc)
-            if attempts >= 5 and len(events) > 1:
+            if attempts >= DATA_ATTEMPTS and len(events) > 1:
                 mid = len(events) // 2
                 return await store_batch(events[:mid]) + await store_batch(events[mid:])
-            if attempts >= 5 and _is_data_error(exc):
+            if attempts >= DATA_ATTEMPTS:
                 return events
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
-
-
-def _is_data_error(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return not any(word in text for word in ("connection", "timeout", "unavailable", "lock"))
 
 
 @app.agent(sink_topics, name="sink", concurrency=1)
@@ -88,11 +100,14 @@ async def sink(stream):
                 origin[id(item)] = event
                 parsed.append(item)
             except Exception as exc:
-                await send_to_dlq(event, f"unreadable {event.message.topic} event: {exc}", "sink")
+                with contextlib.suppress(Exception):
+                    await send_to_dlq(event, f"unreadable {event.message.topic} event: {exc}",
+                                      "sink")
         if parsed:
             for bad in await store_batch(parsed):
                 if bad.__class__ is not DeadLetter:
-                    await send_to_dlq(origin[id(bad)], "store rejected the row", "sink")
+                    with contextlib.suppress(Exception):
+                        await send_to_dlq(origin[id(bad)], "store rejected the row", "sink")
         for event in batch:
             await stream.ack(event)
         EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
