@@ -274,9 +274,13 @@ async def run_tool(name: str, argv: list[str], cwd: Path, home: Path,
         raise BackendError(f"{name}: timed out after {timeout_s:g}s") from exc
     finally:  # timeout, overflow, or our caller was cancelled: leave no process behind
         _kill_group(proc)
-        err_task.cancel()
+        # asyncio's wait() also waits for EOF on the pipes; an unread, paused stdout never
+        # gets there, so keep draining both (the child is dead: EOF comes at once).
+        rest = asyncio.ensure_future(_drain(stdout, 0))
         if proc.returncode is None:
             await proc.wait()
+        rest.cancel()
+        err_task.cancel()
     return ToolRun(returncode, out, err)
 
 
