@@ -14,6 +14,8 @@ from agents.settings import Settings, load_settings
 from infra.broker import find_broker
 from infra.kafka import FETCH_MAX_WAIT_MS, client_kwargs
 
+from . import delivery
+
 _create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
 
 
@@ -26,6 +28,7 @@ def _short_fetch_wait(self, transport):
 
 
 faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _short_fetch_wait
+delivery.install()  # never skip records after a rebalance (see streams/delivery.py)
 
 
 def broker_credentials(settings: Settings, bootstrap: str) -> faust.types.auth.CredentialsT | None:

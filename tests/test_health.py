@@ -242,7 +242,7 @@ def test_crash_guard_markers_and_suspects_run_alone(tmp_path):
 
     async def batch(version: str, hold: float) -> None:
         async with guard.slot(version, [f"{version}-req"]):
-            markers = [json.loads(p.read_text()) for p in guard.directory.iterdir()]
+            markers = [json.loads(p.read_text()) for p in guard.directory.glob("*.json")]
             log.append(f"start {version} {sorted(m['version'] for m in markers)}")
             await asyncio.sleep(hold)
             log.append(f"end {version}")

@@ -31,7 +31,8 @@ CONFIG = {
         {"id": "sh", "backend": "fake", "initial_state": "shadow", "params": {"label": "feature"}},
     ],
     "rotation": {"interval_s": 3600},
-    "inference": {"batch_size": 8, "batch_wait_s": 0.02},
+    "inference": {"batch_size": 8, "batch_wait_s": 0.02, "reconcile_after_s": 3,
+                  "reconcile_interval_s": 1},
 }
 
 
@@ -119,3 +120,27 @@ def test_which_store_errors_mean_retry_all_and_which_mean_bad_rows():
     assert not is_unavailable(DatabaseError("Code: 53. Type mismatch in 'fix connection "
                                             "timeout, code: 241'"))
     assert not is_unavailable(ValueError("connection refused"))
+
+
+def test_an_accepted_request_the_bus_lost_is_routed_again(stack):
+    """End-to-end repair: a request in the archive (accepted) that never reached a version --
+    written straight to the store here, as if the bus had lost it -- is routed again once the
+    bus has no backlog, and served."""
+    from agents.intake import accept_input
+    from agents.settings import Limits
+    from infra.store import open_store
+
+    lost = commits("lost", 1)[0].model_copy(update={"event_id": "lost-in-transit"})
+    accepted = accept_input(lost.model_dump_json().encode(), source_topic="x", kind="commit",
+                            task="code-review", limits=Limits())
+    with open_store(stack.settings) as store:  # the worker's store, through its web port
+        assert store.insert_events([accepted]) == 1
+    rows = stack.wait_for(
+        "SELECT version_id, role, status FROM interactions FINAL "
+        "WHERE request_id = 'lost-in-transit' ORDER BY version_id",
+        lambda rows: len(rows) == 2, timeout=90)
+    assert rows == [{"version_id": "sh", "role": "shadow", "status": "ok"},
+                    {"version_id": "st", "role": "primary", "status": "ok"}]
+    action = stack.wait_for("SELECT reason FROM healing_actions FINAL WHERE action = 'reroute'",
+                            lambda rows: len(rows) >= 1)
+    assert any("lost-in-transit" in a["reason"] for a in action)
