@@ -49,7 +49,8 @@ def test_up_status_down_with_health_and_metrics(env, capsys):
         assert cli(["status", "--format", "json"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert status["broker"]["up"] and status["worker"]["status"] == "ok"
-        assert status["versions"] == {"analyzers-v1": "stable", "analyzers-v2": "shadow"}
+        assert status["versions"] == {"analyzers-v1": "stable", "analyzers-v2": "shadow",
+                                      "minilm-lora-v1": "shadow"}
         assert status["lag"] and all(v >= 0 for v in status["lag"].values())
 
         with urllib.request.urlopen(worker["web_url"] + "/health", timeout=5) as resp:
@@ -63,7 +64,8 @@ def test_up_status_down_with_health_and_metrics(env, capsys):
         assert cli(["versions", "--format", "json"]) == 0
         rows = json.loads(capsys.readouterr().out)
         assert {(r["version_id"], r["state"], r["traffic_percent"]) for r in rows} == {
-            ("analyzers-v1", "stable", 100.0), ("analyzers-v2", "shadow", 0.0)}
+            ("analyzers-v1", "stable", 100.0), ("analyzers-v2", "shadow", 0.0),
+            ("minilm-lora-v1", "shadow", 0.0)}
     finally:
         assert cli(["down"]) == 0
     assert not pid_alive(worker["pid"]) and not pid_alive(broker["pid"])

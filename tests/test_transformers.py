@@ -66,6 +66,9 @@ def test_adapter_files_and_model_card(adapter):
     assert meta["extra"]["best_epoch"] == result.best_epoch >= 1
     card = (out / "README.md").read_text()
     assert "## Validation metrics" in card and "lora_r: 8" in card
+    refit = meta["extra"]["refit"]  # the head was re-solved on train + val after the epochs
+    assert refit["C"] in (1.0, 10.0) and refit["rows"] == 30 and len(refit["grid"]) == 4
+    assert f"C={refit['C']}" in card and "## Head refit" in card
     assert sum(p.stat().st_size for p in out.iterdir()) < 2_000_000  # LoRA weights only
 
 
@@ -150,30 +153,52 @@ def test_heavy_imports_are_lazy():
     assert out.stdout.strip() == "[]"
 
 
-def _ships_a_transformers_version() -> bool:
-    from agents.config import load_config
-
-    return any(v.backend == "transformers" for v in load_config().versions)
-
-
-@pytest.mark.skipif(not _ships_a_transformers_version(),
-                    reason="issue 5 open: the trained adapter is not shipped in the defaults yet")
 def test_shipped_adapter_is_a_ready_shadow_candidate():
+    import fnmatch
+    import tomllib
+
+    from agents.backends.transformers import MODELS_DIR
     from agents.config import load_config
 
     config = load_config()
     spec = next((v for v in config.versions if v.backend == "transformers"), None)
     assert spec is not None, "the default versions file ships a transformers version"
-    assert spec.initial_state.value == "shadow"
+    assert spec.initial_state.value == "shadow" and not spec.repos  # global, beside analyzers
+    # Packaged: LoRA weights, heads and the model card only (no base weights), all of them
+    # matched by the package data of pyproject.toml, so an installed package has them.
+    adapter_dir = MODELS_DIR / spec.params["adapter"]
+    files = sorted(p.name for p in adapter_dir.iterdir())
+    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                     "head.safetensors", "reviewbus.json"]
+    assert sum(p.stat().st_size for p in adapter_dir.iterdir()) < 5_000_000
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["agents"]
+    for name in files:
+        rel = f"models/{adapter_dir.name}/{name}"
+        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
+    card = (adapter_dir / "README.md").read_text()
+    assert "## Data" in card and "## Head refit" in card and "commits-train" in card
+
     backend = build_backend(spec)
+    assert backend.adapter == adapter_dir.resolve()
+    meta = backend.meta.extra
+    assert meta["n_train"] + meta["n_val"] == 4901  # trained on the whole shared dataset
+    assert meta["train_params"]["epochs"] == spec.params["train"]["epochs"]  # the eval recipe
     examples = [example_from_row(r) for r in synthetic_rows(1)]
-    first = asyncio.run(backend.infer([ex.change for ex in examples]))
+    requests = [InferenceRequest(request_id=ex.id, task=spec.task, version_id=spec.id,
+                                 role=Role.shadow, change=ex.change) for ex in examples]
+    first = asyncio.run(run_batch(spec, backend, requests, CircuitBreaker()))
     second = asyncio.run(backend.infer([ex.change for ex in examples]))
-    assert [p.model_dump() for p in first] == [p.model_dump() for p in second]
-    assert backend.meta.extra.get("n_train", 0) > 1000  # trained on the real commits
+    assert all(r.status == Status.ok for r in first)
+    assert [r.change_type.model_dump() for r in first] == \
+        [p.change_type.model_dump() for p in second]  # deterministic across calls
     # A documentation-only change and a test-only change are easy even for unseen projects.
-    labels = {ex.label: p.change_type.label for ex, p in zip(examples, first)}
+    labels = {ex.label: r.change_type.label for ex, r in zip(examples, first)}
     assert labels["docs"] == "docs" and labels["test"] == "test"
+    from agents.changetype import CONVENTIONAL_TYPES
+
+    assert all(r.suggested_message.startswith(CONVENTIONAL_TYPES[r.change_type.label] + ": ")
+               for r in first)
 
 
 # ---------------------------------------------------------------- the CLI
