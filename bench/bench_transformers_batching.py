@@ -1,12 +1,16 @@
 """Batched vs one-at-a-time inference of the transformers backend (the shipped adapter).
 
-    python -m bench.bench_transformers_batching [--n 64] [--batch 32] [--dataset FILE]
+    python -m bench.bench_transformers_batching [--n 64] [--batch 32] [--trials 3] [--dataset FILE]
 
-Both modes go through the backend's `infer(batch)` (what the inference flow calls with the
-batch `noack_take` collected): one request per call, then `--batch` requests per call. Inputs
-are real commits from the shared dataset when it is there (long diffs: most hit the 256-token
-limit), else synthetic ones. Prints throughput of each, the ratio, and writes JSON to
-bench/results/. The issue's bar: batched >= 3x one-at-a-time on this machine.
+Both modes go through the pipeline's own inference path: `agents.inference.run_batch` (the
+inference flow's call: timeout, circuit breaker, poison isolation) around the backend built by
+`build_backend` from the shipped default version's spec (`backend.infer` -> one forward pass per
+chunk of at most `max_batch`). Mode 1 sends one request per call; mode 2 sends `--batch`
+requests per call. The two modes alternate within one process on the same loaded model and the
+same inputs, trial after trial, so the ratio is not skewed by load drifting between runs.
+Inputs are real commits from the shared dataset when it is there (long diffs: most hit the
+256-token limit), else synthetic ones. Prints throughput of each and the ratio, and writes
+bench/results/transformers_batching-<time>.json. The issue's bar: batched >= 3x one-at-a-time.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,63 +40,94 @@ def changes(n: int, dataset: Path | None):
     return (out * (n // len(out) + 1))[:n]
 
 
+def default_spec(adapter: str | None, batch: int):
+    """The transformers version of the default versions file (the shipped adapter)."""
+    from agents.config import load_config
+    from schemas import VersionSpec
+
+    spec = next((v for v in load_config().versions if v.backend == "transformers"), None)
+    if spec is None or adapter:
+        spec = VersionSpec(id="bench", backend="transformers",
+                           params={"adapter": adapter or "change-type-lora"})
+    params = {k: v for k, v in spec.params.items() if k != "train"}
+    params["max_batch"] = batch
+    return spec.model_copy(update={"params": params})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_transformers_batching")
-    p.add_argument("--n", type=int, default=64, help="requests per mode")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--n", type=int, default=64, help="requests per mode and trial")
+    p.add_argument("--batch", type=int, default=32, help="requests per call in batched mode")
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--dataset", type=Path, default=DATASET)
-    p.add_argument("--adapter", default="change-type-lora")
+    p.add_argument("--adapter", default=None,
+                   help="adapter directory (default: the default versions file's transformers version)")
+    p.add_argument("--label", default=None, help="suffix of the JSON file name")
     args = p.parse_args(argv)
 
     import torch
 
-    from agents.backends.transformers import TransformersBackend
-    from schemas import VersionSpec
+    from agents.backends.base import build_backend
+    from agents.breaker import CircuitBreaker
+    from agents.inference import run_batch
+    from bench.core import machine_info
+    from schemas import InferenceRequest, Role, Status
 
-    spec = VersionSpec(id="bench", backend="transformers",
-                       params={"adapter": args.adapter, "max_batch": args.batch})
+    spec = default_spec(args.adapter, args.batch)
     t0 = time.perf_counter()
-    backend = TransformersBackend(spec)
+    backend = build_backend(spec)
     load_s = time.perf_counter() - t0
     inputs = changes(args.n, args.dataset)
-    asyncio.run(backend.infer(inputs[:2]))  # warm up
+    requests = [InferenceRequest(request_id=f"bench-{i}", task=spec.task, version_id=spec.id,
+                                 role=Role.replay, run_id="bench", change=c)
+                for i, c in enumerate(inputs)]
+    breaker = CircuitBreaker(failure_threshold=10**9, cooldown_s=0)
 
-    async def single() -> None:
-        for c in inputs:
-            await backend.infer([c])
+    async def calls(size: int) -> list:
+        out = []
+        for s in range(0, len(requests), size):
+            out += await run_batch(spec, backend, requests[s:s + size], breaker)
+        return out
 
-    async def batched() -> None:
-        for s in range(0, len(inputs), args.batch):
-            await backend.infer(inputs[s:s + args.batch])
-
-    rates: dict[str, list[float]] = {"one_at_a_time": [], "batched": []}
+    asyncio.run(calls(args.batch))  # warm up: first forward passes, allocator, thread pool
+    modes = {"one_at_a_time": 1, "batched": args.batch}
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    labels: dict[str, list[str]] = {}
     for _ in range(args.trials):
-        for name, fn in (("one_at_a_time", single), ("batched", batched)):
+        for name, size in modes.items():
             t = time.perf_counter()
-            asyncio.run(fn())
-            rates[name].append(len(inputs) / (time.perf_counter() - t))
+            results = asyncio.run(calls(size))
+            rates[name].append(len(requests) / (time.perf_counter() - t))
+            if any(r.status != Status.ok for r in results):
+                raise SystemExit(f"{name}: a request failed: "
+                                 f"{next(r.error for r in results if r.status != Status.ok)}")
+            labels[name] = [r.change_type.label for r in results]
     med = {k: statistics.median(v) for k, v in rates.items()}
     ratio = med["batched"] / med["one_at_a_time"]
     result = {
-        "bench": "transformers_batching", "n": len(inputs), "batch": args.batch,
+        "bench": "transformers_batching", "version": spec.id, "params": spec.params,
+        "adapter": str(backend.adapter), "n": len(requests), "batch": args.batch,
         "trials": args.trials, "model_load_s": round(load_s, 2),
+        "path": "agents.inference.run_batch -> TransformersBackend.infer",
         "one_at_a_time_per_s": round(med["one_at_a_time"], 2),
-        "batched_per_s": round(med["batched"], 2), "speedup": round(ratio, 2),
+        "batched_per_s": round(med["batched"], 2), "speedup": round(ratio, 2), "bar": 3.0,
+        "same_labels_in_both_modes": labels["one_at_a_time"] == labels["batched"],
         "all_rates": {k: [round(x, 2) for x in v] for k, v in rates.items()},
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "machine": platform.platform(), "device": str(backend.device),
+        "torch_threads": torch.get_num_threads(), "device": str(backend.device),
         "inputs": "dataset" if args.dataset and args.dataset.is_file() else "synthetic",
+        "machine": machine_info(),
     }
-    print(f"transformers backend, {len(inputs)} requests, device {backend.device}, "
-          f"{torch.get_num_threads()} threads")
+    result["machine"]["load_average_at_end"] = os.getloadavg()
+    print(f"transformers backend ({spec.id}, adapter {backend.adapter}), {len(requests)} requests "
+          f"x {args.trials} trials, device {backend.device}, {torch.get_num_threads()} threads")
     print(f"  one at a time : {result['one_at_a_time_per_s']:8.2f} req/s")
     print(f"  batched ({args.batch:>3}) : {result['batched_per_s']:8.2f} req/s")
     print(f"  speedup       : {ratio:8.2f}x (bar: >= 3x)")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}-transformers-batching.json"
-    path.write_text(json.dumps(result, indent=2))
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = out / f"transformers_batching-{stamp}{'-' + args.label if args.label else ''}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
     print(f"  written to {path}")
     return 0
 
