@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -13,6 +14,18 @@ from streams.client import submit
 
 from .conftest import make_stack
 from .gitrepo import make_repo
+
+
+def settled(stack, sql: str, pause: float = 1.5, tries: int = 20) -> list[dict]:
+    """The rows of sql once two reads `pause` seconds apart agree."""
+    rows = stack.query(sql)
+    for _ in range(tries):
+        time.sleep(pause)
+        again = stack.query(sql)
+        if again == rows:
+            return rows
+        rows = again
+    raise AssertionError(f"{sql!r} kept changing: last {rows}")
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +82,11 @@ def test_failures_fall_back_then_quarantine(stack, repo):
     assert json.loads(record["evidence"])["state"] == "stable"
 
     # After quarantine, the broken version gets no traffic at all.
-    before = stack.query("SELECT count() AS n FROM interactions FINAL WHERE version_id = 'broken'")
+    # The sink stores the first requests' rows in its own time: count broken's rows once they
+    # have all arrived (the healthy fallbacks are in, and the count holds still).
+    stack.wait_for("SELECT count() AS n FROM interactions FINAL WHERE version_id = 'healthy'",
+                   lambda rows: rows[0]["n"] >= 5)
+    before = settled(stack, "SELECT count() AS n FROM interactions FINAL WHERE version_id = 'broken'")
     later = commit_events(repo, "HEAD~2..HEAD")
     results = asyncio.run(submit(stack.settings, later, wait=True, timeout=120))
     assert [r.version_id for r in results] == ["healthy"] * len(later)
