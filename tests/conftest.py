@@ -95,6 +95,18 @@ class Stack:
         raise AssertionError(f"timed out waiting on {sql!r}; last rows: {rows[:5]}\n"
                              f"{self.log_tail()}")
 
+    def settled(self, sql: str, pause: float = 1.5, tries: int = 20) -> list[dict]:
+        """The rows of sql once two reads `pause` seconds apart agree (rows of work still in
+        flight, e.g. a slow version's last answers, have reached the store)."""
+        rows = self.query(sql)
+        for _ in range(tries):
+            time.sleep(pause)
+            again = self.query(sql)
+            if again == rows:
+                return rows
+            rows = again
+        raise AssertionError(f"{sql!r} kept changing: last rows {rows[:5]}")
+
 
 def make_stack(tmp_path_factory, broker: str, config: dict, name: str) -> Stack:
     stack = Stack(tmp_path_factory.mktemp(name), broker, config)

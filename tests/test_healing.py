@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
@@ -14,18 +13,6 @@ from streams.client import submit
 
 from .conftest import make_stack
 from .gitrepo import make_repo
-
-
-def settled(stack, sql: str, pause: float = 1.5, tries: int = 20) -> list[dict]:
-    """The rows of sql once two reads `pause` seconds apart agree."""
-    rows = stack.query(sql)
-    for _ in range(tries):
-        time.sleep(pause)
-        again = stack.query(sql)
-        if again == rows:
-            return rows
-        rows = again
-    raise AssertionError(f"{sql!r} kept changing: last {rows}")
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +73,7 @@ def test_failures_fall_back_then_quarantine(stack, repo):
     # have all arrived (the healthy fallbacks are in, and the count holds still).
     stack.wait_for("SELECT count() AS n FROM interactions FINAL WHERE version_id = 'healthy'",
                    lambda rows: rows[0]["n"] >= 5)
-    before = settled(stack, "SELECT count() AS n FROM interactions FINAL WHERE version_id = 'broken'")
+    before = stack.settled("SELECT count() AS n FROM interactions FINAL WHERE version_id = 'broken'")
     later = commit_events(repo, "HEAD~2..HEAD")
     results = asyncio.run(submit(stack.settings, later, wait=True, timeout=120))
     assert [r.version_id for r in results] == ["healthy"] * len(later)
@@ -97,6 +84,9 @@ def test_failures_fall_back_then_quarantine(stack, repo):
     assert after[0]["n"] == 5 + len(later)
     assert stack.query("SELECT count() AS n FROM interactions FINAL "
                        "WHERE version_id = 'broken'") == before
+    ids = ", ".join(f"'{r.request_id}'" for r in results)
+    assert stack.query("SELECT count() AS n FROM interactions FINAL WHERE version_id = 'broken' "
+                       f"AND request_id IN ({ids})") == [{"n": 0}]
 
     failures = stack.query("SELECT count() AS n FROM failures FINAL WHERE version_id = 'broken'")
     assert failures[0]["n"] == before[0]["n"] >= 3
