@@ -151,15 +151,20 @@ async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -
 
 
 async def consumer_lag(settings: Settings, bootstrap: str, group: str,
-                       topics: Iterable[str]) -> dict[str, int]:
-    """Per-topic lag of `group`: end offset minus committed offset, summed over partitions."""
+                       topics: Iterable[str], partitions: int | None = None) -> dict[str, int]:
+    """Per-topic lag of `group`: end offset minus committed offset, summed over partitions.
+
+    With `partitions`, every topic's partitions 0..partitions-1 are read: a fresh client's
+    metadata may not list a topic yet, and a lag that must not be missed (the end-to-end
+    repair waits for none) cannot rely on it."""
     # A consumer's committed() rather than the admin API: Tansu cannot answer the latter.
     consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), group_id=group,
                                 enable_auto_commit=False)
     try:
         await consumer.start()
         tps = [TopicPartition(t, p) for t in topics
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
+               for p in (range(partitions) if partitions is not None
+                         else sorted(consumer.partitions_for_topic(t) or ()))]
         if not tps:
             return {}
         consumer.assign(tps)

@@ -28,7 +28,7 @@ import sys
 from agents.intake import cohort_of
 from agents.rotation import quote
 from agents.routing import choose_fallback
-from infra.kafka import client_kwargs, true_end_offsets
+from infra.kafka import client_kwargs, consumer_lag
 from schemas import AcceptedChange, FailureEvent, HealingAction, ReviewFindings, Role, Status
 
 from .. import names, topics
@@ -101,26 +101,12 @@ def unserved_sql(task: str, after_s: float, window_s: float, limit: int = 500) -
 
 
 async def backlog() -> int:
-    """Messages the worker group has not committed yet on the routing path (every partition
-    named explicitly: a fresh client's metadata may not list them yet)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+    """Messages the worker group has not committed yet on the routing path."""
     path = [names.topic(settings, "commits"), names.topic(settings, "review-requests"),
             names.topic(settings, "accepted"), names.topic(settings, "results"),
             *(names.inference_topic(settings, v) for v in topics.inference)]
-    tps = [TopicPartition(t, p) for t in path for p in range(settings.partitions)]
-    consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), group_id=app.conf.id,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await true_end_offsets(consumer, tps)
-        total = 0
-        for tp in tps:
-            total += max(0, ends[tp] - (await consumer.committed(tp) or 0))
-        return total
-    finally:
-        await consumer.stop()
+    lag = await consumer_lag(settings, bootstrap, app.conf.id, path, settings.partitions)
+    return sum(lag.values())
 
 
 async def reconcile_once() -> list[str]:
