@@ -172,7 +172,7 @@ def test_quarantined_versions_get_no_more_traffic(stack, first_wave):
         assert after[version] == before[version], version
     ids = ", ".join(f"'{r.request_id}'" for r in results)
     assert stack.query(f"SELECT version_id, request_id FROM interactions FINAL WHERE "
-                       f"request_id IN ({ids}) AND version_id IN "
+                       f"request_id IN ({ids}) AND run_id = '' AND version_id IN "
                        "('slow', 'liar', 'garbled', 'flaky', 'shaky')") == []
 
 
