@@ -19,11 +19,8 @@ from streams import names
 
 from .conftest import Stack
 
-# Known failure (issue 4 open): the quarantine itself works, but in 1 of 8 CI runs the stable
-# version had not served 2 of the 3 requests 90 s after the crash loop -- not investigated yet.
-pytestmark = [pytest.mark.integration,
-              pytest.mark.xfail(reason="stable did not serve every request after the crash loop "
-                                "in 1 of 8 runs (issue 4 open)", strict=False)]
+pytestmark = pytest.mark.integration
+
 
 CONFIG = {
     "task": "code-review",
@@ -92,8 +89,8 @@ def test_a_version_that_kills_the_worker_is_quarantined_for_a_crash_loop(stack):
     assert "the worker died 2 times" in q["root_cause"]
     evidence = json.loads(q["evidence"])
     assert evidence["crashes"] == 2 and evidence["crash_loop_restarts"] == 2
-    states = stack.query("SELECT version_id, to_state FROM lifecycle FINAL "
-                         "WHERE action = 'quarantine'")
+    states = stack.wait_for("SELECT version_id, to_state FROM lifecycle FINAL "
+                            "WHERE action = 'quarantine'", lambda r: len(r) >= 1)
     assert states == [{"version_id": "crashy", "to_state": "quarantined"}]
 
     history = json.loads((stack.home / "crashes.json").read_text())
