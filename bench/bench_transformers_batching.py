@@ -1,6 +1,7 @@
 """Batched vs one-at-a-time inference of the transformers backend (the shipped adapter).
 
     python -m bench.bench_transformers_batching [--n 64] [--batch 32] [--trials 3] [--dataset FILE]
+        [--max-lengths 32,64,128,256]
 
 Both modes go through the pipeline's own inference path: `agents.inference.run_batch` (the
 inference flow's call: timeout, circuit breaker, poison isolation) around the backend built by
@@ -11,6 +12,10 @@ same inputs, trial after trial, so the ratio is not skewed by load drifting betw
 Inputs are real commits from the shared dataset when it is there (long diffs: most hit the
 256-token limit), else synthetic ones. Prints throughput of each and the ratio, and writes
 bench/results/transformers_batching-<time>.json. The issue's bar: batched >= 3x one-at-a-time.
+
+`--max-lengths` repeats the measurement with the inputs cut to each token budget (the model's
+own budget is 256): batching pays per-call overhead once per batch, so its gain shrinks as each
+input's compute grows; the sweep shows where on this machine it stops paying.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapter", default=None,
                    help="adapter directory (default: the default versions file's transformers version)")
     p.add_argument("--label", default=None, help="suffix of the JSON file name")
+    p.add_argument("--max-lengths", default="",
+                   help="comma-separated token budgets to sweep (default: the model's own)")
     args = p.parse_args(argv)
 
     import torch
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.backends.base import build_backend
     from agents.breaker import CircuitBreaker
     from agents.inference import run_batch
+    from agents.learning.text import build_text
     from bench.core import machine_info
     from schemas import InferenceRequest, Role, Status
 
@@ -89,20 +97,39 @@ def main(argv: list[str] | None = None) -> int:
             out += await run_batch(spec, backend, requests[s:s + size], breaker)
         return out
 
-    asyncio.run(calls(args.batch))  # warm up: first forward passes, allocator, thread pool
-    modes = {"one_at_a_time": 1, "batched": args.batch}
-    rates: dict[str, list[float]] = {m: [] for m in modes}
-    labels: dict[str, list[str]] = {}
-    for _ in range(args.trials):
-        for name, size in modes.items():
-            t = time.perf_counter()
-            results = asyncio.run(calls(size))
-            rates[name].append(len(requests) / (time.perf_counter() - t))
-            if any(r.status != Status.ok for r in results):
-                raise SystemExit(f"{name}: a request failed: "
-                                 f"{next(r.error for r in results if r.status != Status.ok)}")
-            labels[name] = [r.change_type.label for r in results]
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    def measure() -> tuple[dict[str, float], dict[str, list[float]], bool]:
+        asyncio.run(calls(args.batch))  # warm up: first forward passes, allocator, thread pool
+        modes = {"one_at_a_time": 1, "batched": args.batch}
+        rates: dict[str, list[float]] = {m: [] for m in modes}
+        labels: dict[str, list[str]] = {}
+        for _ in range(args.trials):
+            for name, size in modes.items():
+                t = time.perf_counter()
+                results = asyncio.run(calls(size))
+                rates[name].append(len(requests) / (time.perf_counter() - t))
+                if any(r.status != Status.ok for r in results):
+                    raise SystemExit(f"{name}: a request failed: "
+                                     f"{next(r.error for r in results if r.status != Status.ok)}")
+                labels[name] = [r.change_type.label for r in results]
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        return med, rates, labels["one_at_a_time"] == labels["batched"]
+
+    own_length = backend.meta.max_length
+    sweep = []
+    for length in [int(x) for x in args.max_lengths.split(",") if x.strip()]:
+        backend.meta.max_length = length
+        m, _, _ = measure()
+        tokens = statistics.mean(len(backend.tokenizer(build_text(r.change), truncation=True,
+                                                       max_length=length)["input_ids"])
+                                 for r in requests)
+        sweep.append({"max_length": length, "mean_tokens": round(tokens, 1),
+                      "one_at_a_time_per_s": round(m["one_at_a_time"], 2),
+                      "batched_per_s": round(m["batched"], 2),
+                      "speedup": round(m["batched"] / m["one_at_a_time"], 2)})
+        print(f"  max_length {length:>4} ({tokens:6.1f} tokens): one {m['one_at_a_time']:8.2f}/s, "
+              f"batched {m['batched']:8.2f}/s, speedup {sweep[-1]['speedup']:.2f}x", flush=True)
+    backend.meta.max_length = own_length
+    med, rates, same_labels = measure()
     ratio = med["batched"] / med["one_at_a_time"]
     result = {
         "bench": "transformers_batching", "version": spec.id, "params": spec.params,
@@ -111,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "path": "agents.inference.run_batch -> TransformersBackend.infer",
         "one_at_a_time_per_s": round(med["one_at_a_time"], 2),
         "batched_per_s": round(med["batched"], 2), "speedup": round(ratio, 2), "bar": 3.0,
-        "same_labels_in_both_modes": labels["one_at_a_time"] == labels["batched"],
+        "same_labels_in_both_modes": same_labels, "max_length": own_length,
+        "sweep": sweep,
         "all_rates": {k: [round(x, 2) for x in v] for k, v in rates.items()},
         "torch_threads": torch.get_num_threads(), "device": str(backend.device),
         "inputs": "dataset" if args.dataset and args.dataset.is_file() else "synthetic",

@@ -92,8 +92,13 @@ def test_backend_learns_and_serves_through_run_batch(adapter):
 
 
 def test_outputs_are_deterministic_and_batching_changes_nothing(adapter):
+    from agents.learning.text import build_text
+
     out, _, examples = adapter
-    changes = [ex.change for ex in examples[:10]]
+    # Longest first: a batch over max_batch is chunked shortest first (less padding), so the
+    # answers must be put back in request order.
+    changes = sorted((ex.change for ex in examples[:10]), key=lambda c: -len(build_text(c)))
+    assert len({len(build_text(c)) for c in changes}) > 3
     backend = build_backend(spec_for(out, max_batch=4))
     again = build_backend(spec_for(out))
     first = asyncio.run(backend.infer(changes))

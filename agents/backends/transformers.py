@@ -98,19 +98,29 @@ class TransformersBackend:
         return await asyncio.to_thread(self.predict, batch)
 
     def predict(self, batch: list[NormalizedChange]) -> list[Prediction]:
-        """Synchronous: chunks of at most max_batch changes, one forward pass each."""
-        out: list[Prediction] = []
-        size = self.params["max_batch"]
-        for start in range(0, len(batch), size):
-            out += self._forward(batch[start:start + size])
-        return out
+        """Synchronous: chunks of at most max_batch changes, one forward pass each.
 
-    def _forward(self, chunk: list[NormalizedChange]) -> list[Prediction]:
+        A chunk is padded to its longest text, so a batch larger than one chunk is chunked in
+        order of text length (short with short) and the answers put back in request order."""
+        from ..learning.text import build_text
+
+        texts = [build_text(c) for c in batch]
+        size = self.params["max_batch"]
+        order = sorted(range(len(batch)), key=lambda i: len(texts[i])) \
+            if len(batch) > size else list(range(len(batch)))
+        out: list[Prediction | None] = [None] * len(batch)
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            for i, prediction in zip(idx, self._forward([batch[i] for i in idx],
+                                                        [texts[i] for i in idx])):
+                out[i] = prediction
+        return [p for p in out if p is not None]
+
+    def _forward(self, chunk: list[NormalizedChange], texts: list[str]) -> list[Prediction]:
         import torch
 
-        from ..learning.text import build_text, features
+        from ..learning.text import features
 
-        texts = [build_text(c) for c in chunk]
         feats = [features(c) for c in chunk]
         try:
             with self._lock, torch.inference_mode():
