@@ -1,0 +1,89 @@
+"""The issue's classical reference, re-measured on our data path: TF-IDF + balanced logistic
+regression, under the same protocols as `reviewbus eval --protocol temporal|loro`.
+
+    python -m bench.bench_tfidf_reference [--dataset FILE] [--protocols temporal,loro]
+
+Rows are loaded exactly as `reviewbus eval` loads them (through intake: every Conventional
+Commits prefix masked, also in the body), split with the same functions (temporal: per
+repository, oldest 70 % -> newer 30 %; loro: train on three repositories, test on the fourth).
+Features as the issue describes them: the masked message, the file paths, the first 4,000
+characters of the diff; word 1-2-grams, sublinear tf; `class_weight="balanced"`. Prints the
+per-repository and mean accuracy / macro-F1 and writes bench/results/tfidf_reference-<time>.json,
+so the MiniLM + LoRA figures can be read against a baseline measured on the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "commits-train.jsonl.gz"
+
+
+def reference_text(example) -> str:
+    from agents.conventional import mask_prefixes
+
+    c = example.change
+    return "\n".join([mask_prefixes(c.message), " ".join(f.path for f in c.files), c.diff[:4000]])
+
+
+def fit_and_score(train, test) -> dict:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from agents.learning.metrics import classification_report
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b",
+                          max_features=200_000)
+    x_train = vec.fit_transform([reference_text(e) for e in train])
+    clf = LogisticRegression(class_weight="balanced", max_iter=3000)
+    clf.fit(x_train, [e.label for e in train])
+    predicted = list(clf.predict(vec.transform([reference_text(e) for e in test])))
+    report = classification_report([e.label for e in test], predicted)
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "n": report["n"],
+            "train_rows": len(train)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_tfidf_reference")
+    p.add_argument("--dataset", type=Path, default=DATASET)
+    p.add_argument("--protocols", default="temporal,loro")
+    args = p.parse_args(argv)
+    from agents.learning.data import by_repo, load_examples, temporal_split
+
+    t0 = time.perf_counter()
+    examples = load_examples(args.dataset)
+    repos = by_repo(examples)
+    print(f"{len(examples)} rows, {len(repos)} repositories, loaded in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    out: dict = {"bench": "tfidf_reference", "dataset": str(args.dataset), "protocols": {}}
+    for protocol in [x.strip() for x in args.protocols.split(",") if x.strip()]:
+        per_repo = {}
+        for repo in sorted(repos):
+            if protocol == "temporal":
+                train, test = temporal_split(repos[repo], 0.7)
+            else:
+                train = [e for r in sorted(repos) if r != repo for e in repos[r]]
+                test = repos[repo]
+            per_repo[repo] = fit_and_score(train, test)
+            print(f"  {protocol} {repo}: accuracy {per_repo[repo]['accuracy']:.3f}, "
+                  f"macro-F1 {per_repo[repo]['macro_f1']:.3f}", flush=True)
+        mean = {k: round(statistics.mean(r[k] for r in per_repo.values()), 4)
+                for k in ("accuracy", "macro_f1")}
+        print(f"{protocol}: mean accuracy {mean['accuracy']:.3f}, macro-F1 {mean['macro_f1']:.3f}",
+              flush=True)
+        out["protocols"][protocol] = {**mean, "per_repo": per_repo}
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"tfidf_reference-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
