@@ -74,6 +74,7 @@ async def follow_lifecycle() -> None:
                     await emit([(topics.lifecycle, e.version_id, e) for e in events])
                     ends = await true_end_offsets(consumer, tps)
                     continue
+            publish_gauges()  # before ready: /health says ready only once /metrics has them
             runtime.registry.ready.set()
             log.warning("registry ready: %s", {
                 v: e.state.value for v, e in runtime.registry.registry.versions.items()})
