@@ -31,6 +31,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 
+from aiokafka import TopicPartition
+
 log = logging.getLogger(__name__)
 
 MAX_REWINDS = 3
@@ -81,8 +83,6 @@ def fetch_position(consumer, tp) -> int | None:
     """Where the aiokafka consumer under Faust will fetch `tp` next (None: unknown, or not
     the aiokafka transport)."""
     try:
-        from aiokafka import TopicPartition
-
         client = consumer._thread._ensure_consumer()
         state = client._subscription.subscription.assignment.state_value(
             TopicPartition(tp.topic, tp.partition))

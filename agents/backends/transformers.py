@@ -106,15 +106,12 @@ class TransformersBackend:
 
         texts = [build_text(c) for c in batch]
         size = self.params["max_batch"]
-        order = sorted(range(len(batch)), key=lambda i: len(texts[i])) \
-            if len(batch) > size else list(range(len(batch)))
-        out: list[Prediction | None] = [None] * len(batch)
+        order = sorted(range(len(batch)), key=lambda i: len(texts[i]))
+        out: dict[int, Prediction] = {}
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            for i, prediction in zip(idx, self._forward([batch[i] for i in idx],
-                                                        [texts[i] for i in idx])):
-                out[i] = prediction
-        return [p for p in out if p is not None]
+            out.update(zip(idx, self._forward([batch[i] for i in idx], [texts[i] for i in idx])))
+        return [out[i] for i in range(len(batch))]
 
     def _forward(self, chunk: list[NormalizedChange], texts: list[str]) -> list[Prediction]:
         import torch
