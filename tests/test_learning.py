@@ -22,7 +22,16 @@ from agents.learning.data import (
 from agents.learning.export import export_rows
 from agents.learning.jobs import adapter_spec, default_version_id, job_event, jobs_sql
 from agents.learning.metrics import classification_report, mean_report, percentile
-from agents.learning.text import FEATURE_NAMES, build_text, changed_lines, features, lexical
+from agents.learning.text import (
+    FEATURE_NAMES,
+    build_text,
+    changed_lines,
+    features,
+    lexical,
+    lexical_fields,
+    lexical_input,
+    text_fields,
+)
 from agents.routing import plan_route
 from infra.store import Store
 from schemas import (
@@ -101,6 +110,24 @@ def test_lexical_is_deterministic_and_normalized():
     assert a == b and a
     assert abs(sum(v * v for v in a.values()) - 1.0) < 1e-9
     assert lexical("") == {}
+
+
+def test_lexical_fields_hash_each_field_apart():
+    """The same word in the message and in the diff are different features; the old scheme
+    ("text", adapters trained before fields) is still one bag over build_text."""
+    ex = example_from_row(row(1))
+    message, summary, diff = text_fields(ex.change)
+    assert build_text(ex.change) == "\n".join([message, summary, diff])
+    fields = lexical_fields(ex.change)
+    assert fields == lexical_fields(ex.change)
+    assert abs(sum(v * v for v in fields.values()) - 1.0) < 1e-9  # 3 fields, each 1/sqrt(3)
+    in_message = lexical_fields(ex.change.model_copy(update={"message": "zebra", "diff": ""}))
+    in_diff = lexical_fields(ex.change.model_copy(update={"message": "", "diff": "+++ b/x\n+zebra"}))
+    shared = set(in_message) & set(in_diff)  # only the summary field may overlap
+    assert shared <= set(lexical_fields(ex.change.model_copy(update={"message": "", "diff": ""})))
+    assert lexical_input(ex.change, 1 << 14, "text") == lexical(build_text(ex.change))
+    with pytest.raises(ValueError, match="lexical scheme"):
+        lexical_input(ex.change, 16, "words")
 
 
 # ---------------------------------------------------------------- data and splits

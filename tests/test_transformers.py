@@ -63,6 +63,7 @@ def test_adapter_files_and_model_card(adapter):
             "reviewbus.json", "README.md"} <= names
     meta = json.loads((out / "reviewbus.json").read_text())
     assert meta["labels"] == list(CHANGE_TYPES) and meta["lexical_dim"] == 1024
+    assert meta["lexical_scheme"] == "fields"  # new adapters; the shipped one reads "text"
     assert meta["extra"]["best_epoch"] == result.best_epoch >= 1
     card = (out / "README.md").read_text()
     assert "## Validation metrics" in card and "lora_r: 8" in card
@@ -117,7 +118,7 @@ def test_training_cache_matches_serving(adapter):
     import torch
 
     from agents.learning.modeling import default_base_dir, lexical_tensor
-    from agents.learning.text import build_text, features
+    from agents.learning.text import features
     from agents.learning.train import LowerCache, _top_forward
 
     out, _, examples = adapter
@@ -127,7 +128,8 @@ def test_training_cache_matches_serving(adapter):
     cache.ensure(chunk)
     hidden, mask = cache.batch(chunk)
     feats = torch.tensor([features(ex.change) for ex in chunk])
-    lex = lexical_tensor([build_text(ex.change) for ex in chunk], 1024, torch.device("cpu"))
+    lex = lexical_tensor([ex.change for ex in chunk], 1024, backend.meta.lexical_scheme,
+                         torch.device("cpu"))
     with torch.inference_mode():
         logits, _ = _top_forward(backend.model, 4, hidden, mask, feats, lex)
     cached = torch.softmax(logits, -1)

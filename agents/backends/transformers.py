@@ -121,8 +121,12 @@ class TransformersBackend:
         feats = [features(c) for c in chunk]
         try:
             with self._lock, torch.inference_mode():
+                lex = None
+                if self.meta.lexical_dim:
+                    lex = self._modeling.lexical_tensor(chunk, self.meta.lexical_dim,
+                                                        self.meta.lexical_scheme, self.device)
                 inputs = self._modeling.encode(self.tokenizer, texts, feats, self.meta.max_length,
-                                               self.device, self.meta.lexical_dim)
+                                               self.device, lex)
                 logits, risk_logits = self.model(**inputs)
                 probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
                 risk_probs = torch.softmax(risk_logits.float(), dim=-1).cpu().tolist()

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from schemas import CHANGE_TYPES
+from schemas import CHANGE_TYPES, NormalizedChange
 
 from ..errors import ConfigError
-from .text import FEATURE_NAMES
+from .text import FEATURE_NAMES, LEXICAL_SCHEMES
 
 HEAD_FILE = "head.safetensors"
 META_FILE = "reviewbus.json"
@@ -66,6 +66,7 @@ class ModelMeta:
     pooling: str = "mean"
     use_features: bool = True
     lexical_dim: int = 0  # > 0: a wide linear part over hashed word n-grams (text.lexical)
+    lexical_scheme: str = "text"  # text.LEXICAL_SCHEMES; adapters without the key used "text"
     extra: dict[str, Any] = field(default_factory=dict)  # training parameters, metrics, data
 
     def save(self, directory: Path) -> None:
@@ -85,6 +86,8 @@ class ModelMeta:
         unknown = [lbl for lbl in meta.labels if lbl not in CHANGE_TYPES]
         if unknown:
             raise ConfigError(f"adapter {directory}: unknown labels {unknown}")
+        if meta.lexical_scheme not in LEXICAL_SCHEMES:
+            raise ConfigError(f"adapter {directory}: unknown lexical_scheme {meta.lexical_scheme!r}")
         return meta
 
 
@@ -95,7 +98,8 @@ class ChangeTypeModel(nn.Module):
     project's exact words, such as its bots' and tools' names)."""
 
     def __init__(self, encoder: nn.Module, hidden: int, n_labels: int, n_features: int,
-                 use_features: bool = True, dropout: float = 0.1, lexical_dim: int = 0) -> None:
+                 use_features: bool = True, dropout: float = 0.1, lexical_dim: int = 0,
+                 lexical_scheme: str = "text") -> None:
         super().__init__()
         self.encoder = encoder
         self.use_features = use_features
@@ -104,6 +108,7 @@ class ChangeTypeModel(nn.Module):
         self.head = nn.Linear(width, n_labels)
         self.risk_head = nn.Linear(width, len(RISK_LEVELS))
         self.lexical_dim = lexical_dim
+        self.lexical_scheme = lexical_scheme
         self.wide = nn.Linear(lexical_dim, n_labels, bias=False) if lexical_dim else None
         if self.wide is not None:
             nn.init.zeros_(self.wide.weight)
@@ -175,7 +180,7 @@ def new_model(base_dir: Path, meta: ModelMeta, lora: dict[str, Any] | None, seed
         encoder = get_peft_model(encoder, config)
     model = ChangeTypeModel(encoder, encoder.config.hidden_size, len(meta.labels),
                             len(meta.features), use_features=meta.use_features,
-                            lexical_dim=meta.lexical_dim)
+                            lexical_dim=meta.lexical_dim, lexical_scheme=meta.lexical_scheme)
     return tokenizer, model
 
 
@@ -208,7 +213,7 @@ def load_model(base_dir: Path, adapter_dir: Path | None, device: torch.device):
             raise ConfigError(f"cannot load LoRA adapter {adapter_dir}: {exc}") from exc
     model = ChangeTypeModel(encoder, encoder.config.hidden_size, len(meta.labels),
                             len(meta.features), use_features=meta.use_features,
-                            lexical_dim=meta.lexical_dim)
+                            lexical_dim=meta.lexical_dim, lexical_scheme=meta.lexical_scheme)
     if adapter_dir is not None:
         head = Path(adapter_dir) / HEAD_FILE
         if not head.is_file():
@@ -222,18 +227,19 @@ def load_model(base_dir: Path, adapter_dir: Path | None, device: torch.device):
     return tokenizer, model, meta
 
 
-def lexical_tensor(texts: list[str], dim: int, device: torch.device) -> torch.Tensor:
-    from .text import lexical
+def lexical_tensor(changes: list[NormalizedChange], dim: int, scheme: str,
+                   device: torch.device) -> torch.Tensor:
+    from .text import lexical_input
 
-    out = torch.zeros(len(texts), dim, dtype=torch.float32)
-    for i, text in enumerate(texts):
-        for k, v in lexical(text, dim).items():
+    out = torch.zeros(len(changes), dim, dtype=torch.float32)
+    for i, change in enumerate(changes):
+        for k, v in lexical_input(change, dim, scheme).items():
             out[i, k] = v
     return out.to(device)
 
 
 def encode(tokenizer, texts: list[str], feats: list[list[float]], max_length: int,
-           device: torch.device, lexical_dim: int = 0) -> dict[str, torch.Tensor]:
+           device: torch.device, lex: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     enc = tokenizer(texts, truncation=True, max_length=max_length, padding=True,
                     return_tensors="pt")
     out = {
@@ -241,6 +247,6 @@ def encode(tokenizer, texts: list[str], feats: list[list[float]], max_length: in
         "attention_mask": enc["attention_mask"].to(device),
         "feats": torch.tensor(feats, dtype=torch.float32, device=device),
     }
-    if lexical_dim:
-        out["lex"] = lexical_tensor(texts, lexical_dim, device)
+    if lex is not None:
+        out["lex"] = lex
     return out

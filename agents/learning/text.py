@@ -112,41 +112,75 @@ def stats_line(change: NormalizedChange) -> str:
     return f"{len(paths)} files ({mix or 'none'}), +{added} -{deleted}"
 
 
-def build_text(change: NormalizedChange) -> str:
-    """Message (masked), diff stats, changed paths, then the changed lines of the diff.
-
-    The most informative parts come first: a tokenizer cuts from the end.
-    """
+def text_fields(change: NormalizedChange) -> tuple[str, str, str]:
+    """(masked message, stats and changed paths, changed lines of the diff)."""
     message = mask_prefixes(change.message).strip()[:MESSAGE_CHARS]
     paths = _paths(change)
     shown = ", ".join(_short_path(p) for p in paths[:MAX_PATHS])
     if len(paths) > MAX_PATHS:
         shown += f", ... ({len(paths) - MAX_PATHS} more)"
-    return "\n".join([
-        message or "(no message)",
-        f"stats: {stats_line(change)}",
-        f"paths: {shown or '(none)'}",
-        changed_lines(change.diff),
-    ])
+    summary = f"stats: {stats_line(change)}\npaths: {shown or '(none)'}"
+    return message or "(no message)", summary, changed_lines(change.diff)
+
+
+def build_text(change: NormalizedChange) -> str:
+    """Message (masked), diff stats, changed paths, then the changed lines of the diff.
+
+    The most informative parts come first: a tokenizer cuts from the end.
+    """
+    return "\n".join(text_fields(change))
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 LEXICAL_DIM = 1 << 14
+# "text": one bag of n-grams over build_text (adapters trained before fields existed);
+# "fields": one bag per field (message, stats + paths, diff lines), hashed apart, so that
+# `update` in a message and `update` in a diff are different features. Measured on the
+# leave-one-repository-out protocol it transfers better to unseen projects (README, Quality).
+LEXICAL_SCHEMES = ("text", "fields")
+_FIELD_NAMES = ("m", "p", "d")
 
 
-def lexical(text: str, dim: int = LEXICAL_DIM) -> dict[int, float]:
-    """Hashed word unigrams and bigrams of `text` (crc32 buckets, sublinear counts, L2 norm):
-    the sparse input of the model's wide linear part. Deterministic across processes."""
+def _grams(text: str) -> list[str]:
+    words = _TOKEN.findall(text.lower())
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+
+def _hashed(grams: list[str], dim: int, namespace: str = "") -> dict[int, float]:
+    """crc32 buckets, sublinear counts, L2 norm 1. Deterministic across processes."""
     import zlib
 
-    words = _TOKEN.findall(text.lower())
     counts: dict[int, float] = {}
-    grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
     for g in grams:
-        k = zlib.crc32(g.encode()) % dim
+        k = zlib.crc32((namespace + g).encode()) % dim
         counts[k] = counts.get(k, 0.0) + 1.0
     if not counts:
         return {}
     weighted = {k: 1.0 + math.log(v) for k, v in counts.items()}
     norm = math.sqrt(sum(v * v for v in weighted.values()))
     return {k: v / norm for k, v in weighted.items()}
+
+
+def lexical(text: str, dim: int = LEXICAL_DIM) -> dict[int, float]:
+    """Hashed word unigrams and bigrams of `text`: the sparse input of the model's wide
+    linear part (scheme "text")."""
+    return _hashed(_grams(text), dim)
+
+
+def lexical_fields(change: NormalizedChange, dim: int = LEXICAL_DIM) -> dict[int, float]:
+    """Scheme "fields": each field's n-grams hashed in its own namespace, each field's
+    vector scaled to norm 1/sqrt(3) (so the whole has norm <= 1)."""
+    out: dict[int, float] = {}
+    scale = 1.0 / math.sqrt(len(_FIELD_NAMES))
+    for name, text in zip(_FIELD_NAMES, text_fields(change)):
+        for k, v in _hashed(_grams(text), dim, name + ":").items():
+            out[k] = out.get(k, 0.0) + v * scale
+    return out
+
+
+def lexical_input(change: NormalizedChange, dim: int, scheme: str) -> dict[int, float]:
+    if scheme == "fields":
+        return lexical_fields(change, dim)
+    if scheme == "text":
+        return lexical(build_text(change), dim)
+    raise ValueError(f"unknown lexical scheme {scheme!r}; known: {LEXICAL_SCHEMES}")

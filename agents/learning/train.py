@@ -39,7 +39,7 @@ from .modeling import (
     save_model,
     seed_everything,
 )
-from .text import build_text, features
+from .text import LEXICAL_SCHEMES, build_text, features
 
 ProgressFactory = Callable[[int, str], Any]  # (total, label) -> object with update(n), close()
 
@@ -62,6 +62,7 @@ class TrainParams:
     risk_weight: float = 0.1  # auxiliary risk head, weakly supervised (see below)
     use_features: bool = True
     lexical_dim: int = 1 << 14  # wide part over hashed n-grams; 0 turns it off
+    lexical_scheme: str = "fields"  # text.LEXICAL_SCHEMES
     wide_lr: float = 3e-2
     # After the LoRA epochs, refit the change-type head (deep + wide parts together) as an
     # L2-regularised multinomial logistic regression over the fine-tuned encoder's pooled
@@ -88,6 +89,8 @@ class TrainParams:
         params = cls(**raw)
         if params.epochs < 1 or params.batch_size < 1 or params.lora_r < 1:
             raise ConfigError("epochs, batch_size and lora_r must be at least 1")
+        if params.lexical_scheme not in LEXICAL_SCHEMES:
+            raise ConfigError(f"lexical_scheme must be one of {LEXICAL_SCHEMES}")
         if not 1 <= params.trainable_layers <= 24:
             raise ConfigError("trainable_layers must be between 1 and the number of layers")
         return params
@@ -194,7 +197,8 @@ def build_model(base_dir: Path, meta: ModelMeta, params: TrainParams, n_layers: 
     )
     encoder = get_peft_model(encoder, config)
     return ChangeTypeModel(encoder, encoder.config.hidden_size, len(meta.labels), len(meta.features),
-                           use_features=meta.use_features, lexical_dim=meta.lexical_dim)
+                           use_features=meta.use_features, lexical_dim=meta.lexical_dim,
+                           lexical_scheme=meta.lexical_scheme)
 
 
 def class_weights(labels: Sequence[int], n: int, power: float) -> torch.Tensor:
@@ -238,7 +242,7 @@ def train_adapter(train: Sequence[Example], val: Sequence[Example], out: Path,
     base_dir = Path(base_dir) if base_dir else default_base_dir()
     device = pick_device(params.device)
     meta = ModelMeta(max_length=params.max_length, use_features=params.use_features,
-                     lexical_dim=params.lexical_dim)
+                     lexical_dim=params.lexical_dim, lexical_scheme=params.lexical_scheme)
     labels = list(meta.labels)
     if cache is None:
         probe = load_encoder(base_dir)[1].config.num_hidden_layers
@@ -356,7 +360,7 @@ def _design(model: ChangeTypeModel, cache: LowerCache, frozen: int,
     """[n-grams | numeric features | pooled * scale] as one sparse matrix (refit input)."""
     from scipy.sparse import csr_matrix, hstack
 
-    from .text import lexical
+    from .text import lexical_input
 
     model.eval()
     bert = model.encoder.get_base_model() if hasattr(model.encoder, "get_base_model") else model.encoder
@@ -379,7 +383,7 @@ def _design(model: ChangeTypeModel, cache: LowerCache, frozen: int,
     if model.lexical_dim:
         rows, cols, vals = [], [], []
         for i, ex in enumerate(examples):
-            for k, v in lexical(build_text(ex.change), model.lexical_dim).items():
+            for k, v in lexical_input(ex.change, model.lexical_dim, model.lexical_scheme).items():
                 rows.append(i)
                 cols.append(k)
                 vals.append(v)
@@ -466,7 +470,8 @@ def _lex(model: ChangeTypeModel, examples: Sequence[Example], device) -> torch.T
         return None
     from .modeling import lexical_tensor
 
-    return lexical_tensor([build_text(ex.change) for ex in examples], model.lexical_dim, device)
+    return lexical_tensor([ex.change for ex in examples], model.lexical_dim, model.lexical_scheme,
+                          device)
 
 
 def _trainable_state(model: ChangeTypeModel) -> dict[str, torch.Tensor]:
