@@ -28,7 +28,7 @@ from tests.mldata import rows as synthetic_rows  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TINY = {"epochs": 4, "max_length": 64, "batch_size": 8, "lexical_dim": 1024, "lr": 2e-3,
-        "head_lr": 1e-2, "patience": 10}
+        "head_lr": 1e-2, "patience": 10, "lexical_scheme": "fields"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,7 +63,7 @@ def test_adapter_files_and_model_card(adapter):
             "reviewbus.json", "README.md"} <= names
     meta = json.loads((out / "reviewbus.json").read_text())
     assert meta["labels"] == list(CHANGE_TYPES) and meta["lexical_dim"] == 1024
-    assert meta["lexical_scheme"] == "fields"  # new adapters; the shipped one reads "text"
+    assert meta["lexical_scheme"] == "fields"  # what it was trained with is what it serves
     assert meta["extra"]["best_epoch"] == result.best_epoch >= 1
     card = (out / "README.md").read_text()
     assert "## Validation metrics" in card and "lora_r: 8" in card

@@ -66,7 +66,7 @@ class ModelMeta:
     pooling: str = "mean"
     use_features: bool = True
     lexical_dim: int = 0  # > 0: a wide linear part over hashed word n-grams (text.lexical)
-    lexical_scheme: str = "text"  # text.LEXICAL_SCHEMES; adapters without the key used "text"
+    lexical_scheme: str = "text"  # text.LEXICAL_SCHEMES; adapters without the key read "text"
     extra: dict[str, Any] = field(default_factory=dict)  # training parameters, metrics, data
 
     def save(self, directory: Path) -> None:

@@ -62,7 +62,7 @@ class TrainParams:
     risk_weight: float = 0.1  # auxiliary risk head, weakly supervised (see below)
     use_features: bool = True
     lexical_dim: int = 1 << 14  # wide part over hashed n-grams; 0 turns it off
-    lexical_scheme: str = "fields"  # text.LEXICAL_SCHEMES
+    lexical_scheme: str = "text"  # text.LEXICAL_SCHEMES ("fields": see README, Quality)
     wide_lr: float = 3e-2
     # After the LoRA epochs, refit the change-type head (deep + wide parts together) as an
     # L2-regularised multinomial logistic regression over the fine-tuned encoder's pooled
