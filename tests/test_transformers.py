@@ -150,6 +150,17 @@ def test_bad_params_are_config_errors(adapter, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="reviewbus.json"):
         build_backend(spec_for(tmp_path / "empty"))
+    import shutil
+
+    from agents.learning.train import TrainParams
+
+    shutil.copytree(out, tmp_path / "scheme")
+    meta = json.loads((tmp_path / "scheme" / "reviewbus.json").read_text())
+    (tmp_path / "scheme" / "reviewbus.json").write_text(json.dumps({**meta, "lexical_scheme": "x"}))
+    with pytest.raises(ConfigError, match="lexical_scheme"):
+        build_backend(spec_for(tmp_path / "scheme"))
+    with pytest.raises(ConfigError, match="lexical_scheme"):
+        TrainParams.from_dict({"lexical_scheme": "words"})
 
 
 def test_heavy_imports_are_lazy():
