@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.bench_tfidf_reference import DATASET
+from bench.bench_tfidf_reference import DATASET, folds
 
 GRID = [(c, balanced) for c in (1.0, 10.0) for balanced in (False, True)]
 
@@ -69,20 +69,6 @@ def design(examples, pooled, scheme: str):
     return hstack([lex, feats, csr_matrix(pooled * 0.5)]).tocsr()
 
 
-def folds(examples, protocol: str):
-    from agents.learning.data import by_repo, temporal_split
-
-    repos = by_repo(examples)
-    index = {ex.id: i for i, ex in enumerate(examples)}
-    for repo in sorted(repos):
-        if protocol == "temporal":
-            train, test = temporal_split(repos[repo], 0.7)
-        else:
-            train = [e for r in sorted(repos) if r != repo for e in repos[r]]
-            test = repos[repo]
-        yield repo, [index[e.id] for e in train], [index[e.id] for e in test]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_lexical_schemes")
     p.add_argument("--dataset", type=Path, default=DATASET)
@@ -96,13 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     examples = load_examples(args.dataset)
     pooled = embed(examples)
     labels = [ex.label for ex in examples]
+    index = {ex.id: i for i, ex in enumerate(examples)}
     out: dict = {"bench": "lexical_schemes", "dataset": str(args.dataset), "results": []}
     for scheme in ("text", "fields"):
         x = design(examples, pooled, scheme)
         for protocol in [s.strip() for s in args.protocols.split(",") if s.strip()]:
             for c, balanced in GRID:
                 per_repo = {}
-                for repo, train, test in folds(examples, protocol):
+                for repo, train_rows, test_rows in folds(examples, protocol):
+                    train, test = [index[e.id] for e in train_rows], [index[e.id] for e in test_rows]
                     clf = LogisticRegression(C=c, class_weight="balanced" if balanced else None,
                                              max_iter=3000)
                     clf.fit(x[train], [labels[i] for i in train])

@@ -48,12 +48,25 @@ def fit_and_score(train, test) -> dict:
             "train_rows": len(train)}
 
 
+def folds(examples, protocol: str):
+    """(repository, train, test) per repository, split as `reviewbus eval` splits: temporal,
+    oldest 70 % -> newer 30 %; loro, the three other repositories -> this one."""
+    from agents.learning.data import by_repo, temporal_split
+
+    repos = by_repo(examples)
+    for repo in sorted(repos):
+        if protocol == "temporal":
+            yield repo, *temporal_split(repos[repo], 0.7)
+        else:
+            yield repo, [e for r in sorted(repos) if r != repo for e in repos[r]], repos[repo]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_tfidf_reference")
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--protocols", default="temporal,loro")
     args = p.parse_args(argv)
-    from agents.learning.data import by_repo, load_examples, temporal_split
+    from agents.learning.data import by_repo, load_examples
 
     t0 = time.perf_counter()
     examples = load_examples(args.dataset)
@@ -63,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"bench": "tfidf_reference", "dataset": str(args.dataset), "protocols": {}}
     for protocol in [x.strip() for x in args.protocols.split(",") if x.strip()]:
         per_repo = {}
-        for repo in sorted(repos):
-            if protocol == "temporal":
-                train, test = temporal_split(repos[repo], 0.7)
-            else:
-                train = [e for r in sorted(repos) if r != repo for e in repos[r]]
-                test = repos[repo]
+        for repo, train, test in folds(examples, protocol):
             per_repo[repo] = fit_and_score(train, test)
             print(f"  {protocol} {repo}: accuracy {per_repo[repo]['accuracy']:.3f}, "
                   f"macro-F1 {per_repo[repo]['macro_f1']:.3f}", flush=True)
