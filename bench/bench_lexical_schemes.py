@@ -14,13 +14,11 @@ settings is what this measures. Writes bench/results/lexical_schemes-<time>.json
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import itertools
 import sys
-import time
 from pathlib import Path
 
-from bench.bench_tfidf_reference import DATASET, folds
+from bench.bench_tfidf_reference import DATASET, folds, means, write_result
 
 GRID = [(c, balanced) for c in (1.0, 10.0) for balanced in (False, True)]
 
@@ -56,11 +54,11 @@ def design(examples, pooled, scheme: str):
     import numpy as np
     from scipy.sparse import csr_matrix, hstack
 
-    from agents.learning.text import LEXICAL_DIM, features, lexical_input
+    from agents.learning.text import LEXICAL_DIM, features, lexical_input, text_fields
 
     rows, cols, vals = [], [], []
     for i, ex in enumerate(examples):
-        for k, v in lexical_input(ex.change, LEXICAL_DIM, scheme).items():
+        for k, v in lexical_input(text_fields(ex.change), LEXICAL_DIM, scheme).items():
             rows.append(i)
             cols.append(k)
             vals.append(v)
@@ -69,46 +67,45 @@ def design(examples, pooled, scheme: str):
     return hstack([lex, feats, csr_matrix(pooled * 0.5)]).tocsr()
 
 
+def score(examples, x, protocol: str, c: float, balanced: bool) -> dict[str, dict]:
+    """Per repository: the refit's logistic regression on the fold's train rows, scored on
+    its test rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from agents.learning.metrics import classification_report
+
+    index = {ex.id: i for i, ex in enumerate(examples)}
+    per_repo = {}
+    for repo, train_rows, test_rows in folds(examples, protocol):
+        clf = LogisticRegression(C=c, class_weight="balanced" if balanced else None, max_iter=3000)
+        clf.fit(x[[index[e.id] for e in train_rows]], [e.label for e in train_rows])
+        report = classification_report([e.label for e in test_rows],
+                                        list(clf.predict(x[[index[e.id] for e in test_rows]])))
+        per_repo[repo] = {k: report[k] for k in ("accuracy", "macro_f1")}
+    return per_repo
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_lexical_schemes")
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--protocols", default="temporal,loro")
     args = p.parse_args(argv)
-    from sklearn.linear_model import LogisticRegression
-
     from agents.learning.data import load_examples
-    from agents.learning.metrics import classification_report
 
     examples = load_examples(args.dataset)
     pooled = embed(examples)
-    labels = [ex.label for ex in examples]
-    index = {ex.id: i for i, ex in enumerate(examples)}
+    protocols = [s.strip() for s in args.protocols.split(",") if s.strip()]
     out: dict = {"bench": "lexical_schemes", "dataset": str(args.dataset), "results": []}
     for scheme in ("text", "fields"):
         x = design(examples, pooled, scheme)
-        for protocol in [s.strip() for s in args.protocols.split(",") if s.strip()]:
-            for c, balanced in GRID:
-                per_repo = {}
-                for repo, train_rows, test_rows in folds(examples, protocol):
-                    train, test = [index[e.id] for e in train_rows], [index[e.id] for e in test_rows]
-                    clf = LogisticRegression(C=c, class_weight="balanced" if balanced else None,
-                                             max_iter=3000)
-                    clf.fit(x[train], [labels[i] for i in train])
-                    report = classification_report([labels[i] for i in test],
-                                                    list(clf.predict(x[test])))
-                    per_repo[repo] = {k: report[k] for k in ("accuracy", "macro_f1")}
-                mean = {k: round(statistics.mean(r[k] for r in per_repo.values()), 4)
-                        for k in ("accuracy", "macro_f1")}
-                out["results"].append({"scheme": scheme, "protocol": protocol, "C": c,
-                                       "balanced": balanced, **mean, "per_repo": per_repo})
-                print(f"{scheme:6} {protocol:8} C={c:<4} balanced={balanced!s:5}  "
-                      f"accuracy {mean['accuracy']:.3f}  macro-F1 {mean['macro_f1']:.3f}",
-                      flush=True)
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    path = results / f"lexical_schemes-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"written to {path}")
+        for protocol, (c, balanced) in itertools.product(protocols, GRID):
+            per_repo = score(examples, x, protocol, c, balanced)
+            mean = means(per_repo)
+            out["results"].append({"scheme": scheme, "protocol": protocol, "C": c,
+                                   "balanced": balanced, **mean, "per_repo": per_repo})
+            print(f"{scheme:6} {protocol:8} C={c:<4} balanced={balanced!s:5}  "
+                  f"accuracy {mean['accuracy']:.3f}  macro-F1 {mean['macro_f1']:.3f}", flush=True)
+    write_result("lexical_schemes", out)
     return 0
 
 

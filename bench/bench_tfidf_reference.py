@@ -61,6 +61,21 @@ def folds(examples, protocol: str):
             yield repo, [e for r in sorted(repos) if r != repo for e in repos[r]], repos[repo]
 
 
+def means(per_repo: dict[str, dict]) -> dict[str, float]:
+    return {k: round(statistics.mean(r[k] for r in per_repo.values()), 4)
+            for k in ("accuracy", "macro_f1")}
+
+
+def write_result(name: str, out: dict) -> Path:
+    """bench/results/<name>-<time>.json"""
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"written to {path}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_tfidf_reference")
     p.add_argument("--dataset", type=Path, default=DATASET)
@@ -80,16 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             per_repo[repo] = fit_and_score(train, test)
             print(f"  {protocol} {repo}: accuracy {per_repo[repo]['accuracy']:.3f}, "
                   f"macro-F1 {per_repo[repo]['macro_f1']:.3f}", flush=True)
-        mean = {k: round(statistics.mean(r[k] for r in per_repo.values()), 4)
-                for k in ("accuracy", "macro_f1")}
+        mean = means(per_repo)
         print(f"{protocol}: mean accuracy {mean['accuracy']:.3f}, macro-F1 {mean['macro_f1']:.3f}",
               flush=True)
         out["protocols"][protocol] = {**mean, "per_repo": per_repo}
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    path = results / f"tfidf_reference-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"written to {path}")
+    write_result("tfidf_reference", out)
     return 0
 
 

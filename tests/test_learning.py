@@ -118,16 +118,19 @@ def test_lexical_fields_hash_each_field_apart():
     ex = example_from_row(row(1))
     message, summary, diff = text_fields(ex.change)
     assert build_text(ex.change) == "\n".join([message, summary, diff])
-    fields = lexical_fields(ex.change)
-    assert fields == lexical_fields(ex.change)
+    fields = lexical_fields(text_fields(ex.change))
+    assert fields == lexical_fields(text_fields(ex.change))
     assert abs(sum(v * v for v in fields.values()) - 1.0) < 1e-9  # 3 fields, each 1/sqrt(3)
-    in_message = lexical_fields(ex.change.model_copy(update={"message": "zebra", "diff": ""}))
-    in_diff = lexical_fields(ex.change.model_copy(update={"message": "", "diff": "+++ b/x\n+zebra"}))
+    in_message = lexical_fields(text_fields(ex.change.model_copy(update={"message": "zebra",
+                                                                          "diff": ""})))
+    in_diff = lexical_fields(text_fields(ex.change.model_copy(update={"message": "",
+                                                                       "diff": "+++ b/x\n+zebra"})))
     shared = set(in_message) & set(in_diff)  # only the summary field may overlap
-    assert shared <= set(lexical_fields(ex.change.model_copy(update={"message": "", "diff": ""})))
-    assert lexical_input(ex.change, 1 << 14, "text") == lexical(build_text(ex.change))
+    empty = ex.change.model_copy(update={"message": "", "diff": ""})
+    assert shared <= set(lexical_fields(text_fields(empty)))
+    assert lexical_input(text_fields(ex.change), 1 << 14, "text") == lexical(build_text(ex.change))
     with pytest.raises(ValueError, match="lexical scheme"):
-        lexical_input(ex.change, 16, "words")
+        lexical_input(text_fields(ex.change), 16, "words")
 
 
 # ---------------------------------------------------------------- data and splits

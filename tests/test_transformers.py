@@ -118,7 +118,7 @@ def test_training_cache_matches_serving(adapter):
     import torch
 
     from agents.learning.modeling import default_base_dir, lexical_tensor
-    from agents.learning.text import features
+    from agents.learning.text import features, text_fields
     from agents.learning.train import LowerCache, _top_forward
 
     out, _, examples = adapter
@@ -128,8 +128,8 @@ def test_training_cache_matches_serving(adapter):
     cache.ensure(chunk)
     hidden, mask = cache.batch(chunk)
     feats = torch.tensor([features(ex.change) for ex in chunk])
-    lex = lexical_tensor([ex.change for ex in chunk], 1024, backend.meta.lexical_scheme,
-                         torch.device("cpu"))
+    lex = lexical_tensor([text_fields(ex.change) for ex in chunk], 1024,
+                         backend.meta.lexical_scheme, torch.device("cpu"))
     with torch.inference_mode():
         logits, _ = _top_forward(backend.model, 4, hidden, mask, feats, lex)
     cached = torch.softmax(logits, -1)

@@ -102,29 +102,31 @@ class TransformersBackend:
 
         A chunk is padded to its longest text, so a batch larger than one chunk is chunked in
         order of text length (short with short) and the answers put back in request order."""
-        from ..learning.text import build_text
+        from ..learning.text import text_fields
 
-        texts = [build_text(c) for c in batch]
+        fields = [text_fields(c) for c in batch]  # once: the encoder's text and the wide part
         size = self.params["max_batch"]
-        order = sorted(range(len(batch)), key=lambda i: len(texts[i]))
+        order = sorted(range(len(batch)), key=lambda i: sum(map(len, fields[i])))
         out: dict[int, Prediction] = {}
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            out.update(zip(idx, self._forward([batch[i] for i in idx], [texts[i] for i in idx])))
+            out.update(zip(idx, self._forward([batch[i] for i in idx], [fields[i] for i in idx])))
         return [out[i] for i in range(len(batch))]
 
-    def _forward(self, chunk: list[NormalizedChange], texts: list[str]) -> list[Prediction]:
+    def _forward(self, chunk: list[NormalizedChange],
+                 fields: list[tuple[str, str, str]]) -> list[Prediction]:
         import torch
 
         from ..learning.text import features
 
+        texts = ["\n".join(f) for f in fields]  # = build_text
         feats = [features(c) for c in chunk]
+        lex = None  # plain Python work: built before taking the model's lock
+        if self.meta.lexical_dim:
+            lex = self._modeling.lexical_tensor(fields, self.meta.lexical_dim,
+                                                self.meta.lexical_scheme, self.device)
         try:
             with self._lock, torch.inference_mode():
-                lex = None
-                if self.meta.lexical_dim:
-                    lex = self._modeling.lexical_tensor(chunk, self.meta.lexical_dim,
-                                                        self.meta.lexical_scheme, self.device)
                 inputs = self._modeling.encode(self.tokenizer, texts, feats, self.meta.max_length,
                                                self.device, lex)
                 logits, risk_logits = self.model(**inputs)

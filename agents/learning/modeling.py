@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from schemas import CHANGE_TYPES, NormalizedChange
+from schemas import CHANGE_TYPES
 
 from ..errors import ConfigError
 from .text import FEATURE_NAMES, LEXICAL_SCHEMES
@@ -227,13 +227,14 @@ def load_model(base_dir: Path, adapter_dir: Path | None, device: torch.device):
     return tokenizer, model, meta
 
 
-def lexical_tensor(changes: list[NormalizedChange], dim: int, scheme: str,
+def lexical_tensor(fields: list[tuple[str, str, str]], dim: int, scheme: str,
                    device: torch.device) -> torch.Tensor:
+    """One row per change, from its `text_fields`."""
     from .text import lexical_input
 
-    out = torch.zeros(len(changes), dim, dtype=torch.float32)
-    for i, change in enumerate(changes):
-        for k, v in lexical_input(change, dim, scheme).items():
+    out = torch.zeros(len(fields), dim, dtype=torch.float32)
+    for i, row in enumerate(fields):
+        for k, v in lexical_input(row, dim, scheme).items():
             out[i, k] = v
     return out.to(device)
 

@@ -167,20 +167,22 @@ def lexical(text: str, dim: int = LEXICAL_DIM) -> dict[int, float]:
     return _hashed(_grams(text), dim)
 
 
-def lexical_fields(change: NormalizedChange, dim: int = LEXICAL_DIM) -> dict[int, float]:
-    """Scheme "fields": each field's n-grams hashed in its own namespace, each field's
-    vector scaled to norm 1/sqrt(3) (so the whole has norm <= 1)."""
+def lexical_fields(fields: tuple[str, str, str], dim: int = LEXICAL_DIM) -> dict[int, float]:
+    """Scheme "fields" over `text_fields(change)`: each field's n-grams hashed in its own
+    namespace, each field's vector scaled to norm 1/sqrt(3) (so the whole has norm <= 1)."""
     out: dict[int, float] = {}
     scale = 1.0 / math.sqrt(len(_FIELD_NAMES))
-    for name, text in zip(_FIELD_NAMES, text_fields(change)):
+    for name, text in zip(_FIELD_NAMES, fields):
         for k, v in _hashed(_grams(text), dim, name + ":").items():
             out[k] = out.get(k, 0.0) + v * scale
     return out
 
 
-def lexical_input(change: NormalizedChange, dim: int, scheme: str) -> dict[int, float]:
+def lexical_input(fields: tuple[str, str, str], dim: int, scheme: str) -> dict[int, float]:
+    """The wide part's input from `text_fields(change)`, which the caller has built already
+    for the encoder's text (build_text joins the same fields)."""
     if scheme == "fields":
-        return lexical_fields(change, dim)
+        return lexical_fields(fields, dim)
     if scheme == "text":
-        return lexical(build_text(change), dim)
+        return lexical("\n".join(fields), dim)
     raise ValueError(f"unknown lexical scheme {scheme!r}; known: {LEXICAL_SCHEMES}")

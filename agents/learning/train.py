@@ -360,7 +360,7 @@ def _design(model: ChangeTypeModel, cache: LowerCache, frozen: int,
     """[n-grams | numeric features | pooled * scale] as one sparse matrix (refit input)."""
     from scipy.sparse import csr_matrix, hstack
 
-    from .text import lexical_input
+    from .text import lexical_input, text_fields
 
     model.eval()
     bert = model.encoder.get_base_model() if hasattr(model.encoder, "get_base_model") else model.encoder
@@ -383,7 +383,8 @@ def _design(model: ChangeTypeModel, cache: LowerCache, frozen: int,
     if model.lexical_dim:
         rows, cols, vals = [], [], []
         for i, ex in enumerate(examples):
-            for k, v in lexical_input(ex.change, model.lexical_dim, model.lexical_scheme).items():
+            for k, v in lexical_input(text_fields(ex.change), model.lexical_dim,
+                                      model.lexical_scheme).items():
                 rows.append(i)
                 cols.append(k)
                 vals.append(v)
@@ -469,9 +470,10 @@ def _lex(model: ChangeTypeModel, examples: Sequence[Example], device) -> torch.T
     if not model.lexical_dim:
         return None
     from .modeling import lexical_tensor
+    from .text import text_fields
 
-    return lexical_tensor([ex.change for ex in examples], model.lexical_dim, model.lexical_scheme,
-                          device)
+    return lexical_tensor([text_fields(ex.change) for ex in examples], model.lexical_dim,
+                          model.lexical_scheme, device)
 
 
 def _trainable_state(model: ChangeTypeModel) -> dict[str, torch.Tensor]:
