@@ -266,6 +266,10 @@ def test_eval_temporal_and_loro_protocols(data, capsys, tmp_path):
             n = {r: v["n"] for r, v in report["per_repo"].items()}
             assert n == ({"org/one": 5, "org/two": 5} if protocol == "temporal"
                          else {"org/one": 15, "org/two": 15})
+            # each fold says which refit setting it chose from the default grid
+            for fold in report["per_repo"].values():
+                assert fold["refit"]["C"] in (1.0, 10.0)
+                assert fold["refit"]["balanced"] in (False, True)
         code, _, err = run_cli(["eval", "--dataset", str(data), "--version", "a1",
                                 "--protocol", "temporal"], capsys)
         assert code == 1 and "transformers" in err

@@ -138,7 +138,7 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
         report = evaluate_static(_with_adapter(spec, adapter, f"{protocol}{n}"), test, batch_size,
                                  progress)
         report.update(train_rows=len(train), val_rows=len(val), best_epoch=result.best_epoch,
-                      train_seconds=result.seconds)
+                      train_seconds=result.seconds, refit=result.refit)
         per_repo[repo] = report
         if log:
             log(f"  {repo}: accuracy {report['accuracy']}, macro-F1 {report['macro_f1']}")

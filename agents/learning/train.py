@@ -105,6 +105,7 @@ class TrainResult:
     seconds: float
     n_train: int
     n_val: int
+    refit: dict[str, Any] | None = None  # the head refit's chosen C and class weighting
 
 
 def weak_risk_label(example: Example) -> int:
@@ -352,7 +353,9 @@ def train_adapter(train: Sequence[Example], val: Sequence[Example], out: Path,
     write_model_card(Path(out), meta, train, val)
     return TrainResult(best_epoch=best[1], epochs_run=len(history), history=history,
                        val=best_val, seconds=round(time.monotonic() - started, 1),
-                       n_train=len(train), n_val=len(val))
+                       n_train=len(train), n_val=len(val),
+                       refit={k: refit[k] for k in ("C", "balanced")}
+                       if refit and "C" in refit else None)
 
 
 def _design(model: ChangeTypeModel, cache: LowerCache, frozen: int,
