@@ -117,9 +117,9 @@ class TransformersBackend:
                  fields: list[tuple[str, str, str]]) -> list[Prediction]:
         import torch
 
-        from ..learning.text import features
+        from ..learning.text import features, join_fields
 
-        texts = ["\n".join(f) for f in fields]  # = build_text
+        texts = [join_fields(f) for f in fields]
         feats = [features(c) for c in chunk]
         lex = None  # plain Python work: built before taking the model's lock
         if self.meta.lexical_dim:

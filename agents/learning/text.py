@@ -123,12 +123,17 @@ def text_fields(change: NormalizedChange) -> tuple[str, str, str]:
     return message or "(no message)", summary, changed_lines(change.diff)
 
 
+def join_fields(fields: tuple[str, str, str]) -> str:
+    """The encoder's text from `text_fields` (callers that hold the fields already)."""
+    return "\n".join(fields)
+
+
 def build_text(change: NormalizedChange) -> str:
     """Message (masked), diff stats, changed paths, then the changed lines of the diff.
 
     The most informative parts come first: a tokenizer cuts from the end.
     """
-    return "\n".join(text_fields(change))
+    return join_fields(text_fields(change))
 
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -184,5 +189,5 @@ def lexical_input(fields: tuple[str, str, str], dim: int, scheme: str) -> dict[i
     if scheme == "fields":
         return lexical_fields(fields, dim)
     if scheme == "text":
-        return lexical("\n".join(fields), dim)
+        return lexical(join_fields(fields), dim)
     raise ValueError(f"unknown lexical scheme {scheme!r}; known: {LEXICAL_SCHEMES}")
