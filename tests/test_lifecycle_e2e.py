@@ -21,10 +21,12 @@ import pytest
 
 from agents.registry import fold, fold_annotated
 from infra.kafka import read_to_end
+from infra.procs import read_json
 from schemas import ChangedFile, CommitEvent, LifecycleEvent
 from streams import names
 from streams.cli import main as cli
 from streams.client import submit
+from streams.control import worker_health
 
 from .conftest import make_stack
 
@@ -86,6 +88,17 @@ def wait_states(stack, predicate, timeout: float = 8.0) -> dict[str, str]:
         if predicate(now) or time.monotonic() > deadline:
             return now
         time.sleep(0.5)
+
+
+def worker_states(stack, predicate, timeout: float = 30.0) -> dict[str, str]:
+    """The version states the worker's router holds (its /health), once predicate holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = worker_health(read_json(stack.home / "worker.json")) or {}
+        versions = health.get("versions", {})
+        if predicate(versions) or time.monotonic() > deadline:
+            return versions
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -223,17 +236,16 @@ def test_decisions_explain_and_plot(stack, rollout, capsys, monkeypatch, tmp_pat
         "canary 25%", "canary 50%", "stable"]
 
 
-@pytest.mark.xfail(strict=False, reason="flaky: event counts can be off by a rotation "
-                   "tick under CPU load, now and then also in the full suite; passes alone")
 def test_manual_commands(stack, rollout, capsys, monkeypatch, tmp_path):
     for key, value in stack.env.items():
         monkeypatch.setenv(key, value)
-    before = len(lifecycle(stack))
+    before = {e.event_id for e in lifecycle(stack)}
     assert cli(["versions", "promote", "better", "--reason", "more"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("reviewbus: promote better: nothing above stable")
     assert err.count("\n") == 1
-    assert len(lifecycle(stack)) == before  # nothing published
+    # nothing published by the command (the rotation's own holds may land meanwhile)
+    assert [e for e in lifecycle(stack) if e.event_id not in before and e.actor != "rotation"] == []
 
     assert cli(["versions", "pause", "twin", "--reason", "investigating",
                 "--actor", "user:ann"]) == 0
@@ -259,13 +271,12 @@ def test_manual_commands(stack, rollout, capsys, monkeypatch, tmp_path):
     assert cli(["versions", "register", str(fresh), "--reason", "next idea"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("registered fresh as shadow") and "not in the workers' versions" in out
-    registered = [e for e in lifecycle(stack) if e.version_id == "fresh"]
+    # the rotation may already have recorded a hold for the new shadow version
+    registered = [e for e in lifecycle(stack) if e.version_id == "fresh" and e.actor != "rotation"]
     assert [(e.action.value, e.reason) for e in registered] == [("register", "next idea")]
     assert registered[0].actor.startswith("user:") and registered[0].position is not None
 
 
-@pytest.mark.xfail(strict=False, reason="flaky: event counts can be off by a rotation "
-                   "tick under CPU load, now and then also in the full suite; passes alone")
 def test_rollback_restores_the_previous_stable(stack, rollout, capsys, monkeypatch):
     for key, value in stack.env.items():
         monkeypatch.setenv(key, value)
@@ -273,6 +284,9 @@ def test_rollback_restores_the_previous_stable(stack, rollout, capsys, monkeypat
     out = capsys.readouterr().out
     assert out.startswith("rollback better: stable -> deprecated") and "stable version: base" in out
     assert states(stack)["base"] == "stable" and states(stack)["better"] == "deprecated"
+    # the command returns once the event is published; the worker's router applies it a
+    # moment later (longer under load), so route only once the worker says so
+    assert worker_states(stack, lambda v: v.get("base") == "stable")["better"] == "deprecated"
     results = asyncio.run(submit(stack.settings, commits(5000, 6), wait=True, timeout=120))
     assert [(r.version_id, r.role.value) for r in results] == [("base", "primary")] * 6
     assert cli(["versions", "--format", "json"]) == 0
