@@ -3,6 +3,7 @@
     reviewbus export --task change_type [--since T] --out FILE.jsonl
     reviewbus train --task change_type --data FILE.jsonl [--base DIR] --out DIR [--repo R ...]
     reviewbus eval --dataset FILE.jsonl --version V [--protocol static|temporal|loro]
+                   [--pool-other-repos]
     reviewbus jobs [--format table|json]
 
 torch, transformers and peft are imported only when a command needs them.
@@ -55,6 +56,9 @@ def add_commands(cmd) -> None:
                     help="version id (versions file or registry), or an adapter directory")
     sp.add_argument("--protocol", choices=("static", "temporal", "loro"), default="static")
     sp.add_argument("--train-fraction", type=float, default=0.7)
+    sp.add_argument("--pool-other-repos", action="store_true",
+                    help="temporal: each fold also trains on the other repositories' commits "
+                         "authored before its first test commit")
     sp.add_argument("--repo", action="append", default=[], dest="repos",
                     help="only rows of this repository (repeatable)")
     sp.add_argument("--limit", type=int, help="at most N rows (per file order)")
@@ -304,7 +308,8 @@ def cmd_eval(args, settings: Settings) -> int:
     examples = load_examples(args.dataset, repos=args.repos or None, limit=args.limit)
     report = evaluate_protocol(spec, examples, args.protocol, train_fraction=args.train_fraction,
                                batch_size=batch, train_overrides=_json_arg(args.params, "--params"),
-                               progress=_progress, log=_log)
+                               progress=_progress, log=_log,
+                               pool_other_repos=args.pool_other_repos)
     report["dataset"] = str(args.dataset)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2, default=str))

@@ -12,6 +12,7 @@ import pytest
 
 from agents.errors import ConfigError
 from agents.learning.data import (
+    authored_before,
     example_from_row,
     load_examples,
     repo_split,
@@ -166,6 +167,14 @@ def test_temporal_split_orders_by_utc_author_date():
     assert [e.id[-1] for e in test] == ["5", "1"]
     with pytest.raises(ConfigError):
         temporal_split(exs, 1.0)
+
+
+def test_authored_before_compares_utc_author_dates():
+    exs = [example_from_row(row(i, day=i)) for i in range(4)]
+    # 2024-01-02T23:00-05:00 is 2024-01-03T04:00Z: after day 2 (00:00Z), before day 3
+    late = example_from_row(row(9, author_date="2024-01-02T23:00:00-05:00"))
+    assert [e.id[-1] for e in authored_before(exs, late)] == ["0", "1", "2"]
+    assert authored_before(exs, exs[0]) == []  # strictly before: not the same instant
 
 
 def test_validation_split_stratified_deterministic_and_marked_splits():

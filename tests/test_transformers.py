@@ -270,6 +270,22 @@ def test_eval_temporal_and_loro_protocols(data, capsys, tmp_path):
             for fold in report["per_repo"].values():
                 assert fold["refit"]["C"] in (1.0, 10.0)
                 assert fold["refit"]["balanced"] in (False, True)
+        # pooled: each fold adds the other repository's commits authored before its first
+        # test commit (org/one's tests start on day 20, org/two's on day 21; the two
+        # repositories alternate days); validation stays the repository's own
+        code, stdout, _ = run_cli(["eval", "--dataset", str(data), "--version", "t1",
+                                   "--protocol", "temporal", "--pool-other-repos",
+                                   "--params", params, "--format", "json"], capsys)
+        assert code == 0
+        report = json.loads(stdout)
+        assert report["pool_other_repos"] is True
+        folds = report["per_repo"]
+        assert {r: v["pooled_rows"] for r, v in folds.items()} == {"org/one": 10, "org/two": 11}
+        assert {r: (v["train_rows"], v["val_rows"], v["n"]) for r, v in folds.items()} == {
+            "org/one": (18, 2, 5), "org/two": (19, 2, 5)}
+        code, _, err = run_cli(["eval", "--dataset", str(data), "--version", "t1",
+                                "--protocol", "loro", "--pool-other-repos"], capsys)
+        assert code == 1 and "temporal protocol only" in err
         code, _, err = run_cli(["eval", "--dataset", str(data), "--version", "a1",
                                 "--protocol", "temporal"], capsys)
         assert code == 1 and "transformers" in err

@@ -154,6 +154,12 @@ def temporal_split(examples: list[Example], train_fraction: float = 0.7
     return ordered[:cut], ordered[cut:]
 
 
+def authored_before(examples: Iterable[Example], first: Example) -> list[Example]:
+    """The rows authored strictly before `first` (author dates compared in UTC)."""
+    cut = _date_key(first.author_date)
+    return [e for e in examples if _date_key(e.author_date) < cut]
+
+
 def _date_key(value: str) -> str:
     """Author dates carry offsets; compare them in UTC."""
     from datetime import UTC, datetime

@@ -6,7 +6,9 @@ Protocols:
 - static: the version as it is, on every row.
 - temporal: per repository, sort by author date, fine-tune a new adapter from the version's
   base on the oldest `train_fraction`, evaluate on the newer rest; report each repository
-  and the means (top-level `accuracy`, `macro_f1`).
+  and the means (top-level `accuracy`, `macro_f1`). With `pool_other_repos`, each fold also
+  trains on the other repositories' commits authored before its first test commit: the
+  project's own history plus what its neighbours did up to then, nothing from its future.
 - loro (leave one repository out): per repository, fine-tune on all the other repositories,
   evaluate on this one; report each and the means.
 """
@@ -26,7 +28,7 @@ from ..backends.base import build_backend
 from ..breaker import CircuitBreaker
 from ..errors import ConfigError
 from ..inference import run_batch
-from .data import Example, by_repo, temporal_split, validation_split
+from .data import Example, authored_before, by_repo, temporal_split, validation_split
 from .metrics import classification_report, latency_report, mean_report
 
 PROTOCOLS = ("static", "temporal", "loro")
@@ -95,12 +97,16 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
                       train_fraction: float = 0.7, batch_size: int = 4,
                       train_overrides: dict[str, Any] | None = None,
                       progress=None, log: Log | None = None,
-                      keep_dir: Path | None = None) -> dict[str, Any]:
+                      keep_dir: Path | None = None,
+                      pool_other_repos: bool = False) -> dict[str, Any]:
     """temporal or loro: one fine-tune from the base per repository, then a static eval."""
-    if protocol == "static":
-        return evaluate_static(spec, examples, batch_size, progress)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; one of {PROTOCOLS}")
+    if pool_other_repos and protocol != "temporal":
+        raise ConfigError("pooling other repositories' older commits applies to the temporal "
+                          f"protocol only, not {protocol!r}")
+    if protocol == "static":
+        return evaluate_static(spec, examples, batch_size, progress)
     _trainable(spec)
     from ..backends.transformers import parse_params
     from .modeling import default_base_dir, pick_device
@@ -125,6 +131,10 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
             older, newer = temporal_split(repos[repo], train_fraction)
             train, val = validation_split(older, 0.15, seed=params.seed, temporal=True)
             test = newer
+            if pool_other_repos:  # validation stays the repository's own newest commits
+                pooled = authored_before(
+                    (ex for r in sorted(repos) if r != repo for ex in repos[r]), newer[0])
+                train = train + pooled
         else:
             others = [ex for r in sorted(repos) if r != repo for ex in repos[r]]
             train, val = validation_split(others, 0.1, seed=params.seed)
@@ -137,6 +147,8 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
                                card={"data": f"{protocol} fold for {repo}"})
         report = evaluate_static(_with_adapter(spec, adapter, f"{protocol}{n}"), test, batch_size,
                                  progress)
+        if pool_other_repos:
+            report["pooled_rows"] = len(pooled)
         report.update(train_rows=len(train), val_rows=len(val), best_epoch=result.best_epoch,
                       train_seconds=result.seconds, refit=result.refit)
         per_repo[repo] = report
@@ -146,5 +158,5 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
     out.update(protocol=protocol, version=spec.id, per_repo=per_repo,
                train_params=params.__dict__ | {"lora_targets": list(params.lora_targets)})
     if protocol == "temporal":
-        out["train_fraction"] = train_fraction
+        out.update(train_fraction=train_fraction, pool_other_repos=pool_other_repos)
     return out
