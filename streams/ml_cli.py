@@ -43,6 +43,9 @@ def add_commands(cmd) -> None:
                     help="scope: train on and serve only this repository (repeatable)")
     sp.add_argument("--version-id", help="id to register the adapter as (default: ct-lora-...)")
     sp.add_argument("--no-register", action="store_true", help="do not register a version")
+    sp.add_argument("--pool-other-repos", action="store_true",
+                    help="with --repo: also train on the data's other repositories (validation "
+                         "and the served scope stay the --repo ones)")
     sp.add_argument("--val-fraction", type=float, default=0.15)
     sp.add_argument("--params", default="{}",
                     help='training parameters as JSON, e.g. \'{"epochs": 4, "lora_r": 16}\'')
@@ -170,6 +173,8 @@ def cmd_train(args, settings: Settings) -> int:
     from agents.learning.train import TrainParams
 
     params = TrainParams.from_dict(overrides)  # fail on bad parameters before any job exists
+    if args.pool_other_repos and not args.repos:
+        raise ConfigError("--pool-other-repos needs --repo: the scope the other rows are added to")
     job_id = new_id()
     repos = sorted(set(args.repos))
     version_id = None if args.no_register else (args.version_id or default_version_id(job_id, repos))
@@ -178,16 +183,24 @@ def cmd_train(args, settings: Settings) -> int:
     record(settings, job_event(job_id, JobState.queued, **common))
     print(f"job {job_id} queued", file=sys.stderr)
     try:
-        examples = load_examples(args.data, repos=repos or None, limit=args.limit)
-        train, val = validation_split(examples, args.val_fraction, seed=params.seed)
+        examples = load_examples(args.data, repos=None if args.pool_other_repos else repos or None,
+                                 limit=args.limit)
+        scoped = [e for e in examples if not repos or e.repo in repos]
+        if not scoped:
+            raise ConfigError(f"no labelled rows of {', '.join(repos)} in {args.data}")
+        train, val = validation_split(scoped, args.val_fraction, seed=params.seed)
+        pooled = [e for e in examples if e.repo not in repos] if args.pool_other_repos else []
+        train += pooled
         record(settings, job_event(job_id, JobState.running, **common))
-        _log(f"job {job_id} running: {len(train)} train / {len(val)} val rows from "
-             f"{len({e.repo for e in examples})} repositories")
+        _log(f"job {job_id} running: {len(train)} train ({len(pooled)} pooled from other "
+             f"repositories) / {len(val)} val rows from {len({e.repo for e in examples})} "
+             "repositories")
         from agents.learning.train import train_adapter
 
         result = train_adapter(train, val, args.out, params, base_dir=args.base,
                                progress=_progress, log=_log,
-                               card={"data": str(args.data), "job_id": job_id, "repos": repos})
+                               card={"data": str(args.data), "job_id": job_id, "repos": repos,
+                                     "pooled_rows": len(pooled)})
         metrics = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "seconds": result.seconds, "n_train": result.n_train, "n_val": result.n_val,
                    "val": {k: v for k, v in (result.val or {}).items() if k != "confusion"}}

@@ -308,10 +308,22 @@ def test_train_records_job_events_and_registers_a_scoped_shadow(data, capsys, tm
     code, _, err = run_cli(["train", "--data", str(tmp_path / "none.jsonl"), "--out",
                             str(tmp_path / "x"), "--no-register"], capsys)
     assert code == 1 and "failed" in err
+    # pooled: org/one's scope, validated on org/one, trained also on org/two's 15 rows
+    pooled = tmp_path / "pooled"
+    code, _, err = run_cli(["train", "--data", str(data), "--out", str(pooled), "--repo",
+                            "org/one", "--pool-other-repos", "--no-register", "--params",
+                            json.dumps({**TINY, "epochs": 1}), "--max-steps", "2"], capsys)
+    assert code == 0, err
+    meta = json.loads((pooled / "reviewbus.json").read_text())
+    assert (meta["extra"]["pooled_rows"], meta["extra"]["repos"]) == (15, ["org/one"])
+    assert meta["extra"]["n_val"] + meta["extra"]["n_train"] == 15 + 15
+    code, _, err = run_cli(["train", "--data", str(data), "--out", str(pooled),
+                            "--pool-other-repos"], capsys)
+    assert code == 1 and "--pool-other-repos needs --repo" in err
     code, stdout, _ = run_cli(["jobs", "--format", "json"], capsys)
     jobs = json.loads(stdout)
-    assert sorted(j["state"] for j in jobs) == ["failed", "succeeded"]
-    ok = next(j for j in jobs if j["state"] == "succeeded")
+    assert sorted(j["state"] for j in jobs) == ["failed", "succeeded", "succeeded"]
+    ok = next(j for j in jobs if j["state"] == "succeeded" and j["version_id"])
     assert ok["version_id"] == "ct-one" and ok["repos"] == "org/one"
     assert ok["val_macro_f1"] is not None
 
