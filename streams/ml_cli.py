@@ -318,11 +318,14 @@ def cmd_eval(args, settings: Settings) -> int:
     batch = args.batch_size or load_config(settings.config).inference.batch_size
     if batch < 1:
         raise ConfigError("--batch-size must be at least 1")
-    examples = load_examples(args.dataset, repos=args.repos or None, limit=args.limit)
+    # pooling reads every repository; --repo then names the ones evaluated
+    pool = args.pool_other_repos
+    examples = load_examples(args.dataset, repos=None if pool else args.repos or None,
+                             limit=args.limit)
     report = evaluate_protocol(spec, examples, args.protocol, train_fraction=args.train_fraction,
                                batch_size=batch, train_overrides=_json_arg(args.params, "--params"),
                                progress=_progress, log=_log,
-                               pool_other_repos=args.pool_other_repos)
+                               pool_other_repos=pool, fold_repos=args.repos or None)
     report["dataset"] = str(args.dataset)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2, default=str))

@@ -283,6 +283,13 @@ def test_eval_temporal_and_loro_protocols(data, capsys, tmp_path):
         assert {r: v["pooled_rows"] for r, v in folds.items()} == {"org/one": 10, "org/two": 11}
         assert {r: (v["train_rows"], v["val_rows"], v["n"]) for r, v in folds.items()} == {
             "org/one": (18, 2, 5), "org/two": (19, 2, 5)}
+        # --repo names the folds; the other repositories are still read to pool from
+        code, stdout, _ = run_cli(["eval", "--dataset", str(data), "--version", "t1",
+                                   "--protocol", "temporal", "--pool-other-repos", "--repo",
+                                   "org/two", "--params", params, "--format", "json"], capsys)
+        assert code == 0
+        folds = json.loads(stdout)["per_repo"]
+        assert {r: v["pooled_rows"] for r, v in folds.items()} == {"org/two": 11}
         code, _, err = run_cli(["eval", "--dataset", str(data), "--version", "t1",
                                 "--protocol", "loro", "--pool-other-repos"], capsys)
         assert code == 1 and "temporal protocol only" in err

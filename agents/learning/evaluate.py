@@ -98,8 +98,10 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
                       train_overrides: dict[str, Any] | None = None,
                       progress=None, log: Log | None = None,
                       keep_dir: Path | None = None,
-                      pool_other_repos: bool = False) -> dict[str, Any]:
-    """temporal or loro: one fine-tune from the base per repository, then a static eval."""
+                      pool_other_repos: bool = False,
+                      fold_repos: Sequence[str] | None = None) -> dict[str, Any]:
+    """temporal or loro: one fine-tune from the base per repository (those of `fold_repos`
+    when given), then a static eval."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; one of {PROTOCOLS}")
     if pool_other_repos and protocol != "temporal":
@@ -126,7 +128,10 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
     cache.ensure(examples)  # every fold reuses these frozen-layer outputs
     per_repo: dict[str, dict[str, Any]] = {}
     workdir = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="reviewbus-eval-"))
-    for n, repo in enumerate(sorted(repos)):
+    folds = sorted(r for r in repos if not fold_repos or r in fold_repos)
+    if not folds:
+        raise ConfigError(f"none of {list(fold_repos or [])} in the data")
+    for n, repo in enumerate(folds):
         if protocol == "temporal":
             older, newer = temporal_split(repos[repo], train_fraction)
             train, val = validation_split(older, 0.15, seed=params.seed, temporal=True)
@@ -140,7 +145,7 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
             train, val = validation_split(others, 0.1, seed=params.seed)
             test = repos[repo]
         if log:
-            log(f"[{n + 1}/{len(repos)}] {repo}: train {len(train)}, val {len(val)}, test {len(test)}")
+            log(f"[{n + 1}/{len(folds)}] {repo}: train {len(train)}, val {len(val)}, test {len(test)}")
         adapter = workdir / f"{protocol}-{n}"
         result = train_adapter(train, val, adapter, params, base_dir=base, cache=cache,
                                progress=progress, log=log,
