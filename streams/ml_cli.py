@@ -2,6 +2,7 @@
 
     reviewbus export --task change_type [--since T] --out FILE.jsonl
     reviewbus train --task change_type --data FILE.jsonl [--base DIR] --out DIR [--repo R ...]
+                    [--pool-other-repos]
     reviewbus eval --dataset FILE.jsonl --version V [--protocol static|temporal|loro]
                    [--pool-other-repos]
     reviewbus jobs [--format table|json]
