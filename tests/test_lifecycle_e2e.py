@@ -81,24 +81,27 @@ def states(stack) -> dict[str, str]:
             for v, e in reg.versions.items()}
 
 
-def wait_states(stack, predicate, timeout: float = 8.0) -> dict[str, str]:
+def poll(read, predicate, timeout: float, interval: float):
+    """read() until predicate holds on it or the time is up; the last reading either way."""
     deadline = time.monotonic() + timeout
     while True:
-        now = states(stack)
+        now = read()
         if predicate(now) or time.monotonic() > deadline:
             return now
-        time.sleep(0.5)
+        time.sleep(interval)
+
+
+def wait_states(stack, predicate, timeout: float = 8.0) -> dict[str, str]:
+    return poll(lambda: states(stack), predicate, timeout, 0.5)
 
 
 def worker_states(stack, predicate, timeout: float = 30.0) -> dict[str, str]:
     """The version states the worker's router holds (its /health), once predicate holds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def read() -> dict[str, str]:
         health = worker_health(read_json(stack.home / "worker.json")) or {}
-        versions = health.get("versions", {})
-        if predicate(versions) or time.monotonic() > deadline:
-            return versions
-        time.sleep(0.2)
+        return health.get("versions", {})
+
+    return poll(read, predicate, timeout, 0.2)
 
 
 @pytest.fixture(scope="module")

@@ -132,16 +132,16 @@ def evaluate_protocol(spec: VersionSpec, examples: Sequence[Example], protocol: 
     if not folds:
         raise ConfigError(f"none of {list(fold_repos or [])} in the data")
     for n, repo in enumerate(folds):
+        others = [ex for r in sorted(repos) if r != repo for ex in repos[r]]
+        pooled: list[Example] = []
         if protocol == "temporal":
             older, newer = temporal_split(repos[repo], train_fraction)
             train, val = validation_split(older, 0.15, seed=params.seed, temporal=True)
             test = newer
             if pool_other_repos:  # validation stays the repository's own newest commits
-                pooled = authored_before(
-                    (ex for r in sorted(repos) if r != repo for ex in repos[r]), newer[0])
+                pooled = authored_before(others, newer[0])
                 train = train + pooled
         else:
-            others = [ex for r in sorted(repos) if r != repo for ex in repos[r]]
             train, val = validation_split(others, 0.1, seed=params.seed)
             test = repos[repo]
         if log:
