@@ -97,9 +97,10 @@ def wait_states(stack, predicate, timeout: float = 8.0) -> dict[str, str]:
 
 def worker_states(stack, predicate, timeout: float = 30.0) -> dict[str, str]:
     """The version states the worker's router holds (its /health), once predicate holds."""
+    worker = read_json(stack.home / "worker.json")  # where the worker listens: read it once
+
     def read() -> dict[str, str]:
-        health = worker_health(read_json(stack.home / "worker.json")) or {}
-        return health.get("versions", {})
+        return (worker_health(worker) or {}).get("versions", {})
 
     return poll(read, predicate, timeout, 0.2)
 
