@@ -20,6 +20,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -452,6 +453,13 @@ def _files(repo: Path, sha: str, limits: Limits) -> list[ChangedFile]:
     return files
 
 
+def _author_date(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None  # git always prints %aI; be lenient with whatever it printed
+
+
 def commit_event(repo: Path, sha: str, *, repo_name: str | None = None,
                  pull_request: int | None = None, limits: Limits | None = None,
                  branch: str | None = None) -> CommitEvent:
@@ -463,8 +471,8 @@ def commit_event(repo: Path, sha: str, *, repo_name: str | None = None,
     limits = limits or Limits()
     full = _resolve_commit(repo, sha)
     meta = _run(repo, "show", "-s", "--no-color", "--encoding=UTF-8",
-                "--format=%an%x00%ae%x00%B", full, "--")
-    name, email, message = (_text(meta.stdout).split("\0", 2) + ["", "", ""])[:3]
+                "--format=%an%x00%ae%x00%aI%x00%B", full, "--")
+    name, email, date, message = (_text(meta.stdout).split("\0", 3) + ["", "", "", ""])[:4]
     author = f"{name} <{email}>" if email else name
     diff, diff_truncated = _diff(repo, full, limits.max_diff_chars)
     return CommitEvent(
@@ -473,6 +481,7 @@ def commit_event(repo: Path, sha: str, *, repo_name: str | None = None,
         branch=branch if branch is not None else _branch_for(repo, full),
         pull_request=pull_request,
         author=author[:512] or None,
+        authored_at=_author_date(date),
         message=message.rstrip("\n")[:_MAX_MESSAGE_CHARS],
         diff=diff,
         diff_truncated=diff_truncated,

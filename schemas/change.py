@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import Field, field_validator
 
 from .base import Event, Model
@@ -33,6 +35,9 @@ class CommitEvent(Event):
     branch: str | None = Field(default=None, max_length=512)
     pull_request: int | None = Field(default=None, ge=0)
     author: str | None = Field(default=None, max_length=512)
+    # The commit's author date. `occurred_at` is when the event was sent; training data
+    # ordered by time (temporal splits) needs when the change was written.
+    authored_at: datetime | None = None
     message: str = Field(default="", max_length=200_000)
     diff: str = ""
     diff_truncated: bool = False

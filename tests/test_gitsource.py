@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,7 @@ def test_event_fields(repo: Path, sha: dict[str, str]) -> None:
     assert ev.sha == sha["fix"]
     assert ev.message == f"{SUBJECTS['fix']}\n\n{FIX_BODY}"
     assert ev.author == "Ada Reviewer <ada@example.com>"
+    assert ev.authored_at == datetime(2024, 1, 3, 12, tzinfo=UTC)  # the fixture's author date
     assert ev.branch == "main"
     assert ev.repo == "demo"
     assert ev.pull_request == 7

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -38,6 +38,7 @@ from infra.store import Store
 from schemas import (
     AcceptedChange,
     ChangedFile,
+    CommitEvent,
     Feedback,
     JobState,
     LifecycleAction,
@@ -255,12 +256,15 @@ def store(tmp_path):
     s.close()
 
 
-def accepted(i: int, repo: str, label: str | None, at: datetime) -> AcceptedChange:
+def accepted(i: int, repo: str, label: str | None, at: datetime,
+             authored: datetime | None = None) -> AcceptedChange:
     change = NormalizedChange(repo=repo, sha=f"{i:040x}", message=f"change {i}", diff=DIFF,
                               files=[ChangedFile(path="docs/guide.md", status="added", added=3,
                                                  deleted=0)])
+    raw = CommitEvent(event_id=f"req-{i}", repo=repo, sha=f"{i:040x}", authored_at=authored)
     return AcceptedChange(request_id=f"req-{i}", task="code-review", source_topic="t",
-                          kind="commit", label=label, change=change, raw="{}", occurred_at=at)
+                          kind="commit", label=label, change=change, raw=raw.model_dump_json(),
+                          occurred_at=at)
 
 
 def test_export_labels_feedback_and_split_by_repository(store, tmp_path):
@@ -290,6 +294,23 @@ def test_export_labels_feedback_and_split_by_repository(store, tmp_path):
     exs = load_examples(path)
     assert len(exs) == 11 and {e.split for e in exs} == {"train", "val"}
     assert {e.change.files[0].status for e in exs} == {"added"}
+
+
+def test_export_dates_rows_by_author_date_and_holds_out_the_newest_authored(store):
+    # Submitted in one go (occurred_at one second apart) but written years apart, newest
+    # first: a temporal split must follow the author dates, not the arrival order.
+    sent = datetime(2026, 1, 1, tzinfo=UTC)
+    written = [datetime(2020 - i, 6, 1, tzinfo=timezone(timedelta(hours=2))) for i in range(19)]
+    events = [accepted(i, "org/one", "docs", sent + timedelta(seconds=i), authored=at)
+              for i, at in enumerate(written)]
+    events.append(accepted(19, "org/one", "docs", sent + timedelta(seconds=19)))  # no author date
+    store.insert_events(events)
+    rows = {r["id"]: r for r in export_rows(store, "code-review")}
+    assert rows["req-0"]["author_date"] == "2020-06-01T00:00:00+02:00"
+    assert rows["req-18"]["author_date"] == "2002-06-01T00:00:00+02:00"
+    assert rows["req-19"]["author_date"].startswith("2026-01-01T00:00:19")  # falls back to arrival
+    val = sorted(r["id"] for r in rows.values() if r["split"] == "val")
+    assert val == ["req-0", "req-1", "req-19"]  # the newest 15 % of 20 rows by author date
 
 
 def test_job_events_are_idempotent_and_latest_state_wins(store):

@@ -15,6 +15,7 @@ import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,8 @@ def commit_event(row: dict[str, Any]) -> CommitEvent:
         sha = hashlib.sha1(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()
     return CommitEvent(
         event_id=str(row.get("id") or f"{row.get('repo', 'local')}@{sha}")[:128],
-        repo=str(row.get("repo") or "local"), sha=sha, message=message[:200_000], diff=diff,
+        repo=str(row.get("repo") or "local"), sha=sha, authored_at=_parse_date(row.get("author_date")),
+        message=message[:200_000], diff=diff,
         diff_truncated=bool(row.get("diff_truncated", False)), files=files,
     )
 
@@ -149,21 +151,26 @@ def temporal_split(examples: list[Example], train_fraction: float = 0.7
     """Oldest `train_fraction` (by author date, ties by id) -> train, the newer rest -> test."""
     if not 0 < train_fraction < 1:
         raise ConfigError(f"train fraction must be in (0, 1), got {train_fraction}")
-    ordered = sorted(examples, key=lambda e: (_date_key(e.author_date), e.id))
+    ordered = sorted(examples, key=lambda e: (date_key(e.author_date), e.id))
     cut = max(1, min(len(ordered) - 1, round(len(ordered) * train_fraction)))
     return ordered[:cut], ordered[cut:]
 
 
 def authored_before(examples: Iterable[Example], first: Example) -> list[Example]:
     """The rows authored strictly before `first` (author dates compared in UTC)."""
-    cut = _date_key(first.author_date)
-    return [e for e in examples if _date_key(e.author_date) < cut]
+    cut = date_key(first.author_date)
+    return [e for e in examples if date_key(e.author_date) < cut]
 
 
-def _date_key(value: str) -> str:
+def _parse_date(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def date_key(value: str) -> str:
     """Author dates carry offsets; compare them in UTC."""
-    from datetime import UTC, datetime
-
     try:
         return datetime.fromisoformat(value).astimezone(UTC).isoformat()
     except ValueError:

@@ -12,9 +12,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from schemas import CHANGE_TYPES, AcceptedChange
+from schemas import CHANGE_TYPES, AcceptedChange, CommitEvent
 
-from .data import repo_split
+from .data import date_key, repo_split
 
 FEEDBACK_PREFIX = "change_type:"
 
@@ -52,6 +52,17 @@ def apply_feedback(labels: dict[str, str | None], feedback: list[dict[str, Any]]
     return out
 
 
+def author_date(raw: str, occurred_at: Any) -> str:
+    """The commit's author date as sent (`authored_at`), else when the event was sent:
+    events from producers that do not send it still sort, by arrival."""
+    try:
+        authored = CommitEvent.model_validate_json(raw).authored_at
+    except ValueError:
+        authored = None
+    when = authored or occurred_at
+    return when.isoformat() if isinstance(when, datetime) else str(when or "")
+
+
 def export_rows(store, task: str, since: datetime | None = None,
                 val_fraction: float = 0.25) -> list[dict[str, Any]]:
     """Rows {id, repo, sha, author_date, message, diff, diff_truncated, files, label, split},
@@ -65,10 +76,11 @@ def export_rows(store, task: str, since: datetime | None = None,
         label = labels.get(r["request_id"])
         if label not in CHANGE_TYPES:
             continue
-        change = AcceptedChange.model_validate(json.loads(r["accepted"])).change
+        accepted = AcceptedChange.model_validate(json.loads(r["accepted"]))
+        change = accepted.change
         rows.append({
             "id": r["request_id"], "repo": change.repo, "sha": change.sha,
-            "author_date": str(r.get("occurred_at") or ""), "message": change.message,
+            "author_date": author_date(accepted.raw, r.get("occurred_at")), "message": change.message,
             "diff": change.diff, "diff_truncated": change.diff_truncated,
             "files": [{"path": f.path, "status": f.status, "added": f.added, "deleted": f.deleted}
                       for f in change.files],
@@ -81,6 +93,6 @@ def export_rows(store, task: str, since: datetime | None = None,
             row["split"] = "val" if row["repo"] in val_repos else "train"
     else:
         cut = int(round(len(rows) * 0.85))
-        for n, row in enumerate(sorted(rows, key=lambda x: (x["author_date"], x["id"]))):
+        for n, row in enumerate(sorted(rows, key=lambda x: (date_key(x["author_date"]), x["id"]))):
             row["split"] = "train" if n < cut else "val"
     return rows
