@@ -13,6 +13,7 @@ from agents.settings import Settings
 
 from .client import check_version, new_run_id, replay_requests, send_replay
 from .progress import Progress
+from .registered import registered_specs
 
 
 def archive_sql(task: str, since: datetime | None, until: datetime | None,
@@ -31,15 +32,20 @@ def run_count_sql(run_id: str) -> str:
     return f"SELECT count() AS n FROM interactions FINAL WHERE run_id = {quote(run_id)}"
 
 
+def replay_targets(store, config) -> list[str]:
+    """Versions with an inference topic in this deployment: the versions file's, and those
+    registered at run time (`reviewbus train`), which workers serve from their next start."""
+    return [v.id for v in config.versions] + [s.id for s in registered_specs(store, config)]
+
+
 def replay(settings: Settings, version_id: str, *, since: datetime | None = None,
            until: datetime | None = None, limit: int | None = None, wait: bool = False,
            timeout: float = 600.0) -> str:
     from .cli import store_for
 
     config = load_config(settings.config)
-    # Only versions with an inference topic in this deployment can take a replay.
-    check_version(version_id, [v.id for v in config.versions])
     with store_for(settings) as store:
+        check_version(version_id, replay_targets(store, config))
         rows = store.query(archive_sql(config.task, since, until, limit)).as_dicts()
     if not rows:
         raise ReviewbusError("no archived input events in that range (submit some first)")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from agents.errors import ConfigError
+from agents.errors import ConfigError, UnknownVersion
 from agents.learning.data import (
     authored_before,
     example_from_row,
@@ -360,3 +360,11 @@ def test_registered_versions_come_from_the_lifecycle_history(store):
     specs = registered_specs(store, config)
     assert [s.id for s in specs] == ["ct-lora-new"]
     assert specs[0].repos == ["org/a"]
+    # a fine-tuned candidate can be rebenchmarked by replay; an archived one cannot
+    from streams.client import check_version
+    from streams.replay import replay_targets
+
+    targets = replay_targets(store, config)
+    assert targets == [v.id for v in config.versions] + ["ct-lora-new"]
+    with pytest.raises(UnknownVersion, match="ct-lora-gone"):
+        check_version("ct-lora-gone", targets)
