@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -38,14 +39,27 @@ def client_kwargs(settings: Settings, bootstrap: str) -> dict[str, Any]:
     return kw
 
 
-async def ensure_topics(settings: Settings, bootstrap: str, partitions: dict[str, int]) -> list[str]:
-    """Create the topics that do not exist yet, each with its explicit partition count."""
+@asynccontextmanager
+async def _admin(settings: Settings, bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap))
     try:
         await admin.start()
     except (KafkaError, OSError) as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from exc
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def existing_topics(settings: Settings, bootstrap: str) -> set[str]:
+    async with _admin(settings, bootstrap) as admin:
+        return set(await admin.list_topics())
+
+
+async def ensure_topics(settings: Settings, bootstrap: str, partitions: dict[str, int]) -> list[str]:
+    """Create the topics that do not exist yet, each with its explicit partition count."""
+    async with _admin(settings, bootstrap) as admin:
         existing = set(await admin.list_topics())
         missing = [NewTopic(name, n, 1) for name, n in partitions.items() if name not in existing]
         if missing:
@@ -54,8 +68,6 @@ async def ensure_topics(settings: Settings, bootstrap: str, partitions: dict[str
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
         return [t.name for t in missing]
-    finally:
-        await admin.close()
 
 
 async def start_producer(settings: Settings, bootstrap: str, **kw: Any) -> AIOKafkaProducer:

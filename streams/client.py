@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from agents.errors import ReviewbusError, UnknownVersion
 from agents.settings import Settings
 from infra.broker import find_broker
-from infra.kafka import produce_all, start_producer, start_tail_consumer, true_end_offsets
+from infra.kafka import (
+    existing_topics,
+    produce_all,
+    start_producer,
+    start_tail_consumer,
+    true_end_offsets,
+)
 from schemas import AcceptedChange, CommitEvent, InferenceRequest, ReviewFindings, Role, new_id
 
 from . import names
@@ -94,10 +100,17 @@ def replay_requests(rows: list[dict], version_id: str, run_id: str) -> list[Infe
 async def send_replay(settings: Settings, version_id: str, requests: list[InferenceRequest],
                       progress: Callable[[int], None] | None = None) -> int:
     bootstrap = find_broker(settings).address
+    topic = names.inference_topic(settings, version_id)
+    # Workers create a version's topic when they start serving it; without one, the requests
+    # would wait in a topic that no worker reads.
+    if topic not in await existing_topics(settings, bootstrap):
+        raise UnknownVersion(f"no worker serves {version_id!r} yet (no topic {topic}): versions "
+                             "registered after the workers started are served from their next "
+                             "start (`reviewbus down && reviewbus up`)")
     producer = await start_producer(settings, bootstrap)
     try:
         return await produce_all(
-            producer, names.inference_topic(settings, version_id),
+            producer, topic,
             ((r.request_id.encode(), r.model_dump_json().encode()) for r in requests), progress)
     finally:
         await producer.stop()

@@ -10,10 +10,10 @@ from agents.config import load_config
 from agents.errors import ReviewbusError
 from agents.rotation import quote
 from agents.settings import Settings
+from schemas import Registry, VersionState
 
 from .client import check_version, new_run_id, replay_requests, send_replay
 from .progress import Progress
-from .registered import registered_specs
 
 
 def archive_sql(task: str, since: datetime | None, until: datetime | None,
@@ -32,28 +32,32 @@ def run_count_sql(run_id: str) -> str:
     return f"SELECT count() AS n FROM interactions FINAL WHERE run_id = {quote(run_id)}"
 
 
-def replay_targets(store, config) -> list[str]:
-    """Versions with an inference topic in this deployment: the versions file's, and those
-    registered at run time (`reviewbus train`), which workers serve from their next start."""
-    return [v.id for v in config.versions] + [s.id for s in registered_specs(store, config)]
+def replay_targets(registry: Registry, config) -> list[str]:
+    """Versions a replay may go to: the versions file's, and those registered at run time
+    (`reviewbus train`, `versions register`) and not archived."""
+    listed = [v.id for v in config.versions]
+    return listed + sorted(vid for vid, e in registry.versions.items()
+                           if vid not in listed and e.state != VersionState.archived)
 
 
 def replay(settings: Settings, version_id: str, *, since: datetime | None = None,
            until: datetime | None = None, limit: int | None = None, wait: bool = False,
            timeout: float = 600.0) -> str:
-    from .cli import store_for
+    from .cli import current_registry, store_for
 
     config = load_config(settings.config)
+    check_version(version_id, replay_targets(current_registry(settings), config))
     with store_for(settings) as store:
-        check_version(version_id, replay_targets(store, config))
         rows = store.query(archive_sql(config.task, since, until, limit)).as_dicts()
     if not rows:
         raise ReviewbusError("no archived input events in that range (submit some first)")
     run_id = new_run_id()
     requests = replay_requests(rows, version_id, run_id)
     bar = Progress(len(requests), f"replay {run_id} -> {version_id}: sent")
-    asyncio.run(send_replay(settings, version_id, requests, bar.update))
-    bar.close()
+    try:
+        asyncio.run(send_replay(settings, version_id, requests, bar.update))
+    finally:
+        bar.close()
     if wait:
         wait_for_run(settings, run_id, len(requests), timeout)
     return run_id

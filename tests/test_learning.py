@@ -361,10 +361,11 @@ def test_registered_versions_come_from_the_lifecycle_history(store):
     assert [s.id for s in specs] == ["ct-lora-new"]
     assert specs[0].repos == ["org/a"]
     # a fine-tuned candidate can be rebenchmarked by replay; an archived one cannot
+    from infra.readback import registry_from_store
     from streams.client import check_version
     from streams.replay import replay_targets
 
-    targets = replay_targets(store, config)
+    targets = replay_targets(registry_from_store(store, config.task), config)
     assert targets == [v.id for v in config.versions] + ["ct-lora-new"]
     with pytest.raises(UnknownVersion, match="ct-lora-gone"):
         check_version("ct-lora-gone", targets)
