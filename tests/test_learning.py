@@ -257,12 +257,12 @@ def store(tmp_path):
 
 
 def accepted(i: int, repo: str, label: str | None, at: datetime,
-             authored: datetime | None = None) -> AcceptedChange:
+             authored: datetime | None = None, request_id: str | None = None) -> AcceptedChange:
     change = NormalizedChange(repo=repo, sha=f"{i:040x}", message=f"change {i}", diff=DIFF,
                               files=[ChangedFile(path="docs/guide.md", status="added", added=3,
                                                  deleted=0)])
     raw = CommitEvent(event_id=f"req-{i}", repo=repo, sha=f"{i:040x}", authored_at=authored)
-    return AcceptedChange(request_id=f"req-{i}", task="code-review", source_topic="t",
+    return AcceptedChange(request_id=request_id or f"req-{i}", task="code-review", source_topic="t",
                           kind="commit", label=label, change=change, raw=raw.model_dump_json(),
                           occurred_at=at)
 
@@ -277,17 +277,23 @@ def test_export_labels_feedback_and_split_by_repository(store, tmp_path):
         Feedback(fingerprint="change_type:docs", verdict="false_positive", request_id="req-2"),
         Feedback(fingerprint="change_type:nonsense", verdict="true_positive", request_id="req-3"),
     ]
+    # commit 7 sent again later (its pull request): one row, the newest request, labelled by
+    # the feedback given on the first one
+    events += [accepted(7, "org/r3", "docs", t0 + timedelta(hours=20), request_id="req-7-pr"),
+               Feedback(fingerprint="change_type:refactor", verdict="true_positive",
+                        request_id="req-7")]
     store.insert_events(events)
     rows = export_rows(store, "code-review")
     labels = {r["id"]: r["label"] for r in rows}
     assert len(rows) == 11  # req-2 dropped by feedback, req-5 labelled by feedback only
+    assert "req-7" not in labels and labels["req-7-pr"] == "refactor"
     assert labels["req-5"] == "feature" and labels["req-1"] == "test" and labels["req-3"] == "docs"
     assert "req-2" not in labels
     val_repos = {r["repo"] for r in rows if r["split"] == "val"}
     train_repos = {r["repo"] for r in rows if r["split"] == "train"}
     assert len(val_repos) == 1 and not val_repos & train_repos
     since = export_rows(store, "code-review", since=t0 + timedelta(hours=10))
-    assert sorted(r["id"] for r in since) == ["req-10", "req-11"]
+    assert sorted(r["id"] for r in since) == ["req-10", "req-11", "req-7-pr"]
     # the export reads back as a dataset, masked and labelled
     path = tmp_path / "export.jsonl"
     write_rows(path, rows)

@@ -66,14 +66,20 @@ def author_date(raw: str, occurred_at: Any) -> str:
 def export_rows(store, task: str, since: datetime | None = None,
                 val_fraction: float = 0.25) -> list[dict[str, Any]]:
     """Rows {id, repo, sha, author_date, message, diff, diff_truncated, files, label, split},
-    split into train and val by repository (one repository: its newest 15 % is val)."""
+    one per commit, split into train and val by repository (one repository: its newest 15 %
+    by author date is val)."""
     sql, params = archive_sql(since)
     archive = store.query(sql, {"task": task, **params}).as_dicts()
-    feedback = store.query(FEEDBACK_SQL).as_dicts()
-    labels = apply_feedback({r["request_id"]: r.get("label") for r in archive}, feedback)
+    # One row per commit: CI may send a commit more than once (a push, then its pull request),
+    # and feedback on any of its requests labels the commit. The newest request is exported.
+    commit_of = {r["request_id"]: f"{r['repo']}@{r['sha']}" for r in archive}
+    latest = {commit_of[r["request_id"]]: r for r in archive}  # archive is oldest first
+    feedback = [{**fb, "request_id": commit_of.get(fb["request_id"])}
+                for fb in store.query(FEEDBACK_SQL).as_dicts()]
+    labels = apply_feedback({commit: r.get("label") for commit, r in latest.items()}, feedback)
     rows: list[dict[str, Any]] = []
-    for r in archive:
-        label = labels.get(r["request_id"])
+    for commit, r in latest.items():
+        label = labels.get(commit)
         if label not in CHANGE_TYPES:
             continue
         accepted = AcceptedChange.model_validate(json.loads(r["accepted"]))
