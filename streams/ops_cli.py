@@ -20,6 +20,8 @@ from agents.settings import Settings
 
 from . import names
 
+CHANGE_TYPE_PREFIX = "change_type:"  # agents.learning.export reads these verdicts
+
 DLQ_COLUMNS = ("occurred_at", "event_id", "source_topic", "partition", "offset", "payload_size",
                "error")
 
@@ -34,15 +36,17 @@ def _actor() -> str:
 def add_commands(cmd) -> None:
     sp = cmd("feedback", cmd_feedback,
              "mark a finding (by fingerprint) a false positive or confirmed; feeds the "
-             "false-positive filter")
-    sp.add_argument("fingerprint")
+             "false-positive filter. `change_type:LABEL --request ID` confirms or rejects a "
+             "request's change type for `export`")
+    sp.add_argument("fingerprint", help="a finding's fingerprint, or change_type:LABEL")
     verdict = sp.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--false-positive", dest="verdict", action="store_const",
                          const="false_positive")
     verdict.add_argument("--confirmed", dest="verdict", action="store_const",
                          const="true_positive")
     sp.add_argument("--version", help="the version whose finding it was (informative)")
-    sp.add_argument("--request", help="the request the finding came from (informative)")
+    sp.add_argument("--request", help="the request the finding came from (informative; "
+                                      "required for change_type:LABEL)")
     sp.add_argument("--note", default="")
     sp.add_argument("--actor", default=_actor())
     sp.add_argument("--force", action="store_true",
@@ -79,25 +83,50 @@ def _dlq_filters(sp) -> None:
 
 
 def cmd_feedback(args, settings: Settings) -> int:
-    from agents.feedback import fingerprint_sql
     from schemas import Feedback
 
     from .cli import store_for
 
     with store_for(settings) as store:
-        seen = store.query(fingerprint_sql(args.fingerprint)).as_dicts()
-    if not seen and not args.force:
-        raise ReviewbusError(f"no finding with fingerprint {args.fingerprint!r} in the store "
-                             "(check `reviewbus findings`, or --force)")
+        if args.fingerprint.startswith(CHANGE_TYPE_PREFIX):
+            where = _change_type_request(store, args)
+        else:
+            where = _stored_findings(store, args)
     event = Feedback(fingerprint=args.fingerprint, verdict=args.verdict,
                      version_id=args.version, request_id=args.request, actor=args.actor,
                      note=args.note)
     asyncio.run(_publish(settings, "feedback", [(args.fingerprint.encode(),
                                                  event.model_dump_json().encode())]))
-    where = ", ".join(f"{r['version_id']}:{r['rule_id']}" for r in seen) or "no stored finding"
     word = "false positive" if args.verdict == "false_positive" else "confirmed"
     print(f"{args.fingerprint} marked {word} (event {event.event_id}; {where})")
     return 0
+
+
+def _stored_findings(store, args) -> str:
+    from agents.feedback import fingerprint_sql
+
+    seen = store.query(fingerprint_sql(args.fingerprint)).as_dicts()
+    if not seen and not args.force:
+        raise ReviewbusError(f"no finding with fingerprint {args.fingerprint!r} in the store "
+                             "(check `reviewbus findings`, or --force)")
+    return ", ".join(f"{r['version_id']}:{r['rule_id']}" for r in seen) or "no stored finding"
+
+
+def _change_type_request(store, args) -> str:
+    """Change-type feedback names a label and the request whose commit it labels."""
+    from schemas import CHANGE_TYPES
+
+    label = args.fingerprint[len(CHANGE_TYPE_PREFIX):]
+    if label not in CHANGE_TYPES:
+        raise ReviewbusError(f"unknown change type {label!r}; one of: {', '.join(CHANGE_TYPES)}")
+    if not args.request:
+        raise ReviewbusError("change-type feedback needs --request REQUEST_ID (the request_id "
+                             "of `reviewbus findings --format json`)")
+    rows = store.query("SELECT repo, sha FROM events_archive FINAL "
+                       "WHERE request_id = {r:String}", {"r": args.request}).as_dicts()
+    if not rows and not args.force:
+        raise ReviewbusError(f"no archived request {args.request!r} in the store (or --force)")
+    return ", ".join(f"commit {r['repo']}@{r['sha'][:12]}" for r in rows) or "no stored request"
 
 
 async def _publish(settings: Settings, short_topic: str | None,

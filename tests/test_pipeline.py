@@ -228,3 +228,34 @@ def test_lifecycle_topic_holds_the_registration_events(stack, served):
     events = [LifecycleEvent.model_validate_json(v) for v in raw]
     registered = {e.version_id: e.to_state.value for e in events if e.action.value == "register"}
     assert registered == {"an-stable": "stable", "an-cand": "shadow"}
+
+
+def test_change_type_feedback_relabels_the_commit_in_the_export(stack, served, capsys,
+                                                               monkeypatch, tmp_path):
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    events, _ = served
+    target = next(e for e in events if e.message.startswith("docs"))
+    stack.wait_for(f"SELECT count() AS n FROM events_archive FINAL "
+                   f"WHERE request_id = '{target.event_id}'", lambda r: r[0]["n"] == 1)
+    refused = {
+        ("change_type:nonsense", "--request", target.event_id): "unknown change type 'nonsense'",
+        ("change_type:docs",): "needs --request REQUEST_ID",
+        ("change_type:docs", "--request", "no-such-request"): "no archived request",
+    }
+    for args, reason in refused.items():
+        assert cli(["feedback", *args, "--confirmed"]) == 1
+        assert reason in capsys.readouterr().err
+    assert cli(["feedback", "change_type:performance", "--confirmed", "--request",
+                target.event_id]) == 0
+    assert f"commit demo@{target.sha[:12]}" in capsys.readouterr().out
+    stack.wait_for("SELECT count() AS n FROM feedback FINAL "
+                   "WHERE fingerprint = 'change_type:performance'", lambda r: r[0]["n"] == 1)
+
+    out = tmp_path / "labelled.jsonl"
+    assert cli(["export", "--task", "change_type", "--out", str(out)]) == 0
+    rows = {r["sha"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows[target.sha]["label"] == "performance"  # was docs
+    assert len(rows) == len(out.read_text().splitlines())  # one row per commit
+    # dated by the commit (the fixture's author dates are in January 2024), not by arrival
+    assert all(r["author_date"].startswith("2024-01-") for r in rows.values())
