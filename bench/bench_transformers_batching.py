@@ -1,7 +1,7 @@
 """Batched vs one-at-a-time inference of the transformers backend (the shipped adapter).
 
     python -m bench.bench_transformers_batching [--n 64] [--batch 32] [--trials 3] [--dataset FILE]
-        [--max-lengths 32,64,128,256]
+        [--max-lengths 32,64,128,256] [--forward-batches 1,4,8,32]
 
 Both modes go through the pipeline's own inference path: `agents.inference.run_batch` (the
 inference flow's call: timeout, circuit breaker, poison isolation) around the backend built by
@@ -16,6 +16,8 @@ bench/results/transformers_batching-<time>.json. The issue's bar: batched >= 3x 
 `--max-lengths` repeats the measurement with the inputs cut to each token budget (the model's
 own budget is 256): batching pays per-call overhead once per batch, so its gain shrinks as each
 input's compute grows; the sweep shows where on this machine it stops paying.
+`--forward-batches` times the model's forward pass alone (inputs encoded beforehand) at each
+batch size: the most that batching can gain on this machine, whatever the pipeline around it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,36 @@ def default_spec(adapter: str | None, batch: int):
     return spec.model_copy(update={"params": params})
 
 
+def forward_rates(backend, requests, sizes: list[int], min_changes: int = 64) -> list[dict]:
+    """Changes/s of the model's forward pass alone (inputs encoded beforehand, no pipeline,
+    no tokenizer) at each batch size: how much batching can gain on this machine at most."""
+    import torch
+
+    from agents.learning.text import features, join_fields, text_fields
+
+    changes = [r.change for r in requests]
+    out = []
+    for size in sizes:
+        fields = [text_fields(c) for c in changes[:size]]
+        lex = (backend._modeling.lexical_tensor(fields, backend.meta.lexical_dim,
+                                                backend.meta.lexical_scheme, backend.device)
+               if backend.meta.lexical_dim else None)
+        inputs = backend._modeling.encode(backend.tokenizer, [join_fields(f) for f in fields],
+                                          [features(c) for c in changes[:size]],
+                                          backend.meta.max_length, backend.device, lex)
+        passes = max(1, min_changes // size)
+        with torch.inference_mode():
+            backend.model(**inputs)  # warm up
+            t = time.perf_counter()
+            for _ in range(passes):
+                backend.model(**inputs)
+            rate = passes * len(fields) / (time.perf_counter() - t)
+        out.append({"batch": len(fields), "per_s": round(rate, 2)})
+    for row in out:
+        row["vs_batch_1"] = round(row["per_s"] / out[0]["per_s"], 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_transformers_batching")
     p.add_argument("--n", type=int, default=64, help="requests per mode and trial")
@@ -70,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label", default=None, help="suffix of the JSON file name")
     p.add_argument("--max-lengths", default="",
                    help="comma-separated token budgets to sweep (default: the model's own)")
+    p.add_argument("--forward-batches", default="1,4,8,32",
+                   help="batch sizes at which to time the bare forward pass (the ceiling)")
     args = p.parse_args(argv)
 
     import torch
@@ -129,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  max_length {length:>4} ({tokens:6.1f} tokens): one {m['one_at_a_time']:8.2f}/s, "
               f"batched {m['batched']:8.2f}/s, speedup {sweep[-1]['speedup']:.2f}x", flush=True)
     backend.meta.max_length = own_length
+    forward = forward_rates(backend, requests,
+                            [int(x) for x in args.forward_batches.split(",") if x.strip()])
     med, rates, same_labels = measure()
     ratio = med["batched"] / med["one_at_a_time"]
     result = {
@@ -139,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "one_at_a_time_per_s": round(med["one_at_a_time"], 2),
         "batched_per_s": round(med["batched"], 2), "speedup": round(ratio, 2), "bar": 3.0,
         "same_labels_in_both_modes": same_labels, "max_length": own_length,
-        "sweep": sweep,
+        "sweep": sweep, "forward_only": forward,
         "all_rates": {k: [round(x, 2) for x in v] for k, v in rates.items()},
         "torch_threads": torch.get_num_threads(), "device": str(backend.device),
         "inputs": "dataset" if args.dataset and args.dataset.is_file() else "synthetic",
@@ -151,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  one at a time : {result['one_at_a_time_per_s']:8.2f} req/s")
     print(f"  batched ({args.batch:>3}) : {result['batched_per_s']:8.2f} req/s")
     print(f"  speedup       : {ratio:8.2f}x (bar: >= 3x)")
+    for row in forward:
+        print(f"  forward pass alone, batch {row['batch']:>3}: {row['per_s']:8.2f} changes/s "
+              f"({row['vs_batch_1']:.2f}x batch 1)")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
