@@ -145,6 +145,13 @@ def test_rows_without_a_known_label_are_refused(tmp_path):
     path.write_text("{not json\n")
     with pytest.raises(ConfigError, match="bad.jsonl:1"):
         load_examples(path)
+    # the line of the first bad row, and why: no label, or a row intake refuses
+    path.write_text(json.dumps(row(1)) + "\n\n" + json.dumps({"message": "x"}) + "\n")
+    with pytest.raises(ConfigError, match=r"bad.jsonl:3: label None is not one of bug_fix, "):
+        load_examples(path)
+    path.write_text(json.dumps(row(1)) + "\n" + json.dumps(row(2, id="bad id")) + "\n")
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: event_id must be printable"):
+        load_examples(path)
 
 
 def test_load_examples_gz_and_repo_filter(tmp_path):

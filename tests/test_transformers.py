@@ -315,6 +315,12 @@ def test_train_records_job_events_and_registers_a_scoped_shadow(data, capsys, tm
     code, _, err = run_cli(["train", "--data", str(tmp_path / "none.jsonl"), "--out",
                             str(tmp_path / "x"), "--no-register"], capsys)
     assert code == 1 and "failed" in err
+    one_label = tmp_path / "one-label.jsonl"
+    one_label.write_text("".join(json.dumps({**r, "label": "docs"}) + "\n"
+                                 for r in map(json.loads, data.read_text().splitlines()[:6])))
+    code, _, err = run_cli(["train", "--data", str(one_label), "--out", str(tmp_path / "y"),
+                            "--no-register"], capsys)
+    assert code == 1 and "the training data has one label (docs)" in err
     # pooled: org/one's scope, validated on org/one, trained also on org/two's 15 rows
     pooled = tmp_path / "pooled"
     code, _, err = run_cli(["train", "--data", str(data), "--out", str(pooled), "--repo",
@@ -329,7 +335,7 @@ def test_train_records_job_events_and_registers_a_scoped_shadow(data, capsys, tm
     assert code == 1 and "--pool-other-repos needs --repo" in err
     code, stdout, _ = run_cli(["jobs", "--format", "json"], capsys)
     jobs = json.loads(stdout)
-    assert sorted(j["state"] for j in jobs) == ["failed", "succeeded", "succeeded"]
+    assert sorted(j["state"] for j in jobs) == ["failed", "failed", "succeeded", "succeeded"]
     ok = next(j for j in jobs if j["state"] == "succeeded" and j["version_id"])
     assert ok["version_id"] == "ct-one" and ok["repos"] == "org/one"
     assert ok["val_macro_f1"] is not None

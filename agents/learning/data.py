@@ -21,7 +21,7 @@ from typing import Any
 
 from schemas import CHANGE_TYPES, ChangedFile, CommitEvent, NormalizedChange
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidEvent
 from ..intake import accept_input
 from ..settings import Limits
 
@@ -77,10 +77,12 @@ def commit_event(row: dict[str, Any]) -> CommitEvent:
 
 
 def example_from_row(row: dict[str, Any], limits: Limits | None = None) -> Example:
-    """Raises ConfigError for a row without a known label or that intake would refuse."""
+    """Raises ConfigError for a row without a known label, InvalidEvent for one that intake
+    would refuse."""
     label = row.get("label")
     if label not in CHANGE_TYPES:
-        raise ConfigError(f"row {row.get('id', '?')}: label {label!r} is not one of {CHANGE_TYPES}")
+        where = f"row {row['id']}: " if row.get("id") else ""
+        raise ConfigError(f"{where}label {label!r} is not one of {', '.join(CHANGE_TYPES)}")
     event = commit_event(row)
     accepted = accept_input(event.model_dump_json().encode(), source_topic="dataset",
                             kind="commit", task="code-review", limits=limits or Limits())
@@ -88,7 +90,8 @@ def example_from_row(row: dict[str, Any], limits: Limits | None = None) -> Examp
                    label=str(label), change=accepted.change, split=row.get("split"))
 
 
-def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) for every non-empty line."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -102,7 +105,7 @@ def read_rows(path: Path) -> Iterator[dict[str, Any]]:
                     raise ConfigError(f"{path}:{n}: not a JSON object: {exc}") from exc
                 if not isinstance(row, dict):
                     raise ConfigError(f"{path}:{n}: not a JSON object")
-                yield row
+                yield n, row
     except OSError as exc:
         raise ConfigError(f"cannot read dataset {path}: {exc.strerror or exc}") from exc
 
@@ -112,10 +115,13 @@ def load_examples(path: Path, repos: Iterable[str] | None = None, limit: int | N
     """Every labelled row of a JSONL(.gz) file, optionally only some repositories."""
     wanted = set(repos) if repos else None
     out: list[Example] = []
-    for row in read_rows(path):
+    for n, row in read_rows(path):
         if wanted is not None and row.get("repo") not in wanted:
             continue
-        out.append(example_from_row(row))
+        try:
+            out.append(example_from_row(row))
+        except (ConfigError, InvalidEvent) as exc:  # intake's refusal, as on the bus
+            raise ConfigError(f"{path}:{n}: {exc}") from exc
         if limit is not None and len(out) >= limit:
             break
     if not out:

@@ -239,6 +239,10 @@ def train_adapter(train: Sequence[Example], val: Sequence[Example], out: Path,
     """Fine-tune a new adapter from the base model; write it (best epoch on `val`) to `out`."""
     if not train:
         raise ConfigError("no training examples")
+    seen = sorted({ex.label for ex in [*train, *val]})
+    if len(seen) < 2:
+        raise ConfigError(f"the training data has one label ({seen[0]}): a change-type "
+                          "classifier needs examples of at least two")
     started = time.monotonic()
     base_dir = Path(base_dir) if base_dir else default_base_dir()
     device = pick_device(params.device)
