@@ -16,11 +16,10 @@ import sys
 from typing import Any
 
 from agents.errors import ReviewbusError
+from agents.learning.export import FEEDBACK_PREFIX
 from agents.settings import Settings
 
 from . import names
-
-CHANGE_TYPE_PREFIX = "change_type:"  # agents.learning.export reads these verdicts
 
 DLQ_COLUMNS = ("occurred_at", "event_id", "source_topic", "partition", "offset", "payload_size",
                "error")
@@ -88,7 +87,7 @@ def cmd_feedback(args, settings: Settings) -> int:
     from .cli import store_for
 
     with store_for(settings) as store:
-        if args.fingerprint.startswith(CHANGE_TYPE_PREFIX):
+        if args.fingerprint.startswith(FEEDBACK_PREFIX):
             where = _change_type_request(store, args)
         else:
             where = _stored_findings(store, args)
@@ -116,7 +115,7 @@ def _change_type_request(store, args) -> str:
     """Change-type feedback names a label and the request whose commit it labels."""
     from schemas import CHANGE_TYPES
 
-    label = args.fingerprint[len(CHANGE_TYPE_PREFIX):]
+    label = args.fingerprint[len(FEEDBACK_PREFIX):]
     if label not in CHANGE_TYPES:
         raise ReviewbusError(f"unknown change type {label!r}; one of: {', '.join(CHANGE_TYPES)}")
     if not args.request:
