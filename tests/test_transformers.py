@@ -296,6 +296,9 @@ def test_eval_temporal_and_loro_protocols(data, capsys, tmp_path):
         code, _, err = run_cli(["eval", "--dataset", str(data), "--version", "a1",
                                 "--protocol", "temporal"], capsys)
         assert code == 1 and "transformers" in err
+        code, _, err = run_cli(["eval", "--dataset", str(data), "--version", "a1",
+                                "--batch-size", "0"], capsys)
+        assert code == 1 and "--batch-size must be at least 1" in err
     finally:
         del os.environ["REVIEWBUS_CONFIG"]
 
