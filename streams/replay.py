@@ -45,6 +45,8 @@ def replay(settings: Settings, version_id: str, *, since: datetime | None = None
            timeout: float = 600.0) -> str:
     from .cli import current_registry, store_for
 
+    if limit is not None and limit < 1:
+        raise ReviewbusError(f"--limit must be at least 1, got {limit}")
     config = load_config(settings.config)
     check_version(version_id, replay_targets(current_registry(settings), config))
     with store_for(settings) as store:

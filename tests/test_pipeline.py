@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from agents.errors import ReviewbusError
 from infra.gitsource import commit_events
 from infra.kafka import read_to_end, start_producer
 from schemas import DeadLetter, LifecycleEvent, Role, Status
@@ -156,6 +157,8 @@ def test_malformed_messages_go_to_the_dlq_and_the_stream_goes_on(stack, repo):
 def test_replay_archived_events_into_a_run(stack, served, capsys, monkeypatch):
     stack.wait_for("SELECT count() AS n FROM events_archive FINAL",
                    lambda rows: rows[0]["n"] >= 10)
+    with pytest.raises(ReviewbusError, match="--limit must be at least 1"):
+        replay(stack.settings, "an-cand", limit=0)  # not "no limit"
     run_id = replay(stack.settings, "an-cand", limit=10, wait=True, timeout=120)
     rows = stack.query(f"SELECT role, count() AS n FROM interactions FINAL "
                        f"WHERE run_id = '{run_id}' GROUP BY role")
