@@ -174,6 +174,8 @@ def cmd_train(args, settings: Settings) -> int:
     from agents.learning.train import TrainParams
 
     params = TrainParams.from_dict(overrides)  # fail on bad parameters before any job exists
+    if not 0 < args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     if args.pool_other_repos and not args.repos:
         raise ConfigError("--pool-other-repos needs --repo: the scope the other rows are added to")
     job_id = new_id()

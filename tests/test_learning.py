@@ -152,6 +152,8 @@ def test_rows_without_a_known_label_are_refused(tmp_path):
     path.write_text(json.dumps(row(1)) + "\n" + json.dumps(row(2, id="bad id")) + "\n")
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: event_id must be printable"):
         load_examples(path)
+    with pytest.raises(ConfigError, match="limit must be at least 1, got 0"):
+        load_examples(path, limit=0)
 
 
 def test_load_examples_gz_and_repo_filter(tmp_path):

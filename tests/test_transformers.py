@@ -324,6 +324,9 @@ def test_train_records_job_events_and_registers_a_scoped_shadow(data, capsys, tm
     code, _, err = run_cli(["train", "--data", str(one_label), "--out", str(tmp_path / "y"),
                             "--no-register"], capsys)
     assert code == 1 and "the training data has one label (docs)" in err
+    code, _, err = run_cli(["train", "--data", str(data), "--out", str(tmp_path / "y"),
+                            "--val-fraction", "1.5"], capsys)
+    assert code == 1 and "--val-fraction must be in (0, 1), got 1.5" in err
     # pooled: org/one's scope, validated on org/one, trained also on org/two's 15 rows
     pooled = tmp_path / "pooled"
     code, _, err = run_cli(["train", "--data", str(data), "--out", str(pooled), "--repo",

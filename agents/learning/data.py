@@ -113,6 +113,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def load_examples(path: Path, repos: Iterable[str] | None = None, limit: int | None = None
                   ) -> list[Example]:
     """Every labelled row of a JSONL(.gz) file, optionally only some repositories."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
     wanted = set(repos) if repos else None
     out: list[Example] = []
     for n, row in read_rows(path):
