@@ -12,6 +12,7 @@ heads), and `reviewbus.json` (labels, features, max length, base model id, metri
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -191,6 +192,9 @@ def save_model(model: ChangeTypeModel, meta: ModelMeta, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder
     if hasattr(encoder, "save_pretrained") and hasattr(encoder, "peft_config"):
+        # peft re-reads README.md to update it; ours (train.write_model_card) has no YAML header,
+        # which huggingface_hub reports on every save into an existing adapter directory
+        logging.getLogger("huggingface_hub.repocard").setLevel(logging.ERROR)
         encoder.save_pretrained(str(out))
     save_file(model.head_state(), str(out / HEAD_FILE))
     meta.save(out)
