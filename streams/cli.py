@@ -34,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def pull_request_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"not a pull request number: {text!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reviewbus", description=__doc__)
     sub = p.add_subparsers(title="commands")
@@ -54,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("rev", nargs="?", help="REV or A..B (default: HEAD, or --last N)")
     sp.add_argument("--repo", type=Path, default=Path("."))
     sp.add_argument("--last", type=int, help="the last N commits")
-    sp.add_argument("--pr", type=int, help="pull request number")
+    sp.add_argument("--pr", type=pull_request_number, help="pull request number")
     sp.add_argument("--wait", action="store_true", help="print the findings of these commits")
     sp.add_argument("--timeout", type=float, default=300.0)
     sp.add_argument("--format", choices=FORMATS_FINDINGS, default="text")

@@ -88,6 +88,12 @@ def test_expected_errors_are_one_line_without_traceback(env, capsys):
     assert cli(["compare", "--window", "soon"]) == 1
     assert "bad window" in capsys.readouterr().err
 
+    with pytest.raises(SystemExit) as exit_:  # refused by argparse, before any git or broker
+        cli(["submit", "--repo", ".", "--pr", "-1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "not a pull request number: '-1'" in err
+    assert "Traceback" not in err
+
 
 def result(request_id, version, role, status="ok", latency=10.0, label=None, predicted=None,
            when=None):
