@@ -171,6 +171,30 @@ def test_heavy_imports_are_lazy():
     assert out.stdout.strip() == "[]"
 
 
+def test_several_transformers_versions_load_at_once_in_a_fresh_worker():
+    # A worker builds each version's backend on its own thread. Without the build lock,
+    # transformers' lazy first import raced: "cannot import name 'AutoModel'" for all but one.
+    code = """
+import threading
+from agents.backends.base import build_backend
+from schemas import VersionSpec
+errors = []
+def load(i):
+    try:
+        build_backend(VersionSpec(id=f"m{i}", backend="transformers",
+                                  params={"adapter": "change-type-lora"}))
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
 def test_shipped_adapter_is_a_ready_shadow_candidate():
     import fnmatch
     import tomllib

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Protocol
 
 from pydantic import Field
@@ -41,7 +42,19 @@ BACKENDS: dict[str, str] = {
 }
 
 
+# Workers build their versions' backends on threads. transformers' lazily loaded module is not
+# safe to import from several threads at once ("cannot import name 'AutoModel'"), so builds,
+# which hold those first imports and the model loads, run one at a time. Reentrant: a
+# consensus backend builds its members inside its own build.
+_BUILD_LOCK = threading.RLock()
+
+
 def build_backend(spec: VersionSpec) -> Backend:
+    with _BUILD_LOCK:
+        return _build(spec)
+
+
+def _build(spec: VersionSpec) -> Backend:
     target = BACKENDS.get(spec.backend)
     if target is None:
         raise ConfigError(f"version {spec.id}: unknown backend {spec.backend!r}; "
