@@ -105,6 +105,21 @@ def collect(store, task: str, window_s: int, versions: Sequence[str] = ()) -> di
     return {"bucket_s": bucket_s, "series": series, "changes": changes}
 
 
+def with_gaps(points: Sequence[tuple[datetime, float]], bucket_s: int
+              ) -> tuple[list[datetime], list[float]]:
+    """xs, ys with a NaN wherever buckets without traffic lie between two points, so the line
+    breaks there instead of drawing numbers nobody measured."""
+    xs: list[datetime] = []
+    ys: list[float] = []
+    for t, y in points:
+        if xs and (t - xs[-1]).total_seconds() > bucket_s:
+            xs.append(xs[-1])
+            ys.append(math.nan)
+        xs.append(t)
+        ys.append(y)
+    return xs, ys
+
+
 def plot_rollout(store, task: str, window_s: int, path: Path,
                  versions: Sequence[str] = ()) -> dict:
     """Write the PNG; return the numbers drawn."""
@@ -123,9 +138,8 @@ def plot_rollout(store, task: str, window_s: int, path: Path,
         colors[version] = palette[i % len(palette)]
     for ax, (metric, title) in zip(axes, PANELS):
         for version, per in sorted(data["series"].items()):
-            points = per[metric]
-            if points:
-                xs, ys = zip(*points)
+            if per[metric]:
+                xs, ys = with_gaps(per[metric], data["bucket_s"])
                 ax.plot(xs, ys, marker=".", label=version, color=colors[version])
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
@@ -137,7 +151,11 @@ def plot_rollout(store, task: str, window_s: int, path: Path,
         top.annotate(f"{change['version_id']}: {change['state']}", xy=(change["at"], 1.0),
                      xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
                      va="top", ha="right", color=colors.get(change["version_id"], "grey"))
-    axes[0].legend(loc="upper left", fontsize=8)
+    # every version, also one with nothing in the top panel (say, only failures)
+    from matplotlib.lines import Line2D
+
+    axes[0].legend(handles=[Line2D([], [], color=c, marker=".", label=v) for v, c in colors.items()],
+                   loc="upper left", fontsize=8)
     axes[-1].set_xlabel(f"time (UTC), {data['bucket_s']} s buckets")
     fig.suptitle(f"reviewbus rollout: {task}")
     fig.autofmt_xdate()

@@ -175,6 +175,18 @@ def test_compare_plot(history, capsys, tmp_path):
     assert [(c["version_id"], c["state"]) for c in data["changes"]] == [("b", "canary 50%")]
 
 
+def test_plot_lines_break_where_no_traffic_was_measured():
+    import math
+
+    from streams.plot import with_gaps
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    at = [t0, t0 + timedelta(seconds=30), t0 + timedelta(seconds=300), t0 + timedelta(seconds=330)]
+    xs, ys = with_gaps(list(zip(at, [1.0, 2.0, 3.0, 4.0])), bucket_s=30)
+    assert xs == [at[0], at[1], at[1], at[2], at[3]]  # adjacent buckets join, a gap breaks
+    assert ys[:2] == [1.0, 2.0] and math.isnan(ys[2]) and ys[3:] == [3.0, 4.0]
+
+
 def test_plot_without_data_is_a_one_line_error(env, capsys, tmp_path):
     with open_store(Settings()) as store:
         store.query("SELECT 1")
