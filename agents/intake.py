@@ -40,7 +40,7 @@ def accept_input(raw: bytes | None, *, source_topic: str, kind: str, task: str,
     raw_type, label, message = mask_message(event.message)
     change = NormalizedChange(
         repo=event.repo, sha=event.sha, pull_request=event.pull_request, branch=event.branch,
-        author=event.author, message=message, diff=event.diff,
+        author=event.author, authored_at=event.authored_at, message=message, diff=event.diff,
         diff_truncated=event.diff_truncated, files=event.files,
     )
     return AcceptedChange(

@@ -66,26 +66,19 @@ def forward_rates(backend, requests, sizes: list[int], min_changes: int = 64) ->
     no tokenizer) at each batch size: how much batching can gain on this machine at most."""
     import torch
 
-    from agents.learning.text import features, join_fields, text_fields
-
     changes = [r.change for r in requests]
     out = []
     for size in sizes:
-        fields = [text_fields(c) for c in changes[:size]]
-        lex = (backend._modeling.lexical_tensor(fields, backend.meta.lexical_dim,
-                                                backend.meta.lexical_scheme, backend.device)
-               if backend.meta.lexical_dim else None)
-        inputs = backend._modeling.encode(backend.tokenizer, [join_fields(f) for f in fields],
-                                          [features(c) for c in changes[:size]],
-                                          backend.meta.max_length, backend.device, lex)
+        batch = changes[:size]
+        inputs = backend.model_inputs(batch)
         passes = max(1, min_changes // size)
         with torch.inference_mode():
             backend.model(**inputs)  # warm up
             t = time.perf_counter()
             for _ in range(passes):
                 backend.model(**inputs)
-            rate = passes * len(fields) / (time.perf_counter() - t)
-        out.append({"batch": len(fields), "per_s": round(rate, 2)})
+            rate = passes * len(batch) / (time.perf_counter() - t)
+        out.append({"batch": len(batch), "per_s": round(rate, 2)})
     for row in out:
         row["vs_batch_1"] = round(row["per_s"] / out[0]["per_s"], 2)
     return out

@@ -453,13 +453,6 @@ def _files(repo: Path, sha: str, limits: Limits) -> list[ChangedFile]:
     return files
 
 
-def _author_date(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None  # git always prints %aI; be lenient with whatever it printed
-
-
 def commit_event(repo: Path, sha: str, *, repo_name: str | None = None,
                  pull_request: int | None = None, limits: Limits | None = None,
                  branch: str | None = None) -> CommitEvent:
@@ -481,7 +474,7 @@ def commit_event(repo: Path, sha: str, *, repo_name: str | None = None,
         branch=branch if branch is not None else _branch_for(repo, full),
         pull_request=pull_request,
         author=author[:512] or None,
-        authored_at=_author_date(date),
+        authored_at=datetime.fromisoformat(date) if date else None,  # git's strict ISO 8601
         message=message.rstrip("\n")[:_MAX_MESSAGE_CHARS],
         diff=diff,
         diff_truncated=diff_truncated,

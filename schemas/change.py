@@ -67,6 +67,7 @@ class NormalizedChange(Model):
     pull_request: int | None = None
     branch: str | None = None
     author: str | None = None
+    authored_at: datetime | None = None
     message: str  # prefix-masked
     diff: str
     diff_truncated: bool = False

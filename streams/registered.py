@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import logging
 
-from schemas import VersionSpec, VersionState
+from schemas import Registry, VersionSpec, VersionState
 
 log = logging.getLogger("reviewbus")
 
 _registered: list[VersionSpec] = []
 
 
-def registered_specs(store, config) -> list[VersionSpec]:
-    """Specs of the store's lifecycle history (folded) that the config lacks, not archived."""
-    from infra.readback import registry_from_store
-
-    registry = registry_from_store(store, config.task)
+def unlisted_specs(registry: Registry, config) -> list[VersionSpec]:
+    """Specs of the registry that the config lacks (registered at run time), not archived."""
     known = {v.id for v in config.versions}
     return [e.spec for vid, e in sorted(registry.versions.items())
             if vid not in known and e.state != VersionState.archived]
+
+
+def registered_specs(store, config) -> list[VersionSpec]:
+    """unlisted_specs of the store's lifecycle history (folded)."""
+    from infra.readback import registry_from_store
+
+    return unlisted_specs(registry_from_store(store, config.task), config)
 
 
 def load_registered(store, config) -> list[VersionSpec]:

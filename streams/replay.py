@@ -10,10 +10,11 @@ from agents.config import load_config
 from agents.errors import ReviewbusError
 from agents.rotation import quote
 from agents.settings import Settings
-from schemas import Registry, VersionState
+from schemas import Registry
 
 from .client import check_version, new_run_id, replay_requests, send_replay
 from .progress import Progress
+from .registered import unlisted_specs
 
 
 def archive_sql(task: str, since: datetime | None, until: datetime | None,
@@ -35,9 +36,7 @@ def run_count_sql(run_id: str) -> str:
 def replay_targets(registry: Registry, config) -> list[str]:
     """Versions a replay may go to: the versions file's, and those registered at run time
     (`reviewbus train`, `versions register`) and not archived."""
-    listed = [v.id for v in config.versions]
-    return listed + sorted(vid for vid, e in registry.versions.items()
-                           if vid not in listed and e.state != VersionState.archived)
+    return [v.id for v in config.versions] + [s.id for s in unlisted_specs(registry, config)]
 
 
 def replay(settings: Settings, version_id: str, *, since: datetime | None = None,

@@ -38,7 +38,6 @@ from infra.store import Store
 from schemas import (
     AcceptedChange,
     ChangedFile,
-    CommitEvent,
     Feedback,
     JobState,
     LifecycleAction,
@@ -267,13 +266,12 @@ def store(tmp_path):
 
 def accepted(i: int, repo: str, label: str | None, at: datetime,
              authored: datetime | None = None, request_id: str | None = None) -> AcceptedChange:
-    change = NormalizedChange(repo=repo, sha=f"{i:040x}", message=f"change {i}", diff=DIFF,
+    change = NormalizedChange(repo=repo, sha=f"{i:040x}", authored_at=authored,
+                              message=f"change {i}", diff=DIFF,
                               files=[ChangedFile(path="docs/guide.md", status="added", added=3,
                                                  deleted=0)])
-    raw = CommitEvent(event_id=f"req-{i}", repo=repo, sha=f"{i:040x}", authored_at=authored)
     return AcceptedChange(request_id=request_id or f"req-{i}", task="code-review", source_topic="t",
-                          kind="commit", label=label, change=change, raw=raw.model_dump_json(),
-                          occurred_at=at)
+                          kind="commit", label=label, change=change, raw="{}", occurred_at=at)
 
 
 def test_export_labels_feedback_and_split_by_repository(store, tmp_path):

@@ -117,24 +117,39 @@ class TransformersBackend:
                  fields: list[tuple[str, str, str]]) -> list[Prediction]:
         import torch
 
-        from ..learning.text import features, join_fields
-
-        texts = [join_fields(f) for f in fields]
-        feats = [features(c) for c in chunk]
-        lex = None  # plain Python work: built before taking the model's lock
-        if self.meta.lexical_dim:
-            lex = self._modeling.lexical_tensor(fields, self.meta.lexical_dim,
-                                                self.meta.lexical_scheme, self.device)
+        lex = self._lexical(fields)  # plain Python work: built before taking the model's lock
         try:
             with self._lock, torch.inference_mode():
-                inputs = self._modeling.encode(self.tokenizer, texts, feats, self.meta.max_length,
-                                               self.device, lex)
+                inputs = self._encode(chunk, fields, lex)
                 logits, risk_logits = self.model(**inputs)
                 probs = torch.softmax(logits.float(), dim=-1).cpu().tolist()
                 risk_probs = torch.softmax(risk_logits.float(), dim=-1).cpu().tolist()
         except RuntimeError as exc:  # out of memory, bad input shapes ...
             raise BackendError(f"transformers forward pass failed: {exc}") from exc
         return [self._prediction(c, p, r) for c, p, r in zip(chunk, probs, risk_probs)]
+
+    def _lexical(self, fields: list[tuple[str, str, str]]):
+        if not self.meta.lexical_dim:
+            return None
+        return self._modeling.lexical_tensor(fields, self.meta.lexical_dim,
+                                             self.meta.lexical_scheme, self.device)
+
+    def _encode(self, chunk: list[NormalizedChange], fields: list[tuple[str, str, str]], lex):
+        from ..learning.text import features, join_fields
+
+        return self._modeling.encode(self.tokenizer, [join_fields(f) for f in fields],
+                                     [features(c) for c in chunk], self.meta.max_length,
+                                     self.device, lex)
+
+    def model_inputs(self, batch: list[NormalizedChange]) -> dict:
+        """The forward pass's inputs for these changes, as `predict` builds them (benchmarks
+        time the pass alone)."""
+        from ..learning.text import text_fields
+
+        fields = [text_fields(c) for c in batch]
+        lex = self._lexical(fields)
+        with self._lock:
+            return self._encode(batch, fields, lex)
 
     def _prediction(self, change: NormalizedChange, probs: list[float],
                     risk_probs: list[float]) -> Prediction:

@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from schemas import CHANGE_TYPES, AcceptedChange, CommitEvent
+from schemas import CHANGE_TYPES, AcceptedChange
 
 from .data import date_key, repo_split
 
@@ -52,17 +52,6 @@ def apply_feedback(labels: dict[str, str | None], feedback: list[dict[str, Any]]
     return out
 
 
-def author_date(raw: str, occurred_at: Any) -> str:
-    """The commit's author date as sent (`authored_at`), else when the event was sent:
-    events from producers that do not send it still sort, by arrival."""
-    try:
-        authored = CommitEvent.model_validate_json(raw).authored_at
-    except ValueError:
-        authored = None
-    when = authored or occurred_at
-    return when.isoformat() if isinstance(when, datetime) else str(when or "")
-
-
 def export_rows(store, task: str, since: datetime | None = None,
                 val_fraction: float = 0.25) -> list[dict[str, Any]]:
     """Rows {id, repo, sha, author_date, message, diff, diff_truncated, files, label, split},
@@ -82,11 +71,13 @@ def export_rows(store, task: str, since: datetime | None = None,
         label = labels.get(commit)
         if label not in CHANGE_TYPES:
             continue
-        accepted = AcceptedChange.model_validate(json.loads(r["accepted"]))
-        change = accepted.change
+        change = AcceptedChange.model_validate(json.loads(r["accepted"])).change
+        # when the commit was written; producers that do not send it sort by arrival
+        when = change.authored_at or r.get("occurred_at")
         rows.append({
             "id": r["request_id"], "repo": change.repo, "sha": change.sha,
-            "author_date": author_date(accepted.raw, r.get("occurred_at")), "message": change.message,
+            "author_date": when.isoformat() if isinstance(when, datetime) else str(when or ""),
+            "message": change.message,
             "diff": change.diff, "diff_truncated": change.diff_truncated,
             "files": [{"path": f.path, "status": f.status, "added": f.added, "deleted": f.deleted}
                       for f in change.files],
