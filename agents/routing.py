@@ -135,3 +135,21 @@ def plan_route(
         if e.state == VersionState.shadow and vid not in unavailable and vid != primary
     )
     return RoutePlan(primary=primary, role=role, shadows=shadows, fallback_from=fallback_from)
+
+
+def mirrors(registry: Registry, plan: RoutePlan, unavailable: AbstractSet[str] = frozenset()
+            ) -> list[str]:
+    """The versions that get a shadow copy of the request: the plan's shadows, plus the stable
+    version when a canary serves, so the shadow agent can compare the two."""
+    out = list(plan.shadows)
+    stable = stable_version(registry)
+    if plan.role == Role.canary and stable and stable not in unavailable:
+        out.append(stable)
+    return [v for v in out if v != plan.primary]
+
+
+def answering_versions(registry: Registry, cohort: str, repo: str | None = None) -> list[str]:
+    """Every version that answers a request of this cohort while all are available: the one
+    that serves, then its mirrors."""
+    plan = plan_route(registry, cohort, repo=repo)
+    return ([plan.primary] if plan.primary else []) + mirrors(registry, plan)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents.intake import cohort_of
-from agents.routing import plan_route, stable_version
+from agents.routing import mirrors, plan_route
 from schemas import AcceptedChange, InferenceRequest, ReviewFindings, Role, Status
 
 from .. import topics
@@ -22,13 +22,8 @@ def requests_for(accepted: AcceptedChange) -> list[InferenceRequest]:
     if plan.primary:
         out.append(InferenceRequest(version_id=plan.primary, role=plan.role,
                                     fallback_from=plan.fallback_from, **base))
-    mirrors = list(plan.shadows)
-    stable = stable_version(registry)
-    # A canary's request is mirrored to stable so the shadow agent can compare the two.
-    if plan.role == Role.canary and stable and stable not in runtime.unavailable():
-        mirrors.append(stable)
     out += [InferenceRequest(version_id=v, role=Role.shadow, **base)
-            for v in mirrors if v != plan.primary and v in topics.inference]
+            for v in mirrors(registry, plan, runtime.unavailable()) if v in topics.inference]
     return out
 
 
