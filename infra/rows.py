@@ -87,6 +87,7 @@ def interaction_row(r: InferenceResult) -> Row:
         "cost_usd": float(r.usage.cost_usd),
         "model": r.usage.model or "",  # migration 006_llm_usage
         "prompt_hash": r.usage.prompt_hash or "",
+        "suggested_message": r.suggested_message or "",  # migration 012_suggested_message
         "error": r.error,
         "fallback_from": r.fallback_from,
         "repo": r.repo,

@@ -285,7 +285,7 @@ def test_a_litellm_version_in_shadow_records_usage_cost_model_and_prompt_hash(
         assert [r.version_id for r in served] == ["base"] * 3
         rows = stack.wait_for(
             "SELECT version_id, status, model, prompt_hash, prompt_tokens, completion_tokens, "
-            "cost_usd, predicted_label, error FROM interactions FINAL "
+            "cost_usd, predicted_label, suggested_message, error FROM interactions FINAL "
             "WHERE version_id IN ('llm-v1', 'duo') ORDER BY version_id, sha",
             lambda rows: len(rows) == 6)
         for row in rows:
@@ -301,6 +301,12 @@ def test_a_litellm_version_in_shadow_records_usage_cost_model_and_prompt_hash(
         assert len({r["prompt_hash"] for r in llm_rows}) == 3  # one prompt per commit
         for row in (r for r in rows if r["version_id"] == "duo"):  # consensus: the LLM's usage
             assert row["model"] == MODEL and row["prompt_tokens"] == PROMPT_TOKENS
+        # the model's subject is stored; the consensus takes it from the member whose type
+        # matches the consensus label (`feat` for feature; the fake member suggests none)
+        assert {r["suggested_message"] for r in rows} == {"feat(runner): add a command runner"}
+        base_rows = stack.wait_for("SELECT suggested_message FROM interactions FINAL "
+                                   "WHERE version_id = 'base'", lambda rows: len(rows) == 3)
+        assert [r["suggested_message"] for r in base_rows] == [""] * 3
         findings = stack.wait_for(
             "SELECT version_id, rule_id, severity FROM findings FINAL "
             "WHERE version_id IN ('llm-v1', 'duo') ORDER BY version_id, rule_id",
