@@ -302,14 +302,16 @@ def find_spec(settings: Settings, version: str) -> VersionSpec:
         from .cli import store_for
 
         with store_for(settings) as store:
-            entry = registry_from_store(store, config.task).versions.get(version)
+            registered = registry_from_store(store, config.task).versions
     except ReviewbusError:
-        entry = None
-    if entry is None:
-        known = ", ".join(v.id for v in config.versions)
-        raise ConfigError(f"unknown version {version!r} (versions file: {known}; or give an "
-                          "adapter directory)")
-    return entry.spec
+        registered = {}
+    if version in registered:
+        return registered[version].spec
+    known = ", ".join(v.id for v in config.versions)
+    others = sorted(set(registered) - {v.id for v in config.versions})
+    also = f"; registered: {', '.join(others)}" if others else ""
+    raise ConfigError(f"unknown version {version!r} (versions file: {known}{also}; or give an "
+                      "adapter directory)")
 
 
 def cmd_eval(args, settings: Settings) -> int:

@@ -382,3 +382,26 @@ def test_registered_versions_come_from_the_lifecycle_history(store):
     assert targets == [v.id for v in config.versions] + ["ct-lora-new"]
     with pytest.raises(UnknownVersion, match="ct-lora-gone"):
         check_version("ct-lora-gone", targets)
+
+
+def test_eval_finds_registered_versions_and_names_them_when_the_id_is_unknown(tmp_path, monkeypatch):
+    from agents.config import load_config
+    from agents.settings import Settings
+    from infra.store import open_store
+    from streams.ml_cli import find_spec
+
+    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REVIEWBUS_CONFIG", raising=False)
+    monkeypatch.delenv("REVIEWBUS_CLICKHOUSE", raising=False)
+    settings = Settings()
+    task = load_config().task
+    new = VersionSpec(id="ct-lora-new", backend="transformers", params={"adapter": "x"})
+    with open_store(settings) as store:
+        store.insert_events([LifecycleEvent(task=task, version_id=new.id,
+                                            action=LifecycleAction.register,
+                                            to_state=VersionState.shadow, actor="test",
+                                            spec=new.model_dump(mode="json"))])
+    assert find_spec(settings, "ct-lora-new").params == {"adapter": "x"}
+    assert find_spec(settings, "analyzers-v1").backend == "analyzers"  # the file's
+    with pytest.raises(ConfigError, match=r"versions file: analyzers-v1, .*; registered: ct-lora-new;"):
+        find_spec(settings, "nope")
