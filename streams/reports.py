@@ -98,7 +98,7 @@ def compare(store, task: str, window_s: int, run_id: str | None = None,
 def versions_rows(registry: Registry) -> list[dict]:
     shares = traffic_table(registry)
     return [{"version_id": v, "state": e.state.value, "traffic_percent": shares.get(v, 0.0),
-             "backend": e.spec.backend}
+             "backend": e.spec.backend, "scope": ", ".join(e.spec.repos) or "all"}
             for v, e in sorted(registry.versions.items())]
 
 

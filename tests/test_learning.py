@@ -405,3 +405,14 @@ def test_eval_finds_registered_versions_and_names_them_when_the_id_is_unknown(tm
     assert find_spec(settings, "analyzers-v1").backend == "analyzers"  # the file's
     with pytest.raises(ConfigError, match=r"versions file: analyzers-v1, .*; registered: ct-lora-new;"):
         find_spec(settings, "nope")
+
+
+def test_versions_table_shows_each_version_s_scope():
+    from streams.reports import versions_rows
+
+    spec = VersionSpec(id="ct-lora-a", backend="transformers", repos=["org/a", "org/b"])
+    registry = Registry(task="code-review", versions={
+        "a1": VersionEntry(spec=VersionSpec(id="a1", backend="analyzers"), state=VersionState.stable),
+        spec.id: VersionEntry(spec=spec, state=VersionState.shadow)})
+    assert [(r["version_id"], r["scope"]) for r in versions_rows(registry)] == [
+        ("a1", "all"), ("ct-lora-a", "org/a, org/b")]
