@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from agents.config import load_config
@@ -14,7 +16,7 @@ from infra.gitsource import commit_events
 from schemas import CommitEvent, Registry
 
 from .client import submit
-from .control import down, up, worker_info
+from .control import down, up, worker_health, worker_info
 from .output import summary
 from .progress import Progress
 from .reports import COMPARE_COLUMNS, compare, render_table
@@ -42,8 +44,7 @@ def demo(settings: Settings, repo: Path, last: int, keep: bool) -> int:
         print()
         print(summary(results))
         print()
-        wait_for_interactions(settings, config.task, [e.event_id for e in events],
-                              sum(len(vs) for vs in answering.values()))
+        wait_for_interactions(settings, config.task, answering)
         from .cli import store_for
 
         with store_for(settings) as store:
@@ -80,21 +81,57 @@ def answers_by_request(settings: Settings, events: list[CommitEvent]) -> dict[st
     return expected_answers(registry, events, served)
 
 
-def wait_for_interactions(settings: Settings, task: str, request_ids: list[str],
-                          expected: int, timeout: float = 300.0) -> None:
-    """Shadow answers land a little after the served ones; wait until all are stored."""
+ANSWERING_STATES = ("stable", "canary", "shadow")
+
+
+def stopped_answering(health: dict | None) -> dict[str, str]:
+    """{version: why} for the versions the worker will send no more requests to: no longer in
+    an answering state (quarantined after failures, archived, ...) or behind an open circuit.
+    Their shadow copies still queued are dropped, so their missing answers never come."""
+    if not health:
+        return {}
+    out = {v: "circuit open" for v in health.get("open_circuits") or []}
+    out.update({v: s for v, s in (health.get("versions") or {}).items() if s not in ANSWERING_STATES})
+    return out
+
+
+def outstanding(expected: dict[str, int], stored: dict[str, int], given_up: Iterable[str]) -> int:
+    """Answers still to wait for: every version's missing ones, except those given up on."""
+    skip = set(given_up)
+    return sum(max(0, n - stored.get(v, 0)) for v, n in expected.items() if v not in skip)
+
+
+def wait_for_interactions(settings: Settings, task: str, answering: dict[str, list[str]],
+                          timeout: float = 300.0, health_every_s: float = 2.0) -> dict[str, int]:
+    """Shadow answers land a little after the served ones; wait until all are stored, or
+    until the versions still missing some stopped answering. Says what is missing."""
     from .cli import store_for
 
-    ids = ", ".join(quote(i) for i in request_ids)
-    sql = (f"SELECT count() FROM interactions FINAL WHERE task = {quote(task)} "
-           f"AND request_id IN ({ids}) AND run_id = ''")
+    expected = Counter(v for versions in answering.values() for v in versions)
+    ids = ", ".join(quote(i) for i in answering)
+    sql = (f"SELECT version_id, count() FROM interactions FINAL WHERE task = {quote(task)} "
+           f"AND request_id IN ({ids}) AND run_id = '' GROUP BY version_id")
+    info = worker_info(settings)
+    given_up: dict[str, str] = {}
+    stored: dict[str, int] = {}
     deadline = time.monotonic() + timeout
-    bar = Progress(expected, "stored ")
+    next_health = 0.0
+    bar = Progress(sum(expected.values()), "stored ")
     while time.monotonic() < deadline:
         with store_for(settings) as store:
-            done = int(store.query(sql).rows[0][0])
-        bar.set(done)
-        if done >= expected:
+            stored = {v: int(n) for v, n in store.query(sql).rows}
+        bar.set(sum(min(stored.get(v, 0), n) for v, n in expected.items()))
+        if info and time.monotonic() >= next_health:
+            next_health = time.monotonic() + health_every_s
+            for v, why in stopped_answering(worker_health(info)).items():
+                if v in expected and stored.get(v, 0) < expected[v]:
+                    given_up[v] = why  # the latest reason: a circuit opens, then quarantine
+        if outstanding(expected, stored, given_up) == 0:
             break
         time.sleep(0.5)
     bar.close()
+    for v, n in sorted(expected.items()):
+        if stored.get(v, 0) < n:
+            why = given_up.get(v, f"still missing after {timeout:g} s")
+            print(f"  {v}: {stored.get(v, 0)} of {n} answers stored ({why})", flush=True)
+    return stored
