@@ -20,6 +20,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def isolate_env(monkeypatch, home: Path, prefix: str) -> Path:
+    """No REVIEWBUS_* setting of the caller leaks in: a home of its own, a fresh topic prefix."""
+    for key in list(os.environ):
+        if key.startswith("REVIEWBUS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("REVIEWBUS_HOME", str(home))
+    monkeypatch.setenv("REVIEWBUS_TOPIC_PREFIX", f"{prefix}{uuid.uuid4().hex[:6]}.")
+    return home
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory) -> str:
     home = tmp_path_factory.mktemp("broker")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -25,16 +24,12 @@ from schemas import (
 )
 from streams.cli import main as cli
 
+from .conftest import isolate_env
+
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    """A clean REVIEWBUS_* environment with its own home and topic prefix."""
-    for key in list(__import__("os").environ):
-        if key.startswith("REVIEWBUS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("REVIEWBUS_TOPIC_PREFIX", f"c{uuid.uuid4().hex[:6]}.")
-    return tmp_path / "home"
+    return isolate_env(monkeypatch, tmp_path / "home", "c")
 
 
 @pytest.mark.integration

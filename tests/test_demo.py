@@ -3,8 +3,6 @@ that answers, including versions an earlier run registered that the current file
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from agents.settings import Settings
@@ -13,6 +11,7 @@ from schemas import CommitEvent, Registry, VersionEntry, VersionSpec, VersionSta
 from streams.cli import main as cli
 from streams.demo import expected_answers, outstanding, stopped_answering
 
+from .conftest import isolate_env
 from .gitrepo import make_repo
 
 STABLE = """
@@ -40,11 +39,7 @@ def versions_file(path, **shadows: int):
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    for key in list(__import__("os").environ):
-        if key.startswith("REVIEWBUS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("REVIEWBUS_TOPIC_PREFIX", f"d{uuid.uuid4().hex[:6]}.")
+    isolate_env(monkeypatch, tmp_path / "home", "d")
     return tmp_path
 
 

@@ -4,7 +4,6 @@ holds a synthetic rollout; register files; one-line refusals."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,6 +29,8 @@ from schemas import (
 from streams.cli import main as cli
 from streams.lifecycle import load_specs
 
+from .conftest import isolate_env
+
 GATES = GateConfig(min_samples=10, max_error_rate=0.3, max_latency_ratio=None,
                    min_accuracy_delta=0.0, min_agreement=None)
 ROT = RotationConfig(canary_steps=(50,), settle_s=0, shadow_to_canary=GATES, canary_step=GATES,
@@ -38,11 +39,7 @@ ROT = RotationConfig(canary_steps=(50,), settle_s=0, shadow_to_canary=GATES, can
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    for key in list(__import__("os").environ):
-        if key.startswith("REVIEWBUS_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("REVIEWBUS_TOPIC_PREFIX", f"l{uuid.uuid4().hex[:6]}.")
+    isolate_env(monkeypatch, tmp_path / "home", "l")
     # No broker anywhere: manual commands must say so in one line.
     monkeypatch.setenv("REVIEWBUS_KAFKA", "127.0.0.1:1")
     return tmp_path
