@@ -13,7 +13,7 @@ from agents.rotation import quote
 from agents.routing import answering_versions, cohort_key
 from agents.settings import Settings
 from infra.gitsource import commit_events
-from schemas import CommitEvent, Registry
+from schemas import CommitEvent, Registry, VersionState
 
 from .client import submit
 from .control import down, up, worker_health, worker_info
@@ -81,7 +81,8 @@ def answers_by_request(settings: Settings, events: list[CommitEvent]) -> dict[st
     return expected_answers(registry, events, served)
 
 
-ANSWERING_STATES = ("stable", "canary", "shadow")
+# the states the router sends requests to (agents.routing.plan_route)
+ANSWERING_STATES = {s.value for s in (VersionState.stable, VersionState.canary, VersionState.shadow)}
 
 
 def stopped_answering(health: dict | None) -> dict[str, str]:
@@ -102,7 +103,7 @@ def outstanding(expected: dict[str, int], stored: dict[str, int], given_up: Iter
 
 
 def wait_for_interactions(settings: Settings, task: str, answering: dict[str, list[str]],
-                          timeout: float = 300.0, health_every_s: float = 2.0) -> dict[str, int]:
+                          timeout: float = 300.0, health_every_s: float = 2.0) -> None:
     """Shadow answers land a little after the served ones; wait until all are stored, or
     until the versions still missing some stopped answering. Says what is missing."""
     from .cli import store_for
@@ -134,4 +135,3 @@ def wait_for_interactions(settings: Settings, task: str, answering: dict[str, li
         if stored.get(v, 0) < n:
             why = given_up.get(v, f"still missing after {timeout:g} s")
             print(f"  {v}: {stored.get(v, 0)} of {n} answers stored ({why})", flush=True)
-    return stored
