@@ -176,6 +176,12 @@ def one_statement(sql: str, *, read_only: bool) -> str:
     # ClickHouse's own error for a typo is more useful than ours.
     if read_only and re.search(r"\bINTO\s+OUTFILE\b", body, re.IGNORECASE):
         raise StoreError("INTO OUTFILE is not allowed in a read-only query")
+    # clickhouse-connect appends its own FORMAT; a second one is a syntax error that names
+    # the client's format (`FORMAT Native`), not the user's, so say what to do instead.
+    output_format = re.search(r"\bFORMAT\s+(\w+)\s*$", body, re.IGNORECASE)
+    if output_format and output_format[1].upper() not in ("ASC", "DESC"):
+        raise StoreError(f"drop 'FORMAT {output_format[1]}': reviewbus chooses the output "
+                         "format (`reviewbus sql --format table|json`)")
     return sql[: len(body)]
 
 

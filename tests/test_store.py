@@ -134,6 +134,11 @@ def test_split_statements_and_single_statement_guard():
     assert one_statement("SELECT ';' -- ;\n;  ", read_only=True) == "SELECT ';'"
     with pytest.raises(StoreError, match="one SQL statement"):
         one_statement("SELECT 1; SELECT 2", read_only=False)
+    with pytest.raises(StoreError, match="drop 'FORMAT PrettyCompact'.*--format table"):
+        one_statement("SELECT 1 format PrettyCompact;", read_only=True)
+    # a column called `format` is not an output format
+    assert one_statement("SELECT 1 AS format ORDER BY format DESC", read_only=True).endswith("DESC")
+    assert one_statement("SELECT formatDateTime(now(), '%Y')", read_only=True).startswith("SELECT")
 
 
 # ---- rows -----------------------------------------------------------------------------------
