@@ -8,6 +8,8 @@ deterministic:
     [[invalid]]        answer text that is not JSON
     [[schema]]         JSON that does not match the output schema (unknown label)
     [[fence]]          the JSON wrapped in a Markdown code fence
+    [[think]]          a reasoning model's `<think>...</think>` block before the JSON
+    [[cut]]            the JSON cut short, finish_reason "length" (max_tokens reached)
     [[label:docs]]     this change-type label (default: feature)
     [[slow:1.5]]       wait this many seconds before answering
     [[fail:500x2]]     answer the first 2 requests of this prompt with HTTP 500, then normally
@@ -126,10 +128,15 @@ class FakeLLMServer:
             content = "Sure! Here is my review: the change looks fine."
         elif "[[fence]]" in user:
             content = f"```json\n{content}\n```"
+        elif "[[think]]" in user:  # braces inside, so a "first '{'" parser would fail
+            content = f"<think>\nThe user wants {{JSON}}; label it.\n</think>\n\n{content}"
+        finish = "stop"
+        if "[[cut]]" in user:
+            content, finish = content[: len(content) // 2], "length"
         return 200, {
             "id": "chatcmpl-test", "object": "chat.completion", "created": 1700000000,
             "model": body.get("model", "?"),
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
                       "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},

@@ -134,6 +134,32 @@ def test_fenced_json_is_accepted_and_unknown_paths_are_dropped(server):
     assert [f.path for f in result.findings] == ["app/runner.py"]
 
 
+def test_a_reasoning_models_think_block_is_skipped(server):
+    # LiteLLM itself moves a leading think block of OpenAI-compatible and Ollama answers to
+    # `reasoning_content`; this guards that path, the cases below guard parse_review's own.
+    [result] = run(spec(server), [change("marker-think [[think]] [[label:docs]]", "c5")])
+    assert result.status == Status.ok, result.error
+    assert result.change_type.label == "docs"
+    assert [f.path for f in result.findings] == ["app/runner.py"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("<think>\nall I have is {thoughts}\n</think>\n", "only a reasoning block"),
+    ("<think>\nstill thinking, cut by max_tokens {", "never closed"),
+    ('Sure. <think>x</think> {"a": 1}', "not JSON"),  # only a leading block is skipped
+])
+def test_reasoning_blocks_without_an_answer_are_invalid_output(content, expected):
+    with pytest.raises(InvalidOutput, match=expected):
+        parse_review(content)
+
+
+def test_an_answer_cut_at_max_tokens_says_so(server):
+    [result] = run(spec(server, max_tokens=77), [change("marker-cut [[cut]]", "c6")])
+    assert result.status == Status.invalid_output
+    assert result.error.startswith("the answer was cut at max_tokens=77 (raise `max_tokens`): ")
+    assert "not JSON" in result.error
+
+
 @pytest.mark.parametrize("marker, expected", [
     ("[[invalid]]", "not JSON"),
     ("[[schema]]", "change_type.label"),

@@ -272,11 +272,24 @@ OUTPUT_JSON_SCHEMA: dict[str, Any] = {
 }
 
 
+_REASONING = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+_REASONING_OPEN = re.compile(r"<(think|thinking|reasoning)>", re.IGNORECASE)
+
+
 def parse_review(content: str | None) -> LLMReview:
     """The model's text -> a validated LLMReview, or InvalidOutput saying what was wrong."""
     if content is None or not content.strip():
         raise InvalidOutput("the model returned no text")
     text = content.strip()
+    thought = _REASONING.match(text)
+    if thought:  # reasoning models (DeepSeek-R1, Qwen3, ...) think aloud before the answer
+        text = text[thought.end():].strip()
+        if not text:
+            raise InvalidOutput("the model's answer is only a reasoning block, no JSON after "
+                                f"</{thought.group(1)}>")
+    elif _REASONING_OPEN.match(text):
+        raise InvalidOutput("the model's reasoning block never closed (is max_tokens too low "
+                            "for a reasoning model?)")
     fenced = re.match(r"^```[A-Za-z]*\s*\n(.*?)\n?```\s*$", text, re.DOTALL)
     if fenced:  # "JSON only" was asked, but a Markdown fence around it is common enough
         text = fenced.group(1).strip()
@@ -520,10 +533,17 @@ class LiteLLMBackend:
         response = await self._complete(messages)
         usage = self._usage(response, phash)
         try:
-            content = response.choices[0].message.content
+            choice = response.choices[0]
+            content = choice.message.content
         except (AttributeError, IndexError, TypeError) as exc:
             raise InvalidOutput("the model's response has no message") from exc
-        review = parse_review(content)
+        try:
+            review = parse_review(content)
+        except InvalidOutput as exc:
+            if getattr(choice, "finish_reason", None) != "length":
+                raise
+            raise InvalidOutput(f"the answer was cut at max_tokens={self.params.max_tokens} "
+                                f"(raise `max_tokens`): {exc}") from exc
         return to_prediction(review, change, source=self.source, filters=self.filters,
                              max_findings=self.params.max_findings, usage=usage)
 
