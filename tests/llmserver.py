@@ -16,6 +16,7 @@ deterministic:
     [[fail:500]]       always HTTP 500
     [[auth]]           HTTP 401 whose error message echoes the Authorization header
     [[ghost]]          also a finding on a path the change does not touch
+    [[bpath]]          the finding's path as the diff header spells it (`b/<path>`)
 
 Every request is recorded (path, headers, parsed body) in `requests`.
 """
@@ -37,7 +38,8 @@ def review_answer(user: str) -> dict:
     first = re.search(r"^- (\S+) \(", user, re.MULTILINE)
     findings = []
     if first:
-        findings.append({"path": first.group(1), "line": 1, "dimension": "security",
+        path = ("b/" if "[[bpath]]" in user else "") + first.group(1)
+        findings.append({"path": path, "line": 1, "dimension": "security",
                          "severity": "high", "confidence": 0.8, "rule_id": "Shell Injection",
                          "message": "user input reaches a shell", "suggestion": "use a list argv"})
     if "[[ghost]]" in user:

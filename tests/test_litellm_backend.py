@@ -134,6 +134,16 @@ def test_fenced_json_is_accepted_and_unknown_paths_are_dropped(server):
     assert [f.path for f in result.findings] == ["app/runner.py"]
 
 
+def test_a_finding_on_the_diff_headers_b_path_is_kept_on_the_changed_file(server):
+    [result] = run(spec(server), [change("marker-bpath [[bpath]]", "c7")])
+    assert result.status == Status.ok, result.error
+    [finding] = result.findings
+    assert finding.path == "app/runner.py" and finding.line == 1
+    # the same fingerprint as the listed path's finding: the same line text
+    assert finding.fingerprint == fingerprint("llm:shell-injection", "app/runner.py",
+                                              "import subprocess")
+
+
 def test_a_reasoning_models_think_block_is_skipped(server):
     # LiteLLM itself moves a leading think block of OpenAI-compatible and Ollama answers to
     # `reasoning_content`; this guards that path, the cases below guard parse_review's own.

@@ -403,6 +403,17 @@ def _level(score: float) -> str:
     return "high" if score >= 0.67 else "medium" if score >= 0.34 else "low"
 
 
+def _changed_path(raw: str, known: dict[str, str]) -> str | None:
+    """The changed file a finding names, or None. Models often copy the diff header's
+    `b/path` (or `a/path`) instead of the listed path; a real `a/` or `b/` folder wins."""
+    path = normalize_path(raw)
+    if path in known:
+        return path
+    if path[:2] in ("a/", "b/") and path[2:] in known:
+        return path[2:]
+    return None
+
+
 def to_prediction(review: LLMReview, change: NormalizedChange, *, source: str,
                   filters: list[dict[str, Any]], max_findings: int, usage: Usage) -> Prediction:
     known = {normalize_path(f.path): f.path for f in change.files}
@@ -414,8 +425,8 @@ def to_prediction(review: LLMReview, change: NormalizedChange, *, source: str,
     findings: list[Finding] = []
     dropped = 0
     for f in review.findings:
-        path = normalize_path(f.path)
-        if path not in known:  # a file the change does not touch: the model made it up
+        path = _changed_path(f.path, known)
+        if path is None:  # a file the change does not touch: the model made it up
             dropped += 1
             continue
         rule = _rule_id(f.rule_id)
