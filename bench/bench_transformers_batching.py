@@ -84,6 +84,32 @@ def forward_rates(backend, requests, sizes: list[int], min_changes: int = 64) ->
     return out
 
 
+def matmul_ceiling(config, tokens: int, sizes: list[int], min_seconds: float = 1.0) -> dict:
+    """FP32 GFLOP/s of the encoder's largest matrix product (tokens x hidden @ hidden x
+    intermediate, the feed-forward layer) for `sizes` changes stacked, next to the forward
+    pass's own arithmetic per change: if one change's products already run as fast as many
+    changes', batching has no arithmetic to win back."""
+    import torch
+
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    # per layer: Q, K, V, output (4 h x h), feed-forward (2 h x i), scores and values (2 t x h)
+    per_change = 2 * tokens * layers * (4 * h * h + 2 * h * i + 2 * tokens * h)
+    weight = torch.randn(h, i)
+    rates = []
+    with torch.inference_mode():
+        for size in sizes:
+            x = torch.randn(size * tokens, h)
+            x @ weight  # warm up
+            runs, t = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - t) < min_seconds:
+                x @ weight
+                runs += 1
+            rates.append({"batch": size,
+                          "gflop_per_s": round(2 * size * tokens * h * i * runs / elapsed / 1e9, 1)})
+    return {"shape": f"(batch x {tokens}) x {h} @ {h} x {i}", "rates": rates,
+            "forward_gflop_per_change": round(per_change / 1e9, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_transformers_batching")
     p.add_argument("--n", type=int, default=64, help="requests per mode and trial")
@@ -158,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     backend.meta.max_length = own_length
     forward = forward_rates(backend, requests,
                             [int(x) for x in args.forward_batches.split(",") if x.strip()])
+    matmul = matmul_ceiling(backend.model.encoder.config, own_length,
+                            [forward[0]["batch"], forward[-1]["batch"]])
+    matmul["forward_batch_1_gflop_per_s"] = round(
+        matmul["forward_gflop_per_change"] * forward[0]["per_s"], 1)
     med, rates, same_labels = measure()
     ratio = med["batched"] / med["one_at_a_time"]
     result = {
@@ -168,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "one_at_a_time_per_s": round(med["one_at_a_time"], 2),
         "batched_per_s": round(med["batched"], 2), "speedup": round(ratio, 2), "bar": 3.0,
         "same_labels_in_both_modes": same_labels, "max_length": own_length,
-        "sweep": sweep, "forward_only": forward,
+        "sweep": sweep, "forward_only": forward, "matmul": matmul,
         "all_rates": {k: [round(x, 2) for x in v] for k, v in rates.items()},
         "torch_threads": torch.get_num_threads(), "device": str(backend.device),
         "inputs": "dataset" if args.dataset and args.dataset.is_file() else "synthetic",
@@ -183,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in forward:
         print(f"  forward pass alone, batch {row['batch']:>3}: {row['per_s']:8.2f} changes/s "
               f"({row['vs_batch_1']:.2f}x batch 1)")
+    print(f"  forward pass, batch {forward[0]['batch']}: {matmul['forward_gflop_per_change']} GFLOP "
+          f"per change at {own_length} tokens = {matmul['forward_batch_1_gflop_per_s']} GFLOP/s")
+    for row in matmul["rates"]:
+        print(f"  feed-forward matmul {matmul['shape']}, batch {row['batch']:>3}: "
+              f"{row['gflop_per_s']} GFLOP/s")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
