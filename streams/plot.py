@@ -154,12 +154,14 @@ def plot_rollout(store, task: str, window_s: int, path: Path,
     # every version, also one with nothing in the top panel (say, only failures)
     from matplotlib.lines import Line2D
 
-    axes[0].legend(handles=[Line2D([], [], color=c, marker=".", label=v) for v, c in colors.items()],
-                   loc="upper left", fontsize=8)
+    # above the panels, not inside one: inside, it hid the points it sat on
+    fig.legend(handles=[Line2D([], [], color=c, marker=".", label=v) for v, c in colors.items()],
+               loc="upper center", bbox_to_anchor=(0.5, 0.96), ncol=min(len(colors), 6),
+               fontsize=8, frameon=False)
     axes[-1].set_xlabel(f"time (UTC), {data['bucket_s']} s buckets")
     fig.suptitle(f"reviewbus rollout: {task}")
     fig.autofmt_xdate()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
