@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.core import machine_info
     from schemas import InferenceRequest, Role, Status
 
+    machine = machine_info()  # before the work, so that its load average is the start's
     spec = default_spec(args.adapter, args.batch)
     t0 = time.perf_counter()
     backend = build_backend(spec)
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_rates": {k: [round(x, 2) for x in v] for k, v in rates.items()},
         "torch_threads": torch.get_num_threads(), "device": str(backend.device),
         "inputs": "dataset" if args.dataset and args.dataset.is_file() else "synthetic",
-        "machine": machine_info(),
+        "machine": machine,
     }
     result["machine"]["load_average_at_end"] = os.getloadavg()
     print(f"transformers backend ({spec.id}, adapter {backend.adapter}), {len(requests)} requests "
