@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from agents.errors import ReviewbusError, UnknownVersion
 from agents.settings import Settings
@@ -97,13 +97,18 @@ def replay_requests(rows: list[dict], version_id: str, run_id: str) -> list[Infe
     return out
 
 
+async def served_versions(settings: Settings, bootstrap: str, versions: Iterable[str]) -> set[str]:
+    """The versions a worker serves: workers create a version's inference topic when they
+    start serving it, so without one, requests would wait in a topic that no worker reads."""
+    topics = await existing_topics(settings, bootstrap)
+    return {v for v in versions if names.inference_topic(settings, v) in topics}
+
+
 async def send_replay(settings: Settings, version_id: str, requests: list[InferenceRequest],
                       progress: Callable[[int], None] | None = None) -> int:
     bootstrap = find_broker(settings).address
     topic = names.inference_topic(settings, version_id)
-    # Workers create a version's topic when they start serving it; without one, the requests
-    # would wait in a topic that no worker reads.
-    if topic not in await existing_topics(settings, bootstrap):
+    if not await served_versions(settings, bootstrap, [version_id]):
         raise UnknownVersion(f"no worker serves {version_id!r} yet (no topic {topic}): versions "
                              "registered after the workers started are served from their next "
                              "start (`reviewbus down && reviewbus up`)")

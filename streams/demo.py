@@ -15,7 +15,7 @@ from agents.settings import Settings
 from infra.gitsource import commit_events
 from schemas import CommitEvent, Registry, VersionState
 
-from .client import submit
+from .client import served_versions, submit
 from .control import down, up, worker_health, worker_info
 from .output import summary
 from .progress import Progress
@@ -70,14 +70,12 @@ def answers_by_request(settings: Settings, events: list[CommitEvent]) -> dict[st
     """expected_answers with the live registry (versions registered by earlier runs answer
     too, not only the file's) and the versions whose inference topic a worker created."""
     from infra.broker import find_broker
-    from infra.kafka import existing_topics
 
-    from . import names
     from .cli import current_registry
 
     registry = current_registry(settings)
-    topics = asyncio.run(existing_topics(settings, find_broker(settings).address))
-    served = {v for v in registry.versions if names.inference_topic(settings, v) in topics}
+    served = asyncio.run(served_versions(settings, find_broker(settings).address,
+                                         registry.versions))
     return expected_answers(registry, events, served)
 
 

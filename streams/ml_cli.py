@@ -320,8 +320,9 @@ def cmd_eval(args, settings: Settings) -> int:
     from agents.learning.evaluate import evaluate_protocol
 
     spec = find_spec(settings, args.version)
-    batch = args.batch_size if args.batch_size is not None else \
-        load_config(settings.config).inference.batch_size
+    batch = args.batch_size
+    if batch is None:
+        batch = load_config(settings.config).inference.batch_size
     if batch < 1:
         raise ConfigError("--batch-size must be at least 1")
     # pooling reads every repository; --repo then names the ones evaluated

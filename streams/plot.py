@@ -140,7 +140,7 @@ def plot_rollout(store, task: str, window_s: int, path: Path,
         for version, per in sorted(data["series"].items()):
             if per[metric]:
                 xs, ys = with_gaps(per[metric], data["bucket_s"])
-                ax.plot(xs, ys, marker=".", label=version, color=colors[version])
+                ax.plot(xs, ys, marker=".", color=colors[version])
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
         for change in data["changes"]:
@@ -151,10 +151,10 @@ def plot_rollout(store, task: str, window_s: int, path: Path,
         top.annotate(f"{change['version_id']}: {change['state']}", xy=(change["at"], 1.0),
                      xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
                      va="top", ha="right", color=colors.get(change["version_id"], "grey"))
-    # every version, also one with nothing in the top panel (say, only failures)
+    # Every version, also one with nothing in the top panel (say, only failures); above the
+    # panels, not inside one, where it hid the points it sat on.
     from matplotlib.lines import Line2D
 
-    # above the panels, not inside one: inside, it hid the points it sat on
     fig.legend(handles=[Line2D([], [], color=c, marker=".", label=v) for v, c in colors.items()],
                loc="upper center", bbox_to_anchor=(0.5, 0.96), ncol=min(len(colors), 6),
                fontsize=8, frameon=False)
