@@ -114,6 +114,19 @@ async def true_end_offsets(consumer: AIOKafkaConsumer,
     return ends
 
 
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """consumer.stop(), also right after start(): a group-less aiokafka consumer stopped
+    before its background task first ran awaits that cancelled task and raises
+    CancelledError, which would hide the error being reported. Our own cancellation still
+    propagates."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
 async def start_tail_consumer(settings: Settings, bootstrap: str, topic: str,
                               from_beginning: bool = False) -> AIOKafkaConsumer:
     """A group-less consumer over all partitions of `topic`, at the end (or the beginning)."""
@@ -123,11 +136,11 @@ async def start_tail_consumer(settings: Settings, bootstrap: str, topic: str,
     try:
         await consumer.start()
     except (KafkaError, OSError) as exc:
-        await consumer.stop()
+        await stop_consumer(consumer)
         raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from exc
     parts = consumer.partitions_for_topic(topic)
     if not parts:
-        await consumer.stop()
+        await stop_consumer(consumer)
         raise BrokerUnavailable(f"topic {topic} does not exist (is the worker set up?)")
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
