@@ -140,6 +140,15 @@ class InferenceConfig(_Strict):
         return max(1, int(self.concurrency.get(version_id, self.max_concurrency)))
 
 
+class ShadowConfig(_Strict):
+    """The shadow join (agents/shadow_join.py): how long, and how many, results of a request
+    wait for the others before the comparison is given up."""
+
+    join_ttl_s: float = Field(default=900.0, gt=0)
+    max_pending: int = Field(default=20_000, ge=1)
+    expire_interval_s: float = Field(default=60.0, gt=0)  # expiry also runs on every result
+
+
 class ReviewbusConfig(_Strict):
     task: str = "code-review"
     versions: list[VersionSpec] = Field(min_length=1)
@@ -147,6 +156,7 @@ class ReviewbusConfig(_Strict):
     quarantine: QuarantineConfig = QuarantineConfig()
     breaker: BreakerConfig = BreakerConfig()
     inference: InferenceConfig = InferenceConfig()
+    shadow: ShadowConfig = ShadowConfig()
     slo: SloConfig = SloConfig()
     feedback: FeedbackFilterConfig = FeedbackFilterConfig()
     blocklist: list[BlockRule] = Field(default_factory=list)  # never register these

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # FAULT INJECTION, for tests and drills only: while this file exists every ClickHouse
     # insert fails as if the server were down (REVIEWBUS_FAULT_STORE_DOWN_FILE).
     fault_store_down_file: Path | None = None
+    # FAULT INJECTION: these timers (comma list of names, or *) raise on every tick
+    # (REVIEWBUS_FAULT_TIMER_ERRORS); streams/guard.py must keep the worker alive.
+    fault_timer_errors: str = ""
+    # A background task that raised starts again after this many seconds (streams/guard.py).
+    task_restart_s: float = Field(default=5.0, gt=0)
 
     def resolved_clickhouse(self) -> str:
         if self.clickhouse:

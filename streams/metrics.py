@@ -11,3 +11,10 @@ INFERENCE_SECONDS = Histogram(
 SINK_ROWS = Counter("reviewbus_sink_rows_total", "Rows written to ClickHouse", ["outcome"])
 LIFECYCLE = Counter("reviewbus_lifecycle_events_total", "Lifecycle events emitted", ["action"])
 VERSION_STATE = Gauge("reviewbus_version_traffic_percent", "Traffic share by version", ["version"])
+TIMER_ERRORS = Counter("reviewbus_timer_errors_total",
+                       "Exceptions caught by the guard of a timer or background task", ["timer"])
+SHADOW_JOIN_PENDING = Gauge("reviewbus_shadow_join_pending",
+                            "Requests the shadow join holds, waiting for more results")
+SHADOW_JOIN_DROPPED = Counter("reviewbus_shadow_join_dropped_total",
+                              "Shadow join entries dropped before every version answered",
+                              ["reason"])

@@ -14,7 +14,8 @@ from agents.registry import apply_event
 from agents.settings import Limits
 from schemas import Event, LifecycleEvent, Registry
 
-from .app import config, settings
+from .app import app, config, settings
+from .guard import faulty, guarded_task, guarded_timer
 
 log = logging.getLogger("reviewbus")
 
@@ -57,6 +58,18 @@ class Runtime:
 
 runtime = Runtime()
 
+FAULTS = faulty(settings.fault_timer_errors)
+
+
+def timer(interval_s: float, *, name: str, on_leader: bool = False):
+    """`@app.timer` under the guard (streams/guard.py): an exception never stops the worker."""
+    return guarded_timer(app, interval_s, name=name, on_leader=on_leader, faults=FAULTS)
+
+
+def task(*, name: str):
+    """`@app.task` under the guard: an exception restarts it after `task_restart_s`."""
+    return guarded_task(app, name=name, restart_s=settings.task_restart_s, faults=FAULTS)
+
 
 def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
@@ -92,4 +105,4 @@ async def send_to_dlq(event, error: str, agent: str) -> None:
     EVENTS.labels(agent=agent, outcome="dead_letter").inc()
 
 
-__all__ = ["config", "emit", "encode", "log", "runtime", "send_to_dlq", "settings"]
+__all__ = ["config", "emit", "encode", "log", "runtime", "send_to_dlq", "settings", "task", "timer"]

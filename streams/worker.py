@@ -48,12 +48,12 @@ def run_worker(settings: Settings) -> int:
     from . import flows, web  # noqa: F401  (registers agents and pages)
     from .app import app
     from .app import settings as app_settings
-    from .runtime import runtime
+    from .runtime import runtime, task
 
     runtime.store = AsyncStore(store)
     web_url = f"http://{app_settings.web_host}:{app.conf.web_port}"
 
-    @app.task
+    @task(name="announce")
     async def announce() -> None:
         write_json(settings.home / WORKER_FILE, {"pid": os.getpid(), "web_url": web_url,
                                                  "app_id": app.conf.id, "broker": bootstrap})

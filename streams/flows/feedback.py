@@ -18,9 +18,8 @@ from agents.routing import stable_version
 from schemas import HealingAction, LifecycleAction, LifecycleEvent, VersionState
 
 from .. import topics
-from ..app import app
 from ..metrics import EVENTS, LIFECYCLE
-from ..runtime import config, emit, log, runtime
+from ..runtime import config, emit, log, runtime, timer
 
 FILTERED_STATES = (VersionState.shadow, VersionState.canary, VersionState.deprecated)
 
@@ -76,11 +75,7 @@ async def update_filters() -> list[LifecycleEvent]:
     return events
 
 
-@app.timer(config.feedback.interval_s, on_leader=True)
+@timer(config.feedback.interval_s, name="feedback_filters", on_leader=True)
 async def feedback_timer() -> None:
-    if not runtime.registry.ready.is_set():
-        return
-    try:
+    if runtime.registry.ready.is_set():
         await update_filters()
-    except Exception:
-        log.exception("feedback filter tick failed; the next tick retries")

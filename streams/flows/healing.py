@@ -34,7 +34,7 @@ from schemas import AcceptedChange, FailureEvent, HealingAction, ReviewFindings,
 from .. import names, topics
 from ..app import app, bootstrap
 from ..metrics import EVENTS
-from ..runtime import config, emit, log, runtime, send_to_dlq, settings
+from ..runtime import config, emit, log, runtime, send_to_dlq, settings, task, timer
 
 
 def plan(failure: FailureEvent) -> list:
@@ -139,14 +139,10 @@ async def reconcile_once() -> list[str]:
     return ids
 
 
-@app.timer(config.inference.reconcile_interval_s, on_leader=True)
+@timer(config.inference.reconcile_interval_s, name="reconcile", on_leader=True)
 async def reconcile_timer() -> None:
-    if not runtime.registry.ready.is_set():
-        return
-    try:
+    if runtime.registry.ready.is_set():
         await reconcile_once()
-    except Exception:
-        log.exception("end-to-end repair tick failed; the next tick retries")
 
 
 # ---- broker watchdog -------------------------------------------------------------------------
@@ -200,7 +196,7 @@ async def restart_in_place(reason: str) -> None:
     os.execv(sys.executable, list(sys.orig_argv))
 
 
-@app.task
+@task(name="broker_watchdog")
 async def broker_watchdog() -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 

@@ -53,7 +53,7 @@ from schemas import (
 from .. import topics
 from ..app import app
 from ..metrics import EVENTS, LIFECYCLE
-from ..runtime import config, emit, log, runtime, send_to_dlq, settings
+from ..runtime import config, emit, log, runtime, send_to_dlq, settings, task, timer
 
 NO_TRAFFIC = (VersionState.quarantined, VersionState.archived)
 CANDIDATES = (VersionState.shadow, VersionState.canary)
@@ -120,7 +120,7 @@ async def quarantine(version_id: str, trigger: str, evidence: dict) -> bool:
 crash_guard = CrashGuard(settings.home / "inflight")
 
 
-@app.task
+@task(name="crash_check")
 async def crash_check() -> None:
     """Before any batch runs: attribute the last worker deaths, quarantine crash loops."""
     q = config.quarantine
@@ -345,24 +345,16 @@ async def check_retests() -> None:
             await start_retest(vid, state)
 
 
-@app.timer(config.quarantine.check_interval_s, on_leader=True)
+@timer(config.quarantine.check_interval_s, name="quarantine_retests", on_leader=True)
 async def quarantine_timer() -> None:
-    if not runtime.registry.ready.is_set():
-        return
-    try:
+    if runtime.registry.ready.is_set():
         await check_retests()
-    except Exception:
-        log.exception("quarantine re-test tick failed; the next tick retries")
 
 
-@app.timer(config.slo.check_interval_s, on_leader=True)
+@timer(config.slo.check_interval_s, name="error_budgets", on_leader=True)
 async def budget_timer() -> None:
-    if not runtime.registry.ready.is_set():
-        return
-    try:
+    if runtime.registry.ready.is_set():
         await check_budgets()
-    except Exception:
-        log.exception("error-budget tick failed; the next tick retries")
 
 
 __all__ = ["crash_guard", "quarantine", "quarantine_agent", "quarantine_events"]

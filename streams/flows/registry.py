@@ -15,9 +15,9 @@ from infra.readback import lifecycle_event_from_row, lifecycle_sql
 from schemas import LifecycleEvent
 
 from .. import topics
-from ..app import app, bootstrap
+from ..app import bootstrap
 from ..metrics import VERSION_STATE
-from ..runtime import config, emit, log, runtime, settings
+from ..runtime import config, emit, log, runtime, settings, task
 
 
 async def restore_from_store() -> list[LifecycleEvent]:
@@ -45,7 +45,7 @@ async def bootstrap_events() -> list[LifecycleEvent]:
     return restored + register_events(config.versions, registry, blocklist=config.blocklist)
 
 
-@app.task
+@task(name="registry")
 async def follow_lifecycle() -> None:
     name = topics.name("lifecycle")
     consumer = await start_tail_consumer(settings, bootstrap, name, from_beginning=True)

@@ -23,9 +23,8 @@ from agents.routing import stable_version
 from schemas import LifecycleEvent, utcnow
 
 from .. import topics
-from ..app import app
 from ..metrics import LIFECYCLE
-from ..runtime import config, emit, log, runtime
+from ..runtime import config, emit, log, runtime, timer
 
 # Per version: (what its last recorded hold said, when) so an unchanged hold is recorded once
 # per `record_every_s`; ids of transitions sent and not folded yet, so a tick that comes before
@@ -108,9 +107,6 @@ async def rotate_once(now=None) -> list[LifecycleEvent]:
     return events
 
 
-@app.timer(config.rotation.interval_s, on_leader=True)
+@timer(config.rotation.interval_s, name="rotation", on_leader=True)
 async def rotation() -> None:
-    try:
-        await rotate_once()
-    except Exception:
-        log.exception("rotation tick failed; the next tick retries")
+    await rotate_once()

@@ -1,0 +1,58 @@
+"""The guard of timers and tasks (streams/guard.py): an exception is logged and counted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams.guard import InjectedFault, faulty, run_guarded
+from streams.metrics import TIMER_ERRORS
+
+
+def errors(name: str) -> float:
+    return TIMER_ERRORS.labels(timer=name)._value.get()
+
+
+def test_an_exception_is_counted_and_swallowed(caplog):
+    async def boom() -> None:
+        raise KeyError("stale key")
+
+    before = errors("t-boom")
+    assert asyncio.run(run_guarded("t-boom", boom)) is False
+    assert errors("t-boom") == before + 1
+    assert "timer t-boom failed" in caplog.text and "stale key" in caplog.text
+
+
+def test_a_tick_that_works_counts_nothing():
+    ran = []
+
+    async def fine() -> None:
+        ran.append(1)
+
+    assert asyncio.run(run_guarded("t-fine", fine)) is True
+    assert ran == [1] and errors("t-fine") == 0
+
+
+def test_cancellation_is_not_swallowed():
+    """A worker that stops cancels its timers: the guard must let that through."""
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(run_guarded("t-cancel", cancelled))
+    assert errors("t-cancel") == 0
+
+
+def test_injected_faults_raise_before_the_body():
+    ran = []
+
+    async def body() -> None:
+        ran.append(1)
+
+    assert faulty(" rotation, reconcile ,") == {"rotation", "reconcile"}
+    assert asyncio.run(run_guarded("rotation", body, faulty("rotation"))) is False
+    assert asyncio.run(run_guarded("other", body, faulty("rotation"))) is True
+    assert asyncio.run(run_guarded("any", body, faulty("*"))) is False
+    assert ran == [1] and errors("rotation") >= 1
+    assert issubclass(InjectedFault, RuntimeError)
