@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
-from .metrics import TIMER_ERRORS
+from .metrics import TIMER_ERRORS, TIMER_SECONDS
 
 log = logging.getLogger("reviewbus")
 
@@ -41,9 +42,11 @@ def _inject(name: str, faults: frozenset[str]) -> None:
 
 async def run_guarded(name: str, fn: TickFn, faults: frozenset[str] = frozenset()) -> bool:
     """Run one tick of `fn`; False when it raised (logged and counted, never re-raised)."""
+    start = time.perf_counter()
     try:
         _inject(name, faults)
         await fn()
+        TIMER_SECONDS.labels(timer=name).observe(time.perf_counter() - start)
         return True
     except asyncio.CancelledError:
         raise

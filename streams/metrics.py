@@ -11,6 +11,10 @@ INFERENCE_SECONDS = Histogram(
 SINK_ROWS = Counter("reviewbus_sink_rows_total", "Rows written to ClickHouse", ["outcome"])
 LIFECYCLE = Counter("reviewbus_lifecycle_events_total", "Lifecycle events emitted", ["action"])
 VERSION_STATE = Gauge("reviewbus_version_traffic_percent", "Traffic share by version", ["version"])
+TIMER_SECONDS = Histogram(
+    "reviewbus_timer_seconds", "Duration of one tick of a timer (mostly its store queries)",
+    ["timer"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 TIMER_ERRORS = Counter("reviewbus_timer_errors_total",
                        "Exceptions caught by the guard of a timer or background task", ["timer"])
 SHADOW_JOIN_PENDING = Gauge("reviewbus_shadow_join_pending",

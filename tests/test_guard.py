@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from streams.guard import InjectedFault, faulty, run_guarded
-from streams.metrics import TIMER_ERRORS
+from streams.metrics import TIMER_ERRORS, TIMER_SECONDS
 
 
 def errors(name: str) -> float:
@@ -32,6 +32,9 @@ def test_a_tick_that_works_counts_nothing():
 
     assert asyncio.run(run_guarded("t-fine", fine)) is True
     assert ran == [1] and errors("t-fine") == 0
+    ticks = {s.name: s.value for m in TIMER_SECONDS.collect() for s in m.samples
+             if s.labels.get("timer") == "t-fine"}
+    assert ticks["reviewbus_timer_seconds_count"] == 1  # each tick's duration is measured
 
 
 def test_cancellation_is_not_swallowed():
