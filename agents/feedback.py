@@ -35,32 +35,8 @@ class FeedbackFilterConfig(BaseModel):
     margin: float = Field(default=0.3, ge=0.0, le=1.0)  # "far above" the stable rate
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     window_s: float = Field(default=30 * 24 * 3600.0, gt=0)  # findings considered
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def verdict_sql(task: str, window_s: float) -> str:
-    """Per version and rule: fingerprints judged false positive / confirmed (latest verdict)."""
-    return (
-        "SELECT toString(f.version_id) AS version_id, toString(f.rule_id) AS rule_id, "
-        "countIf(v.verdict = 'false_positive') AS fp, countIf(v.verdict = 'true_positive') AS tp "
-        "FROM (SELECT DISTINCT version_id, rule_id, fingerprint FROM findings FINAL "
-        f"WHERE task = {_quote(task)} AND run_id = '' "
-        f"AND occurred_at >= now64(3) - toIntervalSecond({int(window_s)})) AS f "
-        "INNER JOIN (SELECT fingerprint, argMax(verdict, occurred_at) AS verdict "
-        "FROM feedback FINAL GROUP BY fingerprint) AS v ON f.fingerprint = v.fingerprint "
-        "GROUP BY version_id, rule_id ORDER BY version_id, rule_id"
-    )
-
-
-def fingerprint_sql(fingerprint: str) -> str:
-    """The versions and rules that reported a fingerprint (to check feedback names one)."""
-    return ("SELECT toString(version_id) AS version_id, toString(rule_id) AS rule_id, "
-            "count() AS n FROM findings FINAL "
-            f"WHERE fingerprint = {_quote(fingerprint)} GROUP BY version_id, rule_id "
-            "ORDER BY version_id, rule_id")
+    # verdicts considered (the latest per fingerprint counts); bounds the feedback read
+    verdict_window_s: float = Field(default=365 * 24 * 3600.0, gt=0)
 
 
 def suppressed_rules(filters: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -97,7 +73,7 @@ def filter_changes(rows: Sequence[Mapping[str, Any]], stable: str | None,
                    filters: Mapping[str, Sequence[Mapping[str, Any]]],
                    original: Mapping[str, Sequence[Mapping[str, Any]]],
                    config: FeedbackFilterConfig) -> list[FilterChange]:
-    """The filters to add and remove, from verdict_sql rows.
+    """The filters to add and remove, from infra.queries.verdicts rows.
 
     `filters`: each candidate's current filters (from the registry); `original`: its filters
     in the versions file (never removed). The stable version itself is never filtered.

@@ -63,6 +63,7 @@ def _result(req: InferenceRequest, status: Status, latency_ms: float,
         change_type=pred.change_type, risk=pred.risk, findings=pred.findings,
         suggested_message=pred.suggested_message, usage=pred.usage, error=error,
         repo=req.change.repo, sha=req.change.sha, pull_request=req.change.pull_request,
+        accepted_at=req.accepted_at,
     )
 
 

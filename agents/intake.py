@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
 import orjson
 from pydantic import ValidationError
@@ -22,12 +23,23 @@ from .routing import cohort_key
 from .settings import Limits
 
 DLQ_PAYLOAD_LIMIT = 1 << 20
+
+
+def record_time(timestamp: float | None) -> datetime | None:
+    """A Kafka record's timestamp (seconds) as a UTC datetime, None when it has none."""
+    if timestamp is None or timestamp <= 0:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC)
 MAX_PULL_REQUEST = 2**63 - 1  # stored as UInt64; anything above is no pull request number
 
 
 def accept_input(raw: bytes | None, *, source_topic: str, kind: str, task: str,
-                 limits: Limits) -> AcceptedChange:
+                 limits: Limits, accepted_at: datetime | None = None) -> AcceptedChange:
     """Parse and check one input message. Raises InvalidEvent with a one-line reason.
+
+    `accepted_at` (the input record's broker timestamp) becomes the AcceptedChange's
+    occurred_at, so a redelivered record is accepted at the same time again: the store sorts
+    results by it (infra/migrations/013_time_in_sort_keys.sql). None: now.
 
     Total: for any bytes at all this returns an AcceptedChange or raises InvalidEvent (the
     property tests/test_fuzz_intake.py checks), so one message can never stop the stream.
@@ -47,6 +59,7 @@ def accept_input(raw: bytes | None, *, source_topic: str, kind: str, task: str,
         request_id=event.event_id, task=task, source_topic=source_topic, kind=kind,
         label=label, raw_type=raw_type, change=change,
         raw=event.model_dump_json(),
+        **({"occurred_at": accepted_at} if accepted_at is not None else {}),
     )
 
 

@@ -1,4 +1,4 @@
-"""Rotation: the SQL that measures candidates, and the pure decision from those numbers.
+"""Rotation: the pure decision from the numbers that measure candidates.
 
 One tick of the rotation agent (streams/flows/rotation.py) does, for each candidate that is
 not paused (shadow and canary versions, sorted by id):
@@ -9,7 +9,8 @@ not paused (shadow and canary versions, sorted by id):
    current state or step (each stage is judged on its own traffic), and at most `window_s`
    long; with `on_inconclusive: extend` up to `max_window_s`. It ends `settle_s` before the
    tick, so that rows still on their way to ClickHouse do not change a re-run.
-3. The SQL below, for the candidate and for the stable version over the same window.
+3. The queries of infra/queries.py (`measurement`), for the candidate and for the stable
+   version over the same window.
 4. decide(): the gates (agents/gates.py) and the policies turn the numbers into a verdict:
    promote, rollback (a failing canary back to shadow), quarantine, or hold. Every verdict
    is a LifecycleEvent with its evidence; a hold changes nothing and is only recorded.
@@ -64,38 +65,6 @@ class Window:
                    d.get("scope", "sliding"))
 
 
-def _ts(value: datetime) -> str:
-    value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    return "toDateTime64(" + quote(value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]) + ", 3, 'UTC')"
-
-
-def _time_filter(window: Window | float) -> str:
-    if isinstance(window, Window):
-        return f"occurred_at >= {_ts(window.start)} AND occurred_at < {_ts(window.end)}"
-    return f"occurred_at >= now64(3) - INTERVAL {int(window)} SECOND"
-
-
-def interactions_sql(task: str, version_id: str, window: Window | float) -> str:
-    """One version's live attempts in the window: counts, latencies of the ok ones (a fixed
-    seed sample of at most LATENCY_SAMPLE, sorted), labels, cost."""
-    return f"""SELECT count() AS n, countIf(status != 'ok') AS errors,
-       arraySort(groupArraySampleIf({LATENCY_SAMPLE}, 1)(latency_ms, status = 'ok')) AS latencies,
-       countIf(label IS NOT NULL AND status = 'ok') AS labelled,
-       countIf(label IS NOT NULL AND status = 'ok' AND predicted_label = label) AS correct,
-       sum(cost_usd) AS cost_sum, sum(cost_usd * cost_usd) AS cost_sumsq
-FROM interactions FINAL
-WHERE task = {quote(task)} AND version_id = {quote(version_id)} AND run_id = ''
-  AND {_time_filter(window)}"""
-
-
-def agreement_sql(task: str, version_id: str, window: Window | float) -> str:
-    return f"""SELECT count() AS compared, countIf(change_type_agree = 1) AS agree
-FROM shadow_comparisons FINAL
-WHERE task = {quote(task)} AND candidate_version = {quote(version_id)}
-  AND change_type_agree IS NOT NULL
-  AND {_time_filter(window)}"""
-
-
 def metrics_from_rows(version_id: str, interactions: dict, agreement: dict | None) -> VersionMetrics:
     agreement = agreement or {}
     return VersionMetrics(
@@ -109,19 +78,9 @@ def metrics_from_rows(version_id: str, interactions: dict, agreement: dict | Non
         cost_sumsq=float(interactions.get("cost_sumsq") or 0.0))
 
 
-def measurement_sql(task: str, candidate: str, stable: str | None, window: Window
-                    ) -> dict[str, str]:
-    """The queries one decision runs, by name: candidate, agreement, and stable if any."""
-    sql = {"candidate": interactions_sql(task, candidate, window),
-           "agreement": agreement_sql(task, candidate, window)}
-    if stable is not None:
-        sql["stable"] = interactions_sql(task, stable, window)
-    return sql
-
-
 def metrics_from_results(candidate: str, stable: str | None, rows: dict[str, list[dict]]
                          ) -> tuple[VersionMetrics, VersionMetrics | None]:
-    """The query results of measurement_sql (name -> rows) as the gates' inputs."""
+    """The query results of infra.queries.measurement (name -> rows) as the gates' inputs."""
     def first(name: str) -> dict:
         got = rows.get(name) or []
         return got[0] if got else {}

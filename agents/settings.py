@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     # Broker watchdog (streams/flows/healing.py): how often the worker checks that its topics
     # still exist, and recreates them (a restarted embedded broker forgets every topic).
     topic_check_interval_s: float = Field(default=3.0, gt=0)
+    # The leader's periodic queries (infra/queries.py) read their window of results by the
+    # request's accepted time too (the store's sort key): a result that came more than this
+    # after its request was accepted is not counted by rotation, budgets and filters.
+    timer_max_lag_s: float = Field(default=24 * 3600.0, gt=0)
+    # Quarantine re-tests replay the newest archived requests of this window (bounds the read).
+    retest_sample_window_s: float = Field(default=30 * 24 * 3600.0, gt=0)
     # FAULT INJECTION, for tests and drills only: while this file exists every ClickHouse
     # insert fails as if the server were down (REVIEWBUS_FAULT_STORE_DOWN_FILE).
     fault_store_down_file: Path | None = None

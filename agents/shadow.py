@@ -76,4 +76,5 @@ def compare_results(
         precision=precision,
         recall=recall,
         latency_delta_ms=candidate.latency_ms - stable.latency_ms,
+        accepted_at=candidate.accepted_at or stable.accepted_at,
     )

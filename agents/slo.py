@@ -1,4 +1,5 @@
-"""Service-level objectives and error budgets per version (pure: SQL text and arithmetic).
+"""Service-level objectives and error budgets per version (pure arithmetic; the query is
+infra/queries.py `slo`).
 
 Three objectives per version, measured on live traffic (no replays) over a sliding window:
 
@@ -64,46 +65,6 @@ class SloConfig(SloObjectives):
         return base.model_copy(update=changes)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def slo_sql(task: str, window_s: float, latency_ms: Mapping[str, float], default_ms: float,
-            versions: Sequence[str] | None = None,
-            since: Mapping[str, float] | None = None) -> str:
-    """Per version over the window: n, ok, unavailable, errors, slow (ok but over its latency
-    objective), latency quantiles. Live traffic only (run_id = ''), read with FINAL.
-
-    `since` (version -> epoch seconds) starts a version's period later than the window: when
-    it entered its current state, so a version restored from quarantine starts afresh."""
-    ids = sorted(latency_ms)
-    threshold = (f"transform(toString(version_id), [{', '.join(_quote(v) for v in ids)}], "
-                 f"[{', '.join(f'{float(latency_ms[v])!r}' for v in ids)}], {float(default_ms)!r})"
-                 if ids else f"{float(default_ms)!r}")
-    unavailable = " OR ".join(f"ifNull(error, '') LIKE {_quote(p)}" for p in UNAVAILABLE_ERRORS)
-    start = f"now64(3) - toIntervalMillisecond({int(window_s * 1000)})"
-    if since:
-        sids = sorted(since)
-        start = (f"greatest({start}, fromUnixTimestamp64Milli(transform(toString(version_id), "
-                 f"[{', '.join(_quote(v) for v in sids)}], "
-                 f"[{', '.join(f'toInt64({int(since[v] * 1000)})' for v in sids)}], "
-                 "toInt64(0))))")
-    where = [f"task = {_quote(task)}", "run_id = ''", f"occurred_at >= {start}"]
-    if versions:
-        where.append(f"version_id IN ({', '.join(_quote(v) for v in versions)})")
-    return (
-        "SELECT toString(version_id) AS version_id, count() AS n, "
-        "countIf(status = 'ok') AS ok, "
-        f"countIf(status = 'timeout' OR ({unavailable})) AS unavailable, "
-        "countIf(status != 'ok') AS errors, "
-        f"countIf(status = 'ok' AND latency_ms > {threshold}) AS slow, "
-        "quantileExactIf(0.5)(latency_ms, status = 'ok') AS p50_ms, "
-        "quantileExactIf(0.95)(latency_ms, status = 'ok') AS p95_ms "
-        f"FROM interactions FINAL WHERE {' AND '.join(where)} "
-        "GROUP BY version_id ORDER BY version_id"
-    )
-
-
 def budget_left(bad: int, n: int, allowed_fraction: float) -> float:
     """Unspent share of the error budget: 1 - bad / (allowed_fraction * n)."""
     allowed = allowed_fraction * n
@@ -114,7 +75,7 @@ def budget_left(bad: int, n: int, allowed_fraction: float) -> float:
 
 def evaluate(version_id: str, row: Mapping[str, Any], objectives: SloObjectives,
              min_samples: int) -> dict[str, Any]:
-    """The SLO report of one version from its slo_sql row (an empty row: no traffic)."""
+    """The SLO report of one version from its infra.queries.slo row (an empty row: no traffic)."""
     n = int(row.get("n") or 0)
     ok = int(row.get("ok") or 0)
     unavailable = int(row.get("unavailable") or 0)
@@ -164,13 +125,6 @@ def reports(rows: Sequence[Mapping[str, Any]], versions: Sequence[str], config: 
     by_id = {str(r.get("version_id")): r for r in rows}
     return [evaluate(v, by_id.get(v, {}), config.objectives(v), config.min_samples)
             for v in sorted(set(versions) | set(by_id))]
-
-
-def query_for(task: str, config: SloConfig, versions: Sequence[str],
-              since: Mapping[str, float] | None = None) -> str:
-    """slo_sql with every version's latency objective filled in."""
-    thresholds = {v: config.objectives(v).latency_ms for v in versions}
-    return slo_sql(task, config.window_s, thresholds, config.latency_ms, versions, since)
 
 
 SERVING_STATES = ("registered", "shadow", "canary", "stable")

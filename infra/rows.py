@@ -61,6 +61,12 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def accepted_at(e: InferenceResult | ShadowComparison) -> datetime:
+    """The request's accepted time, part of the sort key (013_time_in_sort_keys): the same on
+    every re-run. Events made outside the pipeline carry none and use their own time."""
+    return utc(e.accepted_at or e.occurred_at)
+
+
 def interaction_row(r: InferenceResult) -> Row:
     counts = {s: 0 for s in Severity}
     for f in r.findings:
@@ -94,6 +100,7 @@ def interaction_row(r: InferenceResult) -> Row:
         "sha": r.sha,
         "pull_request": r.pull_request,
         "occurred_at": utc(r.occurred_at),
+        "accepted_at": accepted_at(r),  # migration 013_time_in_sort_keys
     }
 
 
@@ -117,6 +124,7 @@ def finding_rows(r: InferenceResult) -> list[Row]:
             "message": f.message,
             "source": f.source,
             "occurred_at": utc(r.occurred_at),
+            "accepted_at": accepted_at(r),
         }
         for f in r.findings
     ]
@@ -207,6 +215,7 @@ def shadow_row(e: ShadowComparison) -> Row:
         "recall": e.recall,
         "latency_delta_ms": float(e.latency_delta_ms),
         "occurred_at": utc(e.occurred_at),
+        "accepted_at": accepted_at(e),
     }
 
 

@@ -101,6 +101,9 @@ class InferenceRequest(Event):
     attempt: int = 1
     tried: list[str] = Field(default_factory=list)  # versions that already failed this request
     change: NormalizedChange
+    # When intake accepted the request (its AcceptedChange's occurred_at): the same on every
+    # re-run of any stage, so the store can sort by it (infra/migrations/013_time_in_sort_keys.sql).
+    accepted_at: datetime | None = None
 
 
 class InferenceResult(Event):
@@ -123,3 +126,4 @@ class InferenceResult(Event):
     repo: str = ""
     sha: str = ""
     pull_request: int | None = None
+    accepted_at: datetime | None = None  # the request's (InferenceRequest.accepted_at)

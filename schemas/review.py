@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import Field
 
 from .base import Event
@@ -45,3 +47,4 @@ class ShadowComparison(Event):
     precision: float | None = None  # candidate findings also found by stable
     recall: float | None = None  # stable findings also found by candidate
     latency_delta_ms: float = 0.0  # candidate - stable
+    accepted_at: datetime | None = None  # the request's (InferenceRequest.accepted_at)

@@ -93,7 +93,8 @@ def replay_requests(rows: list[dict], version_id: str, run_id: str) -> list[Infe
         accepted = AcceptedChange.model_validate_json(row["accepted"])
         out.append(InferenceRequest(
             request_id=accepted.request_id, task=accepted.task, version_id=version_id,
-            role=Role.replay, run_id=run_id, label=accepted.label, change=accepted.change))
+            role=Role.replay, run_id=run_id, label=accepted.label, change=accepted.change,
+            accepted_at=accepted.occurred_at))
     return out
 
 

@@ -102,9 +102,10 @@ def cmd_feedback(args, settings: Settings) -> int:
 
 
 def _stored_findings(store, args) -> str:
-    from agents.feedback import fingerprint_sql
+    from infra import queries
 
-    seen = store.query(fingerprint_sql(args.fingerprint)).as_dicts()
+    query = queries.fingerprint(args.fingerprint)
+    seen = store.query(query.sql, query.params).as_dicts()
     if not seen and not args.force:
         raise ReviewbusError(f"no finding with fingerprint {args.fingerprint!r} in the store "
                              "(check `reviewbus findings`, or --force)")
@@ -149,6 +150,7 @@ def slo_rows(settings: Settings, versions: list[str], window_s: float | None = N
              ) -> list[dict[str, Any]]:
     from agents import slo
     from agents.config import load_config
+    from infra import queries
 
     from .cli import current_registry, store_for
 
@@ -160,9 +162,10 @@ def slo_rows(settings: Settings, versions: list[str], window_s: float | None = N
         if v not in known:
             raise ReviewbusError(f"unknown version {v!r}; known: {', '.join(known)}")
     wanted = versions or known
+    query = queries.slo(config.task, cfg, wanted, settings.timer_max_lag_s,
+                        slo.since_of(registry))
     with store_for(settings) as store:
-        rows = store.query(slo.query_for(config.task, cfg, wanted,
-                                         slo.since_of(registry))).as_dicts()
+        rows = store.query(query.sql, query.params).as_dicts()
     out = []
     for report in slo.reports(rows, wanted, cfg):
         if report["version_id"] not in wanted:

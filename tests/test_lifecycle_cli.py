@@ -11,8 +11,9 @@ import pytest
 from agents.config import RotationConfig
 from agents.gates import GateConfig
 from agents.registry import fold, register_events
-from agents.rotation import decide, measurement_sql, metrics_from_results, proposals, window_for
+from agents.rotation import decide, metrics_from_results, proposals, window_for
 from agents.settings import Settings
+from infra.queries import measurement
 from infra.readback import registry_from_store
 from infra.store import open_store
 from schemas import (
@@ -79,10 +80,11 @@ def history(env):
         reg = fold("code-review", registered)
         proposal = proposals(reg, ROT)[0]
         window = window_for(reg.versions["b"].since, ROT, now)
-        sql = measurement_sql("code-review", "b", "a", window)
-        got = {k: store.query(q).as_dicts() for k, q in sql.items()}
+        sql = measurement("code-review", "b", "a", window, settings.timer_max_lag_s)
+        got = {k: store.query(q.sql, q.params).as_dicts() for k, q in sql.items()}
         cand, stab = metrics_from_results("b", "a", got)
-        verdict = decide(reg, proposal, cand, stab, ROT, sql, window, now)
+        text = {k: q.text() for k, q in sql.items()}
+        verdict = decide(reg, proposal, cand, stab, ROT, text, window, now)
         store.insert_events([verdict.event])
     return {"now": now, "event": verdict.event, "verdict": verdict, "settings": settings}
 

@@ -10,11 +10,10 @@ from agents.feedback import (
     FilterChange,
     apply_change,
     filter_changes,
-    fingerprint_sql,
     suppressed_rules,
-    verdict_sql,
 )
 from agents.registry import apply_event, fold
+from infra import queries
 from infra.store import Store
 from schemas import (
     ChangeType,
@@ -113,13 +112,16 @@ def test_verdict_sql_on_chdb_counts_the_latest_verdict_per_fingerprint(tmp_path)
             verdict("fp-r1-F401", "true_positive", 5),
             verdict("fp-old-S101", "false_positive", 5),
         ])
-        rows = store.query(verdict_sql("code-review", 30 * 24 * 3600)).as_dicts()
+        query = queries.verdicts("code-review", 30 * 24 * 3600, 365 * 24 * 3600, 24 * 3600)
+        rows = store.query(query.sql, query.params).as_dicts()
         assert rows == [row("cand", "F401", 0, 1), row("cand", "S101", 2, 1),
                         row("st", "F401", 0, 1)]
-        seen = store.query(fingerprint_sql("fp-r1-F401")).as_dicts()
+        query = queries.fingerprint("fp-r1-F401")
+        seen = store.query(query.sql, query.params).as_dicts()
         assert {(r["version_id"], r["rule_id"]) for r in seen} == {("cand", "F401"),
                                                                   ("st", "F401")}
-        assert store.query(fingerprint_sql("nope' OR '1'='1")).as_dicts() == []
+        query = queries.fingerprint("nope' OR '1'='1")
+        assert store.query(query.sql, query.params).as_dicts() == []
     finally:
         store.close()
 

@@ -14,13 +14,11 @@ from agents.rotation import (
     Window,
     config_hash,
     decide,
-    interactions_sql,
-    measurement_sql,
     proposals,
-    quote,
     reevaluate,
     window_for,
 )
+from infra.queries import interactions, measurement
 from schemas import LifecycleAction, LifecycleEvent, VersionSpec, VersionState
 
 S = VersionState
@@ -52,9 +50,10 @@ def run(reg, cand, stable, cfg=CFG, now=T0 + timedelta(minutes=30), index=0):
     proposal = proposals(reg, cfg)[index]
     entry = reg.versions[proposal.version_id]
     window = window_for(entry.since, cfg, now)
-    sql = measurement_sql(reg.task, proposal.version_id, stable.version_id if stable else None,
-                          window)
-    return decide(reg, proposal, cand, stable, cfg, sql, window, now)
+    sql = measurement(reg.task, proposal.version_id, stable.version_id if stable else None,
+                      window, 86400)
+    return decide(reg, proposal, cand, stable, cfg, {k: q.text() for k, q in sql.items()},
+                  window, now)
 
 
 def test_proposals_follow_the_lifecycle():
@@ -101,16 +100,20 @@ def test_window_never_reaches_before_the_stage():
     assert window_for(T0 + timedelta(hours=9), ext, now).scope == "stage"
 
 
-def test_sql_is_absolute_and_quotes_values():
-    assert quote("it's") == "'it\\'s'"
+def test_sql_is_absolute_and_binds_values():
     w = Window(T0, T0 + timedelta(seconds=90))
-    sql = interactions_sql("t'x", "v1", w)
+    query = interactions("t'x", "v1", w, 3600)
+    assert "t'x" not in query.sql and query.params["task"] == "t'x"  # bound, not spliced
+    sql = query.text()  # the literal SQL the evidence keeps
     assert "'t\\'x'" in sql
     assert "occurred_at >= toDateTime64('2024-05-01 12:00:00.000', 3, 'UTC')" in sql
     assert "occurred_at < toDateTime64('2024-05-01 12:01:30.000', 3, 'UTC')" in sql
-    assert "INTERVAL 60 SECOND" in interactions_sql("t", "v1", 60)  # a plain sliding window
-    assert set(measurement_sql("t", "c", "s", w)) == {"candidate", "agreement", "stable"}
-    assert set(measurement_sql("t", "c", None, w)) == {"candidate", "agreement"}
+    assert "accepted_at >= toDateTime64('2024-05-01 12:00:00.000', 3, 'UTC') - " \
+           "toIntervalMillisecond(3600000)" in sql
+    sliding = interactions("t", "v1", 60, 3600).text()  # a plain sliding window
+    assert "occurred_at >= now64(3) - toIntervalMillisecond(60000)" in sliding
+    assert set(measurement("t", "c", "s", w, 1)) == {"candidate", "agreement", "stable"}
+    assert set(measurement("t", "c", None, w, 1)) == {"candidate", "agreement"}
 
 
 def test_a_good_candidate_is_promoted_with_evidence():

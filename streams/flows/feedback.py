@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 
-from agents.feedback import apply_change, filter_changes, verdict_sql
+from agents.feedback import apply_change, filter_changes
 from agents.routing import stable_version
+from infra import queries
 from schemas import HealingAction, LifecycleAction, LifecycleEvent, VersionState
 
 from .. import topics
 from ..metrics import EVENTS, LIFECYCLE
-from ..runtime import config, emit, log, runtime, timer
+from ..runtime import config, emit, log, runtime, settings, timer
 
 FILTERED_STATES = (VersionState.shadow, VersionState.canary, VersionState.deprecated)
 
@@ -34,8 +35,9 @@ async def update_filters() -> list[LifecycleEvent]:
                   if e.state in FILTERED_STATES}
     if stable is None or not candidates:
         return []
-    rows = (await runtime.store.query(verdict_sql(registry.task, config.feedback.window_s))
-            ).as_dicts()
+    query = queries.verdicts(registry.task, config.feedback.window_s,
+                             config.feedback.verdict_window_s, settings.timer_max_lag_s)
+    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
     original = {v: list(spec.filters) if (spec := config.spec(v)) else [] for v in candidates}
     changes = filter_changes(rows, stable, candidates, original, config.feedback)
     by_version: dict[str, list] = {}

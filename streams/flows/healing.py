@@ -26,8 +26,8 @@ import os
 import sys
 
 from agents.intake import cohort_of
-from agents.rotation import quote
 from agents.routing import choose_fallback
+from infra import queries
 from infra.kafka import client_kwargs, consumer_lag
 from schemas import AcceptedChange, FailureEvent, HealingAction, ReviewFindings, Role, Status
 
@@ -87,19 +87,6 @@ MAX_REROUTES = 2
 _rerouted: dict[str, int] = {}
 
 
-def unserved_sql(task: str, after_s: float, window_s: float, limit: int = 500) -> str:
-    """Accepted requests of the window, older than after_s, with no served live result."""
-    return (
-        "SELECT request_id, accepted FROM events_archive FINAL "
-        f"WHERE task = {quote(task)} "
-        f"AND occurred_at >= now64(3) - toIntervalMillisecond({int(window_s * 1000)}) "
-        f"AND occurred_at <= now64(3) - toIntervalMillisecond({int(after_s * 1000)}) "
-        "AND request_id NOT IN (SELECT request_id FROM interactions FINAL "
-        f"WHERE task = {quote(task)} AND run_id = '' "
-        "AND role IN ('primary', 'canary', 'fallback')) "
-        f"ORDER BY occurred_at LIMIT {int(limit)}")
-
-
 async def backlog() -> int:
     """Messages the worker group has not committed yet on the routing path."""
     path = [names.topic(settings, "commits"), names.topic(settings, "review-requests"),
@@ -114,8 +101,8 @@ async def reconcile_once() -> list[str]:
     cfg = config.inference
     if runtime.store is None or not cfg.reconcile:
         return []
-    rows = (await runtime.store.query(unserved_sql(
-        config.task, cfg.reconcile_after_s, cfg.reconcile_window_s))).as_dicts()
+    query = queries.unserved(config.task, cfg.reconcile_after_s, cfg.reconcile_window_s)
+    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
     rows = [r for r in rows if _rerouted.get(r["request_id"], 0) < MAX_REROUTES]
     if not rows or await backlog() > 0:
         return []

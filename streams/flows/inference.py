@@ -122,7 +122,8 @@ def _unavailable(r: InferenceRequest, error: str) -> InferenceResult:
         request_id=r.request_id, task=r.task, version_id=r.version_id, role=r.role,
         run_id=r.run_id, status=Status.error, latency_ms=0.0, label=r.label,
         fallback_from=r.fallback_from, attempt=r.attempt, error=f"backend unavailable: {error}",
-        repo=r.change.repo, sha=r.change.sha, pull_request=r.change.pull_request)
+        repo=r.change.repo, sha=r.change.sha, pull_request=r.change.pull_request,
+        accepted_at=r.accepted_at)
 
 
 async def handle_batch(spec: VersionSpec, requests: list[InferenceRequest]) -> None:

@@ -8,7 +8,7 @@ the reason (REVIEWBUS_LIMIT_*).
 from __future__ import annotations
 
 from agents.errors import InvalidEvent
-from agents.intake import accept_input, cohort_of
+from agents.intake import accept_input, cohort_of, record_time
 
 from .. import topics
 from ..app import app
@@ -24,7 +24,8 @@ async def intake(stream):
             accepted = accept_input(
                 event.value, source_topic=msg.topic,
                 kind=topics.INPUT_KIND_BY_TOPIC.get(msg.topic, "commit"),
-                task=config.task, limits=runtime.limits)
+                task=config.task, limits=runtime.limits,
+                accepted_at=record_time(getattr(msg, "timestamp", None)))
         except InvalidEvent as exc:
             await dead_letter(event, str(exc))
             continue

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from agents import slo
 from agents.health import (
@@ -38,8 +39,8 @@ from agents.health import (
     suspects_of,
 )
 from agents.registry import previous_stable
-from agents.rotation import quote
 from agents.routing import stable_version
+from infra import queries
 from schemas import (
     HealingAction,
     InferenceResult,
@@ -195,6 +196,7 @@ class Quarantined:
     run_id: str | None = None
     sent: int = 0
     started: float = 0.0
+    accepted_from: datetime | None = None  # the oldest accepted time of the re-test's sample
 
 
 _quarantined: dict[str, Quarantined] = {}
@@ -229,8 +231,10 @@ async def check_budgets() -> list[str]:
     candidates = sorted(v for v, e in registry.versions.items() if e.state in CANDIDATES)
     if not candidates:
         return []
-    sql = slo.query_for(registry.task, config.slo, candidates, slo.since_of(registry))
-    rows = (await runtime.store.query(sql)).as_dicts()
+    query = queries.slo(registry.task, config.slo, candidates, settings.timer_max_lag_s,
+                        slo.since_of(registry))
+    sql = query.text()
+    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
     done = []
     for report in slo.reports(rows, candidates, config.slo):
         if report["status"] == "exhausted" and report["version_id"] in candidates:
@@ -240,16 +244,12 @@ async def check_budgets() -> list[str]:
     return done
 
 
-def archive_sample_sql(task: str, n: int) -> str:
-    return (f"SELECT accepted FROM events_archive FINAL WHERE task = {quote(task)} "
-            f"ORDER BY occurred_at DESC LIMIT {int(n)}")
-
-
 async def start_retest(version_id: str, state: Quarantined) -> None:
     from ..client import replay_requests
 
     q = config.quarantine
-    rows = (await runtime.store.query(archive_sample_sql(config.task, q.retest_sample))).as_dicts()
+    sample = queries.archive_sample(config.task, q.retest_sample, settings.retest_sample_window_s)
+    rows = (await runtime.store.query(sample.sql, sample.params)).as_dicts()
     if not rows:
         state.next_retest = time.monotonic() + q.retest_after_s
         log.info("re-test of %s postponed: no archived traffic yet", version_id)
@@ -259,6 +259,8 @@ async def start_retest(version_id: str, state: Quarantined) -> None:
     await emit([(topics.inference[version_id], r.request_id, r.model_copy(
         update={"event_id": f"{run_id}-{r.request_id}"})) for r in requests])
     state.run_id, state.sent, state.started = run_id, len(requests), time.monotonic()
+    # Its results carry the requests' accepted times: the oldest bounds their read.
+    state.accepted_from = min(datetime.fromisoformat(r["occurred_at"]) for r in rows)
     log.warning("re-testing quarantined %s: %d archived requests replayed as %s",
                 version_id, len(requests), run_id)
 
@@ -266,9 +268,9 @@ async def start_retest(version_id: str, state: Quarantined) -> None:
 async def finish_retest(version_id: str, state: Quarantined) -> bool:
     """Judge a re-test in flight; True once it is decided (passed or failed)."""
     q = config.quarantine
-    rows = (await runtime.store.query(
-        "SELECT request_id, status, latency_ms, label, predicted_label FROM interactions FINAL "
-        f"WHERE run_id = {quote(state.run_id)}")).as_dicts()
+    accepted_from = state.accepted_from or datetime.fromtimestamp(0, UTC)
+    query = queries.retest_results(config.task, version_id, state.run_id, accepted_from)
+    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
     timed_out = time.monotonic() - state.started > q.retest_timeout_s
     if len(rows) < state.sent and not timed_out:
         return False
@@ -276,7 +278,7 @@ async def finish_retest(version_id: str, state: Quarantined) -> bool:
     verdict = retest_verdict(rows, state.sent, min_success_rate=q.retest_min_success_rate,
                              latency_ms=config.slo.objectives(version_id).latency_ms,
                              stable_accuracy=await stable_accuracy_on(
-                                 registry, [r["request_id"] for r in rows]),
+                                 registry, [r["request_id"] for r in rows], accepted_from),
                              max_accuracy_drop=q.accuracy_max_drop)
     verdict["run_id"] = state.run_id
     digest = hashlib.sha256(f"{registry.task}|{version_id}|retest|{state.run_id}".encode())
@@ -311,16 +313,15 @@ async def finish_retest(version_id: str, state: Quarantined) -> bool:
     return True
 
 
-async def stable_accuracy_on(registry, request_ids: list[str]) -> float | None:
-    """The stable version's live change-type accuracy on these requests (None: no labels)."""
+async def stable_accuracy_on(registry, request_ids: list[str],
+                             accepted_from: datetime) -> float | None:
+    """The stable version's live change-type accuracy on these requests (None: no labels);
+    they were accepted at accepted_from or later."""
     stable = stable_version(registry)
     if stable is None or not request_ids:
         return None
-    ids = ", ".join(quote(r) for r in request_ids)
-    rows = (await runtime.store.query(
-        "SELECT countIf(predicted_label = label) AS hits, count() AS n FROM interactions FINAL "
-        f"WHERE version_id = {quote(stable)} AND run_id = '' AND status = 'ok' "
-        f"AND label IS NOT NULL AND request_id IN ({ids})")).as_dicts()
+    query = queries.stable_accuracy(registry.task, stable, request_ids, accepted_from)
+    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
     n = int(rows[0]["n"]) if rows else 0
     return int(rows[0]["hits"]) / n if n else None
 

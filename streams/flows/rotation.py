@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import time
 
-from agents.rotation import (
-    Verdict,
-    decide,
-    measurement_sql,
-    metrics_from_results,
-    proposals,
-    window_for,
-)
+from agents.rotation import Verdict, decide, metrics_from_results, proposals, window_for
 from agents.routing import stable_version
+from infra import queries
 from schemas import LifecycleEvent, utcnow
 
 from .. import topics
 from ..metrics import LIFECYCLE
-from ..runtime import config, emit, log, runtime, timer
+from ..runtime import config, emit, log, runtime, settings, timer
 
 # Per version: (what its last recorded hold said, when) so an unchanged hold is recorded once
 # per `record_every_s`; ids of transitions sent and not folded yet, so a tick that comes before
@@ -34,8 +28,9 @@ _sent: dict[str, float] = {}
 SENT_TTL_S = 60.0
 
 
-async def measure(sql: dict[str, str]) -> dict[str, list[dict]]:
-    return {name: (await runtime.store.query(q)).as_dicts() for name, q in sql.items()}
+async def measure(sql: dict[str, queries.Query]) -> dict[str, list[dict]]:
+    return {name: (await runtime.store.query(q.sql, q.params)).as_dicts()
+            for name, q in sql.items()}
 
 
 async def evaluate(now=None) -> list[Verdict]:
@@ -48,10 +43,13 @@ async def evaluate(now=None) -> list[Verdict]:
     for proposal in proposals(registry, cfg):
         entry = registry.versions[proposal.version_id]
         window = window_for(entry.since, cfg, now)
-        sql = measurement_sql(config.task, proposal.version_id, stable_id, window)
+        sql = queries.measurement(config.task, proposal.version_id, stable_id, window,
+                                  settings.timer_max_lag_s)
         candidate, stable = metrics_from_results(proposal.version_id, stable_id,
                                                  await measure(sql))
-        verdict = decide(registry, proposal, candidate, stable, cfg, sql, window, now)
+        # The evidence keeps the literal SQL: `reviewbus explain` runs it again.
+        text = {name: q.text() for name, q in sql.items()}
+        verdict = decide(registry, proposal, candidate, stable, cfg, text, window, now)
         log.info("rotation %s %s->%s [%s]: %s -> %s (%s)", proposal.version_id,
                  proposal.from_state.value, proposal.to_state.value, proposal.gate_name,
                  verdict.decision.outcome, verdict.verdict,

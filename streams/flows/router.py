@@ -17,7 +17,7 @@ def requests_for(accepted: AcceptedChange) -> list[InferenceRequest]:
     plan = plan_route(registry, cohort_of(accepted), unavailable=runtime.unavailable(),
                       repo=accepted.change.repo)
     base = dict(request_id=accepted.request_id, task=accepted.task, label=accepted.label,
-                change=accepted.change)
+                change=accepted.change, accepted_at=accepted.occurred_at)
     out = []
     if plan.primary:
         out.append(InferenceRequest(version_id=plan.primary, role=plan.role,
