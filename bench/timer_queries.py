@@ -116,6 +116,16 @@ def fill(store: Store, lo: int, hi: int, ms_per_row: float) -> None:
             f"{when} FROM {rows} WHERE number % 50 = 0")
 
 
+def settle(store: Store, limit_s: float = 120.0) -> None:
+    """Wait for the background merges of the fill to end, so that they do not share the CPU
+    with the queries timed (a live store merges a little at a time)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if store.query("SELECT count() FROM system.merges").rows[0][0] == 0:
+            return
+        time.sleep(0.5)
+
+
 def time_query(store: Store, query: queries.Query, runs: int) -> dict:
     store.query(query.sql, query.params)  # warm-up
     times = []
@@ -152,6 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
             fill(store, stored, size, ms_per_row)
             stored = size
             out["fill_s"][str(size)] = round(time.perf_counter() - t0, 1)
+            settle(store)
             out["history_days"][str(size)] = round(size * ms_per_row / DAY_MS, 2)
             counts = {t: store.query(f"SELECT count() FROM {t}").rows[0][0]
                       for t in ("interactions", "findings", "shadow_comparisons",
