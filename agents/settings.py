@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     timer_max_lag_s: float = Field(default=24 * 3600.0, gt=0)
     # Quarantine re-tests replay the newest archived requests of this window (bounds the read).
     retest_sample_window_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    # The supervisor of `reviewbus up --detach` (streams/supervisor.py, REVIEWBUS_SUPERVISOR_*):
+    # a worker that fails is restarted after initial * 2**(k-1) s, capped at max, k = its
+    # deaths within the window; crash_loop_deaths deaths within the window: no more restarts.
+    # Keep crash_loop_deaths above the versions file's quarantine.crash_loop_restarts, so a
+    # worker quarantines a version that keeps killing it before the supervisor gives up.
+    supervisor_backoff_initial_s: float = Field(default=1.0, ge=0)
+    supervisor_backoff_max_s: float = Field(default=60.0, ge=0)
+    supervisor_crash_loop_deaths: int = Field(default=5, ge=1)
+    supervisor_crash_loop_window_s: float = Field(default=600.0, gt=0)
+    supervisor_stop_grace_s: float = Field(default=20.0, gt=0)  # SIGTERM, then SIGKILL
+    supervisor_poll_s: float = Field(default=0.2, gt=0)
     # FAULT INJECTION, for tests and drills only: while this file exists every ClickHouse
     # insert fails as if the server were down (REVIEWBUS_FAULT_STORE_DOWN_FILE).
     fault_store_down_file: Path | None = None

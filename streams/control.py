@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from agents.config import load_config
 from agents.errors import BrokerUnavailable, ReviewbusError
@@ -19,6 +20,7 @@ from infra.kafka import consumer_lag, ensure_topics
 from infra.procs import pid_alive, read_json, stop_pid
 
 from . import names
+from .supervisor import SUPERVISOR_FILE, SUPERVISOR_LOG, supervisor_state
 from .worker import WORKER_FILE
 
 
@@ -61,45 +63,77 @@ def up(settings: Settings, detach: bool, wait_s: float = 120.0) -> dict:
         finally:
             if started_broker:
                 stop_embedded_broker(settings.home)
+    sup = supervisor_state(settings.home)
+    if sup and sup["running"]:  # already supervised: report it, start nothing
+        info = wait_healthy(settings, int(sup["pid"]), wait_s)
+        return {"broker": bootstrap, "worker": info[0], "health": info[1],
+                "supervisor": sup, "already_running": True}
     info = worker_info(settings)
-    if info is None:
-        info = spawn_worker(settings)
-    health = wait_healthy(settings, info, wait_s)
-    return {"broker": bootstrap, "worker": info, "health": health}
+    if info is not None:  # a worker without a supervisor (`reviewbus worker`): leave it be
+        return {"broker": bootstrap, "worker": info, "health": worker_health(info),
+                "supervisor": None, "already_running": True}
+    (settings.home / SUPERVISOR_FILE).unlink(missing_ok=True)  # stale: a new one writes it
+    pid = spawn_supervisor(settings)
+    info, health = wait_healthy(settings, pid, wait_s)
+    return {"broker": bootstrap, "worker": info, "health": health,
+            "supervisor": supervisor_state(settings.home), "already_running": False}
 
 
-def spawn_worker(settings: Settings) -> dict:
+def spawn_supervisor(settings: Settings, workers: int = 1) -> int:
+    """`python -m streams.supervisor`, detached: it outlives `reviewbus up --detach`."""
     env = dict(os.environ, REVIEWBUS_HOME=str(settings.home.resolve()))
-    log = open(settings.home / "worker.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-    return {"pid": proc.pid}
+    with open(settings.home / SUPERVISOR_LOG, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streams.supervisor",
+                                 "--workers", str(workers)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return proc.pid
 
 
-def wait_healthy(settings: Settings, info: dict, wait_s: float) -> dict:
+def wait_healthy(settings: Settings, supervisor_pid: int, wait_s: float) -> tuple[dict, dict]:
+    """Until the supervisor's worker answers /health with ok: (worker.json, health). Fails
+    at once when the supervisor exits (e.g. it gave up on a worker that dies at start-up)."""
     deadline = time.monotonic() + wait_s
-    pid = int(info["pid"])
     while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            tail = _tail(settings.home / "worker.log")
-            raise ReviewbusError(f"the worker exited during start-up; last log line: {tail}")
+        sup = read_json(settings.home / SUPERVISOR_FILE) or {}
+        if not pid_alive(supervisor_pid):
+            why = (sup.get("gave_up") if int(sup.get("pid") or 0) == supervisor_pid else None)
+            raise ReviewbusError(
+                f"the supervisor gave up: {why}" if why else
+                f"the supervisor exited; last log line: {_tail(settings.home / SUPERVISOR_LOG)}")
+        pids = {w.get("pid") for w in sup.get("workers", []) if w.get("alive")}
         current = read_json(settings.home / WORKER_FILE)
-        if current and int(current.get("pid", 0)) == pid:
+        if current and current.get("pid") in pids:
             health = worker_health(current)
             if health and health.get("status") == "ok":
-                return health
+                return current, health
         time.sleep(0.3)
     raise ReviewbusError(f"the worker did not become healthy within {wait_s:g} s; "
-                         f"see {settings.home / 'worker.log'}")
+                         f"see {settings.home / 'worker.log'} and "
+                         f"{settings.home / SUPERVISOR_LOG}")
 
 
 def down(settings: Settings) -> dict:
+    """The supervisor first (it stops its workers: SIGTERM, a grace period, SIGKILL), then
+    any worker left (a killed supervisor's orphan, or `reviewbus worker`), then the broker."""
+    stopped = {"supervisor": False, "worker": False, "broker": False}
+    sup = supervisor_state(settings.home) or {}
+    workers = sup.get("workers", [])
+    if sup.get("running"):
+        stopped["supervisor"] = stop_pid(int(sup["pid"]),
+                                         grace_s=settings.supervisor_stop_grace_s + 10)
+        stopped["worker"] = any(w.get("alive") for w in workers)
+    pids = {int(w["pid"]) for w in workers if w.get("pid")}
     info = read_json(settings.home / WORKER_FILE)
-    stopped = {"worker": False, "broker": False}
     if info and info.get("pid"):
-        stopped["worker"] = stop_pid(int(info["pid"]), grace_s=20)
-        (settings.home / WORKER_FILE).unlink(missing_ok=True)
+        pids.add(int(info["pid"]))
+        stopped["worker"] = True
+    for pid in sorted(pids):
+        if _is_worker(pid):
+            stop_pid(pid, grace_s=settings.supervisor_stop_grace_s)
+            stopped["worker"] = True
+    (settings.home / SUPERVISOR_FILE).unlink(missing_ok=True)
+    (settings.home / WORKER_FILE).unlink(missing_ok=True)
     if not settings.kafka:
         stopped["broker"] = stop_embedded_broker(settings.home)
     return stopped
@@ -119,6 +153,11 @@ def status(settings: Settings) -> dict:
     out["worker"] = {"running": info is not None, "pid": info and info.get("pid"),
                      "web_url": info and info.get("web_url"),
                      "status": health.get("status") if health else None}
+    out.update(workers_status(settings, info))
+    if out["workers"] and out["workers"][0].get("supervised"):
+        first = out["workers"][0]
+        out["worker"].update(uptime_s=first["uptime_s"], restarts=first["restarts"],
+                             last_exit=first["last_exit"])
     if health:
         out["versions"] = health.get("versions", {})
     if bootstrap:
@@ -131,6 +170,49 @@ def status(settings: Settings) -> dict:
         except ReviewbusError as exc:
             out["lag_error"] = str(exc)
     return out
+
+
+def _is_worker(pid: int) -> bool:
+    """Alive and a reviewbus worker still (a recorded pid may have been reused since)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def workers_status(settings: Settings, info: dict | None, now: float | None = None) -> dict:
+    """`supervisor` and per-worker `workers` of `reviewbus status`, from supervisor.json."""
+    now = time.time() if now is None else now
+    sup = supervisor_state(settings.home)
+    if sup is None:  # nothing supervised: at most a worker `reviewbus worker` runs
+        workers = [] if info is None else [
+            {"index": 0, "pid": info.get("pid"), "alive": True, "state": "running",
+             "uptime_s": None, "restarts": None, "last_exit": None, "supervised": False}]
+        return {"supervisor": {"running": False, "pid": None, "gave_up": None,
+                               "stopped": None}, "workers": workers}
+    workers = []
+    for w in sup.get("workers", []):
+        alive = bool(w.get("pid")) and sup["running"] and pid_alive(int(w["pid"]))
+        started = w.get("started_at")
+        workers.append({
+            "index": w.get("index"), "pid": w.get("pid") if alive else None, "alive": alive,
+            "state": (w.get("state") if sup["running"] or w.get("state") == "gave_up"
+                      else "stopped"),
+            "started_at": started,
+            "uptime_s": round(now - started, 1) if alive and started else None,
+            "restarts": w.get("restarts", 0), "last_exit": w.get("last_exit"),
+            "next_start_at": w.get("next_start_at") if sup["running"] else None,
+            "gave_up": w.get("gave_up"), "supervised": True})
+    started = sup.get("started_at")
+    return {"supervisor": {
+        "running": sup["running"], "pid": sup.get("pid"),
+        "uptime_s": round(now - started, 1) if sup["running"] and started else None,
+        "gave_up": sup.get("gave_up"),
+        "stopped": sup.get("stopped") or (None if sup["running"] else
+                                          "not running (stale supervisor.json)"),
+        "log": sup.get("log"), "policy": sup.get("policy")}, "workers": workers}
 
 
 def _tail(path, lines: int = 1) -> str:
