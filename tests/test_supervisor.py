@@ -224,3 +224,24 @@ def test_restarts_coexist_with_the_workers_own_crash_loop_quarantine(env, capsys
     finally:
         assert cli(["down"]) == 0
     assert processes_of(env) == []
+
+
+def test_a_stale_supervisor_file_is_reported_and_removed(env, capsys):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    env.mkdir(parents=True, exist_ok=True)
+    (env / "supervisor.json").write_text(json.dumps({
+        "pid": gone.pid, "started_at": time.time() - 60, "gave_up": None, "stopped": None,
+        "workers": [{"index": 0, "pid": gone.pid, "alive": True, "state": "running",
+                     "started_at": time.time() - 50, "restarts": 4, "last_exit": None}]}))
+    status = status_json(capsys)
+    assert status["supervisor"]["running"] is False
+    assert status["supervisor"]["stopped"] == "not running (stale supervisor.json)"
+    w = status["workers"][0]
+    assert (w["alive"], w["pid"], w["state"], w["restarts"]) == (False, None, "stopped", 4)
+    assert cli(["status"]) == 0
+    assert "supervisor: not running (stale supervisor.json)" in capsys.readouterr().out
+    assert cli(["down"]) == 0
+    assert not (env / "supervisor.json").exists()
