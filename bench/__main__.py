@@ -4,6 +4,7 @@
     python -m bench --only bus,sink      # a subset: bus (1, 2, 3, 7), sink (4), analyzers (5, 6)
     python -m bench --quick              # small sizes, to check that it runs
     python -m bench --label before       # name the JSON file bench/results/<time>-before.json
+    python -m bench soak --minutes 60    # the long-running worker under steady load (bench/soak.py)
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        from .soak import main as soak
+
+        return soak(argv[1:])
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.time()
