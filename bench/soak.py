@@ -36,6 +36,7 @@ import yaml
 
 from agents.config import DEFAULT_CONFIG
 from agents.settings import Settings
+from infra.broker import embedded_broker
 from infra.kafka import start_producer, start_tail_consumer
 from infra.procs import read_json
 from schemas import CommitEvent, Feedback
@@ -141,6 +142,27 @@ def timer_totals(metrics_text: str) -> dict[str, tuple[float, float]]:
     return {t: (sums.get(t, 0.0), counts.get(t, 0.0)) for t in counts}
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of pid and its live descendants (the analyzers' warm
+    processes run beside the worker)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (ppid, _) in stats.items() if ppid == p)
+    return total
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -231,6 +253,8 @@ class Load:
 def sample(stack: Stack, ld: Load, minute: float, last: dict) -> dict:
     pid = int(stack.worker().get("pid", 0))
     rss, _ = rss_kib(pid) if pid else (None, None)
+    broker = embedded_broker(stack.home)
+    cpu = {"worker": cpu_s(pid) if pid else 0.0, "broker": cpu_s(broker.pid) if broker else 0.0}
     try:
         rows = {r["table"]: int(r["rows"]) for r in stack.query(
             "SELECT table, sum(rows) AS rows FROM system.parts WHERE active "
@@ -248,6 +272,9 @@ def sample(stack: Stack, ld: Load, minute: float, last: dict) -> dict:
             ticks[name] = round((total - t0) / (count - c0) * 1000, 2)
     served = len(ld.served)
     span = max(1e-9, time.monotonic() - last.get("at", time.monotonic() - 1))
+    new = max(1, served - last.get("served", 0))
+    cpu_ms = {k: round((v - last.get("cpu", {}).get(k, 0.0)) * 1000 / new, 2)
+              for k, v in cpu.items()}
     out = {
         "minute": round(minute, 2), "sent": ld.sent, "served": served,
         "served_per_s": round((served - last.get("served", 0)) / span, 3),
@@ -255,13 +282,19 @@ def sample(stack: Stack, ld: Load, minute: float, last: dict) -> dict:
         "p50_ms": percentile(ld.latencies, 0.50), "p99_ms": percentile(ld.latencies, 0.99),
         "latencies": len(ld.latencies), "rss_mib": round(rss / 1024, 1) if rss else None,
         "store_rows": rows, "timer_tick_ms": ticks, "restarts": stack.restarts(),
+        "cpu_ms_per_commit": cpu_ms,
     }
-    last.update(timers=timers, served=served, at=time.monotonic())
+    last.update(timers=timers, served=served, at=time.monotonic(), cpu=cpu)
     return out
 
 
 def window(samples: list[dict], lo: float, hi: float) -> list[dict]:
     return [s for s in samples if lo < s["minute"] <= hi]
+
+
+def mean_of(ws: list[dict], who: str) -> float | None:
+    values = [s["cpu_ms_per_commit"][who] for s in ws if who in s.get("cpu_ms_per_commit", {})]
+    return round(statistics.fmean(values), 2) if values else None
 
 
 def summary(samples: list[dict], edge_min: float, lat: dict[int, list[float]]) -> dict:
@@ -288,6 +321,8 @@ def summary(samples: list[dict], edge_min: float, lat: dict[int, list[float]]) -
         "p99_ratio": ratio(p99(last_), p99(first)),
         "rss_after_first_mib": rss_at_edge, "rss_end_mib": rss_end,
         "rss_growth": ratio(rss_end - rss_at_edge, rss_at_edge) if rss_at_edge and rss_end else None,
+        "cpu_ms_per_commit_first": {k: mean_of(first, k) for k in ("worker", "broker")},
+        "cpu_ms_per_commit_last": {k: mean_of(last_, k) for k in ("worker", "broker")},
         "restarts": samples[-1]["restarts"], "backlog_end": samples[-1]["backlog"],
         "duplicates": samples[-1]["duplicates"],
     }
@@ -322,7 +357,7 @@ async def drive(stack: Stack, args, log) -> tuple[list[dict], dict[int, list[flo
             log(f"[{s['minute']:5.1f} min] sent {s['sent']} served {s['served']} "
                 f"({s['served_per_s']}/s) backlog {s['backlog']} p50 {s['p50_ms']} "
                 f"p99 {s['p99_ms']} ms rss {s['rss_mib']} MiB restarts {s['restarts']} "
-                f"ticks {s['timer_tick_ms']}")
+                f"cpu/commit {s['cpu_ms_per_commit']} ticks {s['timer_tick_ms']}")
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -336,7 +371,7 @@ def plot(samples: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     x = [s["minute"] for s in samples]
-    fig, axes = plt.subplots(5, 1, figsize=(9, 13), sharex=True)
+    fig, axes = plt.subplots(6, 1, figsize=(9, 15), sharex=True)
     ax = axes[0]
     ax.plot(x, [s["served_per_s"] for s in samples], label="served / s")
     ax2 = ax.twinx()
@@ -351,6 +386,11 @@ def plot(samples: list[dict], path: Path, title: str) -> None:
     ax.legend(loc="upper left")
     axes[2].plot(x, [s["rss_mib"] for s in samples])
     axes[2].set_ylabel("worker RSS (MiB)")
+    ax = axes[5]
+    for who in ("worker", "broker"):
+        ax.plot(x, [s["cpu_ms_per_commit"].get(who) for s in samples], label=who)
+    ax.set_ylabel("CPU ms per commit")
+    ax.legend(loc="upper left")
     ax = axes[3]
     tables = sorted({t for s in samples for t in s["store_rows"] if t != "error"})
     for t in tables:
@@ -364,7 +404,7 @@ def plot(samples: list[dict], path: Path, title: str) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("timer tick (ms)")
     ax.legend(loc="upper left", fontsize=7, ncol=3)
-    ax.set_xlabel("minutes")
+    axes[-1].set_xlabel("minutes")
     half = samples[-1]["minute"] / 2
     for a in axes:
         a.axvline(half, color="grey", linestyle=":", linewidth=1)
