@@ -343,7 +343,7 @@ def test_max_file_bytes_is_a_param():
 
 
 def fake_ruff(monkeypatch, script):
-    monkeypatch.setattr(analyzers, "_ruff_argv", lambda: [sys.executable, "-c", script])
+    monkeypatch.setattr(analyzers.ruff, "ruff_argv", lambda: [sys.executable, "-c", script])
 
 
 def test_tool_timeout_is_a_backend_error_and_kills_the_process_group(monkeypatch, tmp_path):

@@ -137,7 +137,7 @@ def backend(**params) -> AnalyzerBackend:
     return AnalyzerBackend(VersionSpec(id="an-sec", backend="analyzers", params=params))
 
 
-@pytest.mark.skipif(not analyzers._no_network(),
+@pytest.mark.skipif(not analyzers.no_network(),
                     reason="no network namespace can be created here (see README: Security)")
 def test_the_analyser_sees_no_network(monkeypatch, tmp_path, private_tmp):
     server = socket.create_server(("127.0.0.1", 0))
@@ -152,7 +152,7 @@ def test_the_analyser_sees_no_network(monkeypatch, tmp_path, private_tmp):
         "except OSError as e:\n    out['dns'] = str(e)\n"
         f"open({str(report)!r}, 'w').write(json.dumps(out))\n"
         "print('[]')\n")
-    monkeypatch.setattr(analyzers, "_ruff_argv", lambda: [sys.executable, "-c", script])
+    monkeypatch.setattr(analyzers.ruff, "ruff_argv", lambda: [sys.executable, "-c", script])
     try:
         asyncio.run(backend(bandit=False).infer([change({"a.py": "x = 1\n"})]))
     finally:

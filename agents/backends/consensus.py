@@ -52,8 +52,8 @@ from ..changetype import suggest_message
 from ..conventional import parse_prefix
 from ..errors import BackendError, ConfigError, InvalidOutput
 from ..fingerprint import normalize_path
-from .analyzers import _validate_filters, apply_filters
 from .base import Backend, Prediction, build_backend
+from .filters import apply_filters, validate_filters
 
 AGREE_FACTOR = 1.0
 SINGLE_FACTOR = 0.7
@@ -292,7 +292,7 @@ class ConsensusBackend:
             raise ConfigError(f"version {spec.id}: consensus members {self.params.members} are "
                               "not resolved; load the versions file with agents.config.load_config "
                               "(or give member_specs inline)")
-        self.filters = _validate_filters(spec.id, list(spec.filters))
+        self.filters = validate_filters(spec.id, list(spec.filters))
         self.members = list(self.params.member_specs)
         self.min_members = self.params.min_members or len(self.members)
         self.backends: list[Backend] = [build_backend(m) for m in self.members]

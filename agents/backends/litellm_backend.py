@@ -45,8 +45,8 @@ from ..conventional import LABEL_MAP
 from ..diffparse import parse_diff
 from ..errors import BackendError, ConfigError, InvalidOutput
 from ..fingerprint import fingerprint, normalize_path
-from .analyzers import _validate_filters, apply_filters
 from .base import Prediction
+from .filters import apply_filters, validate_filters
 
 log = logging.getLogger("reviewbus.litellm")
 
@@ -493,7 +493,7 @@ class LiteLLMBackend:
 
         self.spec = spec
         self.params = LiteLLMParams.parse(spec.id, dict(spec.params))
-        self.filters = _validate_filters(spec.id, list(spec.filters))
+        self.filters = validate_filters(spec.id, list(spec.filters))
         self.source = f"litellm:{self.params.model}"[:200]
         secret = load_settings().litellm_api_key
         key = secret.get_secret_value() if secret is not None else ""
