@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import VersionSpec
-from schemas.versions import BlockEntry
+from schemas.registry import BlockEntry
 
 
 class BlockRule(BaseModel):

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from schemas import LifecycleAction, LifecycleEvent, Registry, VersionEntry, VersionSpec
 from schemas import VersionState as S
 from schemas.base import new_id
-from schemas.versions import BlockEntry
+from schemas.registry import BlockEntry
 
 from .blocklist import BlockRule, blocked_by, describe, entry_for
 from .errors import IllegalTransition, UnknownVersion

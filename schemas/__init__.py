@@ -1,7 +1,17 @@
-"""reviewbus events: plain frozen pydantic v2 models, no I/O. Import only stdlib and pydantic."""
+"""reviewbus events: plain frozen pydantic v2 models, no I/O. Import only stdlib and pydantic.
+
+One module per concept: base (Event, Model), change (what CI sends), inference (requests and
+results), review (findings, shadow comparisons), versions (VersionSpec), lifecycle (states,
+actions, LifecycleEvent), registry (the folded Registry and its blocklist), healing (failures,
+quarantine, healing actions), feedback, dead_letter, training (learning-loop jobs). Every name
+is re-exported here: `from schemas import X`.
+"""
 
 from .base import SCHEMA_VERSION, Event, Model, new_id, utcnow
 from .change import AcceptedChange, ChangedFile, CIRun, CommitEvent, NormalizedChange, ReviewRequest
+from .dead_letter import DeadLetter
+from .feedback import Feedback
+from .healing import FailureEvent, HealingAction, QuarantineEvent
 from .inference import (
     CHANGE_TYPES,
     SEVERITY_ORDER,
@@ -16,25 +26,19 @@ from .inference import (
     Status,
     Usage,
 )
-from .jobs import JobState, TrainingJobEvent
-from .ops import (
-    DeadLetter,
-    FailureEvent,
-    Feedback,
-    HealingAction,
-    LifecycleAction,
-    LifecycleEvent,
-    QuarantineEvent,
-    VersionState,
-)
+from .lifecycle import LifecycleAction, LifecycleEvent, VersionState
+from .registry import BlockEntry, Registry, VersionEntry
 from .review import ReviewFindings, ShadowComparison
-from .versions import Registry, VersionEntry, VersionSpec
+from .training import JobState, TrainingJobEvent
+from .versions import VERSION_ID_PATTERN, VersionSpec
 
 __all__ = [
     "CHANGE_TYPES",
     "SCHEMA_VERSION",
     "SEVERITY_ORDER",
+    "VERSION_ID_PATTERN",
     "AcceptedChange",
+    "BlockEntry",
     "CIRun",
     "ChangeType",
     "ChangedFile",

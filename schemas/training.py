@@ -1,4 +1,4 @@
-"""Fine-tune jobs of the learning loop: one event per state change, stored in ClickHouse."""
+"""Training jobs of the learning loop: one event per state change, stored in ClickHouse."""
 
 from __future__ import annotations
 

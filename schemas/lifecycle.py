@@ -1,4 +1,4 @@
-"""Operational events: failures, quarantine, healing, lifecycle, feedback, dead letters."""
+"""The lifecycle of a version: its states, the actions that move it, and the event of one move."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import Field
 
 from .base import Event
-from .inference import InferenceRequest
 
 
 class VersionState(str, Enum):
@@ -41,17 +40,6 @@ class LifecycleAction(str, Enum):
     update_spec = "update_spec"
 
 
-class FailureEvent(Event):
-    request_id: str
-    task: str
-    version_id: str
-    role: str
-    status: str  # error | timeout | invalid_output
-    error: str
-    latency_ms: float = 0.0
-    # The failed request, when it served users, so healing can re-send it elsewhere.
-    request: InferenceRequest | None = None
-
 
 class LifecycleEvent(Event):
     """A change of one version's state or traffic. The registry is the fold of these."""
@@ -70,43 +58,3 @@ class LifecycleEvent(Event):
     # set, the fold skips the event if the registry has moved on since (optimistic
     # concurrency: a decision taken on a stale view never applies). None: no check.
     position: int | None = Field(default=None, ge=0)
-
-
-class QuarantineEvent(Event):
-    task: str
-    version_id: str
-    trigger: str  # consecutive_failures | error_rate | ...
-    root_cause: str
-    evidence: dict[str, Any] = Field(default_factory=dict)
-
-
-class HealingAction(Event):
-    task: str
-    action: str  # fallback | rollback | filter
-    version_id: str  # the version healed around
-    target_version: str | None = None  # the version that took over
-    request_id: str | None = None
-    reason: str = ""
-
-
-class Feedback(Event):
-    fingerprint: str
-    verdict: str = Field(pattern="^(true_positive|false_positive)$")
-    version_id: str | None = None
-    request_id: str | None = None
-    actor: str = "user"
-    note: str = ""
-
-
-class DeadLetter(Event):
-    """The raw bytes of a rejected message (base64 when not UTF-8), why, and where from."""
-
-    source_topic: str
-    partition: int
-    offset: int
-    key: str | None = None
-    error: str
-    payload: str
-    payload_encoding: str = "utf-8"  # utf-8 | base64
-    payload_size: int = 0
-    payload_truncated: bool = False  # payloads over 1 MiB keep their first 1 MiB only
