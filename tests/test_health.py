@@ -88,9 +88,7 @@ import time  # noqa: E402
 from agents.config import QuarantineConfig  # noqa: E402
 from agents.health import (  # noqa: E402
     TRIGGERS,
-    CrashGuard,
     Outcome,
-    collect_deaths,
     crash_verdicts,
     retest_backoff,
     retest_verdict,
@@ -99,6 +97,7 @@ from agents.health import (  # noqa: E402
     tracker_from_config,
 )
 from agents.slo import SloConfig  # noqa: E402
+from infra.crash_markers import CrashGuard, collect_deaths  # noqa: E402
 
 
 def quiet(**kw) -> HealthTracker:
