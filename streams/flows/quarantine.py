@@ -29,9 +29,7 @@ from datetime import UTC, datetime
 
 from agents import slo
 from agents.health import (
-    CrashGuard,
     Outcome,
-    collect_deaths,
     crash_verdicts,
     retest_backoff,
     retest_verdict,
@@ -41,6 +39,7 @@ from agents.health import (
 from agents.registry import previous_stable
 from agents.routing import stable_version
 from infra import queries
+from infra.crash_markers import CrashGuard, collect_deaths
 from schemas import (
     HealingAction,
     InferenceResult,
