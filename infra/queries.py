@@ -249,3 +249,19 @@ def stable_accuracy(task: str, stable: str, request_ids: Sequence[str],
 TIMERS = ("rotation_candidate", "rotation_agreement", "rotation_stable", "slo_budget",
           "feedback_verdicts", "reconcile_unserved", "retest_sample", "retest_results",
           "retest_stable_accuracy")
+
+
+# ---- learning loop (`reviewbus jobs`) --------------------------------------------------------
+
+
+def training_jobs(task: str) -> Query:
+    """The latest state of every training job of a task, newest first."""
+    return Query(
+        "SELECT job_id, argMax(state, occurred_at) AS state, argMax(kind, occurred_at) AS kind, "
+        "argMax(version_id, occurred_at) AS version_id, argMax(repos, occurred_at) AS repos, "
+        "argMax(data, occurred_at) AS data, argMax(out, occurred_at) AS out, "
+        "argMax(metrics, occurred_at) AS metrics, argMax(error, occurred_at) AS error, "
+        "min(occurred_at) AS queued_at, max(occurred_at) AS updated_at "
+        "FROM training_jobs FINAL WHERE task = {task:String} "
+        "GROUP BY job_id ORDER BY queued_at DESC, job_id",
+        {"task": task})

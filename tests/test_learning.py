@@ -21,7 +21,7 @@ from agents.learning.data import (
     write_rows,
 )
 from agents.learning.export import export_rows
-from agents.learning.jobs import adapter_spec, default_version_id, job_event, jobs_sql
+from agents.learning.jobs import adapter_spec, default_version_id, job_event
 from agents.learning.metrics import classification_report, mean_report, percentile
 from agents.learning.text import (
     FEATURE_NAMES,
@@ -34,6 +34,7 @@ from agents.learning.text import (
     text_fields,
 )
 from agents.routing import plan_route
+from infra.queries import training_jobs
 from infra.store import Store
 from schemas import (
     AcceptedChange,
@@ -336,7 +337,8 @@ def test_job_events_are_idempotent_and_latest_state_wins(store):
     store.insert_events([job_event("j1", JobState.succeeded, occurred_at=t0 + timedelta(seconds=9),
                                    metrics={"val": {"macro_f1": 0.5}}, version_id="v-j1", **common)])
     assert store.query("SELECT count() FROM training_jobs FINAL").rows[0][0] == 4
-    rows = {r["job_id"]: r for r in store.query(jobs_sql(), {"task": "code-review"}).as_dicts()}
+    jobs = training_jobs("code-review")
+    rows = {r["job_id"]: r for r in store.query(jobs.sql, jobs.params).as_dicts()}
     assert rows["j1"]["state"] == "succeeded" and rows["j1"]["version_id"] == "v-j1"
     assert rows["j2"]["state"] == "queued" and rows["j1"]["repos"] == ["org/a"]
     assert json.loads(rows["j1"]["metrics"]) == {"val": {"macro_f1": 0.5}}

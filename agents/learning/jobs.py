@@ -1,4 +1,5 @@
-"""Fine-tune jobs as events, and the spec a finished job registers (pure)."""
+"""Training jobs as events, and the spec a finished job registers (pure; the query that reads
+the jobs back is infra.queries.training_jobs)."""
 
 from __future__ import annotations
 
@@ -46,16 +47,3 @@ def adapter_spec(version_id: str, adapter: Path, *, task: str, base: Path | None
     except ValueError as exc:
         raise ConfigError(f"invalid version id {version_id!r}: letters, digits, '.', '_' "
                           "and '-' only, at most 63 characters") from exc
-
-
-def jobs_sql() -> str:
-    """Latest state of every job of a task (bind {task:String}), newest first."""
-    return (
-        "SELECT job_id, argMax(state, occurred_at) AS state, argMax(kind, occurred_at) AS kind, "
-        "argMax(version_id, occurred_at) AS version_id, argMax(repos, occurred_at) AS repos, "
-        "argMax(data, occurred_at) AS data, argMax(out, occurred_at) AS out, "
-        "argMax(metrics, occurred_at) AS metrics, argMax(error, occurred_at) AS error, "
-        "min(occurred_at) AS queued_at, max(occurred_at) AS updated_at "
-        "FROM training_jobs FINAL WHERE task = {task:String} "
-        "GROUP BY job_id ORDER BY queued_at DESC, job_id"
-    )
