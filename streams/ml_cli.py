@@ -136,14 +136,15 @@ def record(settings: Settings, event) -> None:
 
 def cmd_jobs(args, settings: Settings) -> int:
     from agents.config import load_config
-    from agents.learning.jobs import jobs_sql
+    from infra.queries import training_jobs
 
     from .cli import store_for
     from .reports import render_table
 
     task = load_config(settings.config).task
     with store_for(settings) as store:
-        rows = store.query(jobs_sql(), {"task": task}).as_dicts()
+        query = training_jobs(task)
+        rows = store.query(query.sql, query.params).as_dicts()
     for r in rows:
         metrics = json.loads(r.pop("metrics") or "{}")
         r["val_macro_f1"] = (metrics.get("val") or {}).get("macro_f1")
