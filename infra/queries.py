@@ -265,3 +265,24 @@ def training_jobs(task: str) -> Query:
         "FROM training_jobs FINAL WHERE task = {task:String} "
         "GROUP BY job_id ORDER BY queued_at DESC, job_id",
         {"task": task})
+
+
+def training_archive(task: str, since: datetime | None = None) -> Query:
+    """The archived requests with a change-type label or change-type feedback, oldest first
+    per repository (the rows agents.learning.export.training_rows reads)."""
+    where = ["task = {task:String}",
+             "(label IS NOT NULL OR request_id IN (SELECT request_id FROM feedback FINAL "
+             "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL))"]
+    params: dict[str, Any] = {"task": task}
+    if since is not None:
+        where.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = since.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return Query("SELECT request_id, repo, sha, label, accepted, occurred_at FROM events_archive "
+                 f"FINAL WHERE {' AND '.join(where)} ORDER BY repo, occurred_at, request_id", params)
+
+
+def change_type_feedback() -> Query:
+    """Every change-type feedback on a request, oldest first."""
+    return Query("SELECT request_id, fingerprint, verdict, occurred_at FROM feedback FINAL "
+                 "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL "
+                 "ORDER BY occurred_at, event_id")

@@ -20,7 +20,6 @@ from agents.learning.data import (
     validation_split,
     write_rows,
 )
-from agents.learning.export import export_rows
 from agents.learning.jobs import adapter_spec, default_version_id, job_event
 from agents.learning.metrics import classification_report, mean_report, percentile
 from agents.learning.text import (
@@ -36,6 +35,7 @@ from agents.learning.text import (
 from agents.routing import plan_route
 from infra.queries import training_jobs
 from infra.store import Store
+from infra.training_data import export_rows
 from schemas import (
     AcceptedChange,
     ChangedFile,

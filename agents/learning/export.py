@@ -4,6 +4,9 @@ Labels: the Conventional Commits type that intake read off each commit (the arch
 carries it), overridden by feedback: a Feedback with `fingerprint = "change_type:<label>"` and
 a request_id says the request's change type is <label> (true_positive) or is not <label>
 (false_positive, which drops the row when that was its label). The latest feedback wins.
+
+Pure: infra.training_data.export_rows runs the queries (infra.queries.training_archive and
+change_type_feedback) and hands their rows to training_rows.
 """
 
 from __future__ import annotations
@@ -17,24 +20,6 @@ from schemas import CHANGE_TYPES, AcceptedChange
 from .data import date_key, repo_split
 
 FEEDBACK_PREFIX = "change_type:"
-
-
-def archive_sql(since: datetime | None) -> tuple[str, dict[str, Any]]:
-    where = ["task = {task:String}",
-             "(label IS NOT NULL OR request_id IN (SELECT request_id FROM feedback FINAL "
-             "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL))"]
-    params: dict[str, Any] = {}
-    if since is not None:
-        where.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
-        params["since"] = since.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    sql = (f"SELECT request_id, repo, sha, label, accepted, occurred_at FROM events_archive FINAL "
-           f"WHERE {' AND '.join(where)} ORDER BY repo, occurred_at, request_id")
-    return sql, params
-
-
-FEEDBACK_SQL = ("SELECT request_id, fingerprint, verdict, occurred_at FROM feedback FINAL "
-                "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL "
-                "ORDER BY occurred_at, event_id")
 
 
 def apply_feedback(labels: dict[str, str | None], feedback: list[dict[str, Any]]
@@ -52,19 +37,21 @@ def apply_feedback(labels: dict[str, str | None], feedback: list[dict[str, Any]]
     return out
 
 
-def export_rows(store, task: str, since: datetime | None = None,
-                val_fraction: float = 0.25) -> list[dict[str, Any]]:
+def training_rows(archive: list[dict[str, Any]], feedback_rows: list[dict[str, Any]],
+                  val_fraction: float = 0.25) -> list[dict[str, Any]]:
     """Rows {id, repo, sha, author_date, message, diff, diff_truncated, files, label, split},
     one per commit, split into train and val by repository (one repository: its newest 15 %
-    by author date is val)."""
-    sql, params = archive_sql(since)
-    archive = store.query(sql, {"task": task, **params}).as_dicts()
+    by author date is val).
+
+    `archive`: the archived requests (request_id, repo, sha, label, accepted, occurred_at),
+    oldest first; `feedback_rows`: change-type feedback (request_id, fingerprint, verdict),
+    oldest first. infra.training_data.export_rows reads both from the store."""
     # One row per commit: CI may send a commit more than once (a push, then its pull request),
     # and feedback on any of its requests labels the commit. The newest request is exported.
     commit_of = {r["request_id"]: f"{r['repo']}@{r['sha']}" for r in archive}
     latest = {commit_of[r["request_id"]]: r for r in archive}  # archive is oldest first
     feedback = [{**fb, "request_id": commit_of.get(fb["request_id"])}
-                for fb in store.query(FEEDBACK_SQL).as_dicts()]
+                for fb in feedback_rows]
     labels = apply_feedback({commit: r.get("label") for commit, r in latest.items()}, feedback)
     rows: list[dict[str, Any]] = []
     for commit, r in latest.items():
