@@ -108,7 +108,7 @@ def _json_arg(text: str, what: str) -> dict[str, Any]:
 def cmd_export(args, settings: Settings) -> int:
     from agents.config import load_config
     from agents.learning.data import write_rows
-    from agents.learning.export import export_rows
+    from infra.training_data import export_rows
 
     from .cli import parse_time, store_for
 
