@@ -1,0 +1,70 @@
+"""`replay`: archived input events from ClickHouse, re-sent to one version as a run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from agents.config import load_config
+from agents.errors import ReviewbusError
+from agents.settings import Settings
+from infra import queries_cli as q
+from schemas import Registry
+
+from ..registered import unlisted_specs
+from .bus import check_version, new_run_id, replay_requests, send_replay
+from .common import Quiet, current_registry, store_for
+
+
+def replay_targets(registry: Registry, config) -> list[str]:
+    """Versions a replay may go to: the versions file's, and those registered at run time
+    (`reviewbus train`, `versions register`) and not archived."""
+    return [v.id for v in config.versions] + [s.id for s in unlisted_specs(registry, config)]
+
+
+def replay(settings: Settings, version_id: str, *, since: datetime | None = None,
+           until: datetime | None = None, limit: int | None = None, wait: bool = False,
+           timeout: float = 600.0, progress: Callable[[int, str], Any] = Quiet) -> str:
+    """Send the range's archived requests to `version_id` as a new run; returns its id."""
+    if limit is not None and limit < 1:
+        raise ReviewbusError(f"--limit must be at least 1, got {limit}")
+    config = load_config(settings.config)
+    check_version(version_id, replay_targets(current_registry(settings), config))
+    query = q.archive(config.task, since, until, limit)
+    with store_for(settings) as store:
+        rows = store.query(query.sql, query.params).as_dicts()
+    if not rows:
+        raise ReviewbusError("no archived input events in that range (submit some first)")
+    run_id = new_run_id()
+    requests = replay_requests(rows, version_id, run_id)
+    bar = progress(len(requests), f"replay {run_id} -> {version_id}: sent")
+    try:
+        asyncio.run(send_replay(settings, version_id, requests, bar.update))
+    finally:
+        bar.close()
+    if wait:
+        wait_for_run(settings, run_id, len(requests), timeout, progress)
+    return run_id
+
+
+def wait_for_run(settings: Settings, run_id: str, expected: int, timeout: float,
+                 progress: Callable[[int, str], Any] = Quiet) -> None:
+    bar = progress(expected, f"replay {run_id}: stored")
+    deadline = time.monotonic() + timeout
+    query = q.run_count(run_id)
+    try:
+        while True:
+            with store_for(settings) as store:
+                done = int(store.query(query.sql, query.params).rows[0][0])
+            bar.set(done)
+            if done >= expected:
+                return
+            if time.monotonic() > deadline:
+                raise ReviewbusError(f"replay {run_id}: {done} of {expected} results stored "
+                                     f"after {timeout:g} s")
+            time.sleep(0.5)
+    finally:
+        bar.close()
