@@ -244,7 +244,7 @@ async def check_budgets() -> list[str]:
 
 
 async def start_retest(version_id: str, state: Quarantined) -> None:
-    from ..client import replay_requests
+    from ..services.bus import replay_requests
 
     q = config.quarantine
     sample = queries.archive_sample(config.task, q.retest_sample, settings.retest_sample_window_s)
