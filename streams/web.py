@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agents.registry import traffic_table
 
 from .app import app, bootstrap
-from .runtime import config, runtime
+from .runtime import config, runtime, settings
 
 
 @app.page("/health")
@@ -45,16 +45,20 @@ async def registry(self: faust_web.View, request: faust_web.Request) -> faust_we
 @app.page("/store/query")
 class StoreQuery(faust_web.View):
     async def post(self, request: faust_web.Request) -> faust_web.Response:
-        from infra.store import handle_query_request
+        from infra.store import serve_store_request  # needs <home>/store.token
 
-        payload = await request.json()
-        return self.json(await runtime.store.call(handle_query_request, payload))
+        status, body = await serve_store_request(
+            runtime.store, "query", authorization=request.headers.get("Authorization"),
+            body=await request.read(), home=settings.home)
+        return self.json(body, status=status)
 
 
 @app.page("/store/insert")
 class StoreInsert(faust_web.View):
     async def post(self, request: faust_web.Request) -> faust_web.Response:
-        from infra.store import handle_insert_request
+        from infra.store import serve_store_request  # needs <home>/store.token
 
-        payload = await request.json()
-        return self.json(await runtime.store.call(handle_insert_request, payload))
+        status, body = await serve_store_request(
+            runtime.store, "insert", authorization=request.headers.get("Authorization"),
+            body=await request.read(), home=settings.home)
+        return self.json(body, status=status)
