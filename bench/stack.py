@@ -120,8 +120,12 @@ class Worker:
 
     def query(self, sql: str) -> list[dict]:
         body = json.dumps({"sql": sql}).encode()
+        headers = {"Content-Type": "application/json"}
+        token = self.home / "store.token"  # the worker-hosted store's token (infra/clickhouse/auth.py)
+        if token.exists():
+            headers["Authorization"] = f"Bearer {token.read_text().strip()}"
         req = urllib.request.Request(f"{self.web_url}/store/query", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
         with urllib.request.urlopen(req, timeout=30) as resp:
             answer = json.loads(resp.read())
         if "error" in answer:
