@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from agents.backends.base import build_backend
-from agents.backends.litellm_backend import (
+from agents.backends.litellm import (
     LiteLLMBackend,
     LiteLLMParams,
     build_messages,
@@ -290,7 +290,7 @@ def load_config_text(tmp_path, data: dict):
 def test_a_litellm_version_in_shadow_records_usage_cost_model_and_prompt_hash(
         tmp_path_factory, broker, server):
     from infra.gitsource import commit_events
-    from streams.client import submit
+    from streams.services.bus import submit
 
     from .conftest import Stack
     from .gitrepo import make_repo

@@ -36,7 +36,7 @@ class Backend(Protocol):
 BACKENDS: dict[str, str] = {
     "analyzers": "agents.backends.analyzers:AnalyzerBackend",
     "fake": "agents.backends.fake:FakeBackend",
-    "litellm": "agents.backends.litellm_backend:LiteLLMBackend",
+    "litellm": "agents.backends.litellm:LiteLLMBackend",
     "consensus": "agents.backends.consensus:ConsensusBackend",
     "transformers": "agents.backends.transformers:TransformersBackend",
 }
