@@ -169,7 +169,7 @@ class ReviewbusConfig(_Strict):
         # that a key written in the file is refused before the spec is ever registered.
         if isinstance(data, dict) and isinstance(data.get("versions"), list):
             from .backends.consensus import resolve_members
-            from .backends.litellm_backend import check_litellm_versions
+            from .backends.litellm import check_litellm_versions
 
             check_litellm_versions(data["versions"])
             data = {**data, "versions": resolve_members(data["versions"])}
