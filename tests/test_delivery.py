@@ -1,9 +1,9 @@
-"""The in-order delivery guard's decisions (streams/delivery.py); the end-to-end proof is
+"""The in-order delivery guard's decisions (infra/faust_compat.py); the end-to-end proof is
 tests/test_reliability_crash.py (kill -9 with 2,000 events in flight, nothing lost)."""
 
 from __future__ import annotations
 
-from streams.delivery import expected_after_seek, install, is_skip, lowest_offsets, rewinds_due
+from infra.faust_compat import expected_after_seek, install, is_skip, lowest_offsets, rewinds_due
 
 
 def test_a_record_ahead_of_the_next_expected_offset_is_a_skip():
@@ -56,7 +56,7 @@ def test_dropped_records_are_read_again_only_once_the_position_passed_them():
 
 
 def test_a_queue_clear_sends_the_consumer_back_to_the_dropped_records():
-    """Faust's flow_control.resume() empties the stream queues (see streams/delivery.py): the
+    """Faust's flow_control.resume() empties the stream queues (see infra/faust_compat.py): the
     patched clear notes what it threw away, the patched getmany seeks back to it."""
     import asyncio
 
@@ -64,7 +64,7 @@ def test_a_queue_clear_sends_the_consumer_back_to_the_dropped_records():
     from faust.types import TP
     from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-    from streams import delivery
+    from infra import faust_compat as delivery
 
     install()
     tp = TP("x.accepted", 0)

@@ -1,0 +1,354 @@
+"""Every patch reviewbus makes to Faust, mode and aiokafka internals: here and nowhere else.
+
+Written against faust-streaming 0.15.3, mode-streaming 0.7.1 and aiokafka 0.14.0; pyproject.toml
+pins them below the next minor version. `install()` first runs `self_check()`: every attribute
+it replaces (and every private one the guards call) must exist with the parameters it was
+written against, otherwise the worker refuses to start with one line (`FaustIncompatible`)
+instead of losing records silently. Each guard's firings are counted in
+`reviewbus_faust_guard_firings_total{guard}`.
+
+The patches, and where upstream stands:
+
+1. `AIOKafkaConsumerThread._create_worker_consumer` (faust, transport/drivers/aiokafka.py):
+   Faust passes `fetch_max_wait_ms=1500` to the worker's aiokafka consumer and has no setting
+   for it. Tansu holds every fetch that long even when data arrives meanwhile, so each hop
+   waited up to 1.5 s; the patch sets `FETCH_MAX_WAIT_MS` (infra/kafka.py) on the consumer
+   before `start()` reads it. No upstream issue asks for the setting (none found); no fix.
+
+2. `Consumer.getmany`, `Consumer.seek`, `ThreadDelegateConsumer.seek_to_committed` (faust,
+   transport/consumer.py): in-order delivery. After a rebalance Faust can resume the fetcher
+   before it seeks the partitions to their committed offsets, and a fetch already under way
+   returns records from ahead of that position. Faust takes the jump for a gap in the log, and
+   it records its read position after a seek as the committed offset itself (the *next*
+   record), so a jump of one record is not even seen. Skipped records are never processed:
+   with a jump of one the commit position stops for good, with a larger one the offsets in
+   between are committed past (`kill -9` under load lost about 5 % of the requests in
+   tests/test_reliability_crash.py). Upstream: faust-streaming#216 (fixed by #217, 0.6.11),
+   #241 and #256 (0.7.x) closed the known orderings, yet 0.15.3 still shows the skip;
+   faust-streaming#318 (read offset vs committed offset) and #606 (wrong commit around gaps)
+   are open. Our topics have no gaps (no compaction, no transactions), so a record ahead of
+   the next expected offset is always a skip: seek back to it and drop the rest of that
+   partition's fetch (guard `skip_ahead`); a consumer position past what the streams were
+   handed is sought back too (guard `position_ahead`). `MAX_REWINDS` per (partition, offset)
+   lets a genuine gap through (counted as `gap_let_through`).
+
+3. `FlowControlEvent.clear` (mode, utils/queues.py): every `flow_control.resume()` empties
+   the stream queues, and recovery resumes twice; records fetched in between are thrown away
+   while the consumer's position is past them, so they never come again and the commit
+   position stops (the crash-loop test lost two of three requests). Upstream: faust-streaming
+   #596 ("A race condition in recovery causes unrecoverable gaps in acked offsets"), open, no
+   fix. The patch notes the lowest thrown-away offset per partition; the next `getmany` seeks
+   back to it when the position has passed it (guard `queue_cleared`).
+
+At-least-once: a record may be processed twice after a guard fires; storage is idempotent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Mapping
+from importlib import metadata
+
+from prometheus_client import Counter
+
+from agents.errors import ReviewbusError
+
+log = logging.getLogger("reviewbus")
+
+WRITTEN_AGAINST = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+MAX_REWINDS = 3
+_MARK = "_reviewbus_in_order"
+
+GUARDS = ("skip_ahead", "position_ahead", "queue_cleared", "gap_let_through")
+GUARD_FIRINGS = Counter("reviewbus_faust_guard_firings_total",
+                        "Times a guard of infra/faust_compat.py corrected Faust's consumer",
+                        ["guard"])
+for _guard in GUARDS:  # every series exists from the start: a rate of 0 is an answer too
+    GUARD_FIRINGS.labels(guard=_guard)
+
+
+class FaustIncompatible(ReviewbusError):
+    """The installed Faust, mode or aiokafka lacks an internal that reviewbus patches."""
+
+
+# (module, class, attribute, parameters it was written against). The first five are replaced;
+# the rest are called by the replacements.
+CHECKED = (
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer",
+     "(self, transport)"),
+    ("faust.transport.consumer", "Consumer", "getmany", "(self, timeout)"),
+    ("faust.transport.consumer", "Consumer", "seek", "(self, partition, offset)"),
+    ("faust.transport.consumer", "ThreadDelegateConsumer", "seek_to_committed", "(self)"),
+    ("mode.utils.queues", "FlowControlEvent", "clear", "(self)"),
+    ("faust.transport.consumer", "Consumer", "earliest_offsets", "(self, *partitions)"),
+    ("faust.transport.consumer", "ThreadDelegateConsumer", "assignment", "(self)"),
+    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer",
+     "(self)"),
+    ("aiokafka", "AIOKafkaConsumer", "__init__", None),  # must take fetch_max_wait_ms
+)
+_originals: dict[tuple[str, str, str], object] = {}  # what install() replaced, for the check
+
+
+def bare_signature(fn) -> str:
+    """`(self, *partitions)`: parameter names and kinds, without annotations or defaults."""
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        out.append(prefix + p.name)
+    return f"({', '.join(out)})"
+
+
+def _problem(module: str, cls: str, attr: str, expected: str | None) -> str | None:
+    where = f"{module}.{cls}.{attr}"
+    try:
+        owner = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        return f"{module}.{cls} is missing"
+    fn = _originals.get((module, cls, attr), getattr(owner, attr, None))
+    if fn is None:
+        return f"{where} is missing"
+    got = bare_signature(fn)
+    if expected is None:  # aiokafka's consumer: the option whose attribute the patch sets
+        ok = "fetch_max_wait_ms" in got and "_fetch_max_wait_ms" in inspect.getsource(owner.start)
+        return None if ok else f"{where} no longer takes fetch_max_wait_ms"
+    return None if got == expected else f"{where} has signature {got}, expected {expected}"
+
+
+def installed_versions() -> dict[str, str]:
+    out = {}
+    for dist in WRITTEN_AGAINST:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def self_check(checked=CHECKED) -> None:
+    """Raise FaustIncompatible (one line) unless every checked attribute is as expected."""
+    problems = [p for entry in checked if (p := _problem(*entry)) is not None]
+    if problems:
+        versions = ", ".join(f"{k} {v}" for k, v in installed_versions().items())
+        written = ", ".join(f"{k} {v}" for k, v in WRITTEN_AGAINST.items())
+        raise FaustIncompatible(
+            f"Faust internals changed, refusing to start: {'; '.join(problems)} "
+            f"(infra/faust_compat.py was written against {written}; installed: {versions})")
+
+
+def install() -> None:
+    """Check, then patch (idempotent: a second call changes nothing)."""
+    from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from mode.utils.queues import FlowControlEvent
+
+    self_check()
+    if getattr(Consumer.getmany, _MARK, False):
+        return
+    replaced = {
+        (AIOKafkaConsumerThread, "_create_worker_consumer"): _short_fetch_wait,
+        (Consumer, "getmany"): _in_order_getmany,
+        (Consumer, "seek"): _seek,
+        (ThreadDelegateConsumer, "seek_to_committed"): _seek_to_committed,
+        (FlowControlEvent, "clear"): _clear,
+    }
+    for (owner, attr), make in replaced.items():
+        original = getattr(owner, attr)
+        _originals[(owner.__module__, owner.__name__, attr)] = original
+        patched = make(original)
+        setattr(patched, _MARK, True)
+        setattr(owner, attr, patched)
+
+
+# ---- 1. the fetch wait ------------------------------------------------------------------------
+
+
+def _short_fetch_wait(original):
+    def _create_worker_consumer(self, transport):
+        from infra.kafka import FETCH_MAX_WAIT_MS
+
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    return _create_worker_consumer
+
+
+# ---- 2. in-order delivery: pure decisions -------------------------------------------------------
+
+
+def expected_after_seek(committed: Mapping) -> dict:
+    """Committed offsets (None or negative: none committed) -> next offsets to expect."""
+    return {tp: off for tp, off in committed.items() if off is not None and off >= 0}
+
+
+def is_skip(expected: int | None, offset: int) -> bool:
+    """A record ahead of the next expected one means records in between were skipped."""
+    return expected is not None and offset > expected
+
+
+def lowest_offsets(items) -> dict:
+    """Queued events -> {partition: lowest offset} (other items, e.g. plain values, ignored)."""
+    out: dict = {}
+    for item in items:
+        message = getattr(item, "message", None)
+        tp, offset = getattr(message, "tp", None), getattr(message, "offset", None)
+        if tp is None or not isinstance(offset, int) or _internal(tp.topic):
+            continue
+        out[tp] = min(offset, out.get(tp, offset))
+    return out
+
+
+def rewinds_due(dropped: Mapping, expected: Mapping) -> dict:
+    """Dropped records to fetch again: those the consumer's position has already passed. A
+    position at or below the dropped offset (a seek to the committed offset since) delivers
+    them anyway, and an unknown one (a seek with nothing committed) is left alone: seeking
+    forward could skip records."""
+    return {tp: off for tp, off in dropped.items()
+            if expected.get(tp) is not None and off < expected[tp]}
+
+
+def passed_unseen(position: int | None, expected: int | None) -> bool:
+    """Between two fetches the consumer's position must equal the next offset the streams
+    were handed; a position ahead means records were fetched and never handed on."""
+    return position is not None and expected is not None and position > expected
+
+
+def _may_rewind(rewinds: dict, tp, offset: int) -> bool:
+    """At most MAX_REWINDS seeks back to one offset: a genuine gap (or a log whose start moved
+    past it) must not make the consumer go round for ever."""
+    key = (tp, offset)
+    rewinds[key] = rewinds.get(key, 0) + 1
+    if rewinds[key] > MAX_REWINDS:
+        GUARD_FIRINGS.labels(guard="gap_let_through").inc()
+        return False
+    return True
+
+
+def _internal(topic: str) -> bool:
+    """Faust's own topics (table changelogs, the leader topic) are read by its recovery."""
+    return topic.endswith("-changelog") or "__assignor" in topic
+
+
+# ---- 2. and 3.: the patched methods --------------------------------------------------------------
+
+_dropped: dict = {}  # partition -> lowest offset thrown away by a queue clear
+_original_getmany = None  # Faust's, called by the patched one (module-level for the tests)
+
+
+def _next_offsets(consumer) -> dict:
+    """Per partition, the offset of the next record the streams must see (None: unknown)."""
+    table = getattr(consumer, "_reviewbus_next", None)
+    if table is None:
+        table = consumer._reviewbus_next = {}
+        consumer._reviewbus_rewinds = {}
+    return table
+
+
+def fetch_position(consumer, tp) -> int | None:
+    """Where the aiokafka consumer under Faust will fetch `tp` next (None: unknown, or not
+    the aiokafka transport)."""
+    from aiokafka import TopicPartition
+
+    try:
+        client = consumer._thread._ensure_consumer()
+        state = client._subscription.subscription.assignment.state_value(
+            TopicPartition(tp.topic, tp.partition))
+        return state._position if state is not None else None
+    except Exception:  # noqa: BLE001 - a private API: without it the guard only loses a check
+        return None
+
+
+def _clear(original):
+    def clear(self) -> None:
+        for queue in list(self._queues):
+            for tp, offset in lowest_offsets(list(getattr(queue, "_queue", ()))).items():
+                _dropped[tp] = min(offset, _dropped.get(tp, offset))
+        original(self)
+
+    return clear
+
+
+def _seek(original):
+    async def seek(self, partition, offset: int) -> None:
+        await original(self, partition, offset)
+        _next_offsets(self)[partition] = offset
+
+    return seek
+
+
+def _seek_to_committed(original):
+    async def seek_to_committed(self):
+        committed = await original(self)
+        table = _next_offsets(self)
+        for tp in committed:
+            table.pop(tp, None)
+        table.update(expected_after_seek(committed))
+        # Nothing committed: the position is the start of the log ("earliest"), and records
+        # fetched before a new generation must be read again from there like any others.
+        fresh = [tp for tp, off in committed.items()
+                 if (off is None or off < 0) and not _internal(tp.topic)]
+        if fresh:
+            try:
+                starts = await self.earliest_offsets(*fresh)
+            except Exception:  # noqa: BLE001 - the guard then only watches these from a record on
+                log.warning("cannot read the start offsets of %d partitions", len(fresh),
+                            exc_info=True)
+                starts = {}
+            table.update({tp: off for tp, off in starts.items()
+                          if isinstance(off, int) and off >= 0})
+        return committed
+
+    return seek_to_committed
+
+
+def _in_order_getmany(original):
+    global _original_getmany
+    _original_getmany = original
+
+    async def getmany(self, timeout: float) -> AsyncIterator:
+        table = _next_offsets(self)
+        rewinds = self._reviewbus_rewinds
+        if _dropped:
+            due = rewinds_due(_dropped, table)
+            _dropped.clear()
+            assigned = self.assignment()
+            for tp, offset in sorted(due.items()):
+                if tp in assigned:
+                    log.warning("%s: records from offset %d were dropped from a stream queue "
+                                "unprocessed: re-reading from there", tp, offset)
+                    GUARD_FIRINGS.labels(guard="queue_cleared").inc()
+                    await self.seek(tp, offset)
+        for tp in sorted(self.assignment()):
+            if _internal(tp.topic):
+                continue
+            position = fetch_position(self, tp)
+            if passed_unseen(position, table.get(tp)) and _may_rewind(rewinds, tp, table[tp]):
+                log.warning("%s: the consumer is at offset %d but the streams were handed "
+                            "records up to %d only: re-reading from there", tp, position,
+                            table[tp])
+                GUARD_FIRINGS.labels(guard="position_ahead").inc()
+                await self.seek(tp, table[tp])
+        rewound = set()
+        async for tp, message in _original_getmany(self, timeout):
+            if tp in rewound:
+                continue
+            expected = table.get(tp)
+            if (is_skip(expected, message.offset) and not _internal(tp.topic)
+                    and _may_rewind(rewinds, tp, expected)):
+                rewound.add(tp)
+                log.warning("consumer got %s offset %d where %d was next: re-reading from "
+                            "%d instead of skipping", tp, message.offset, expected, expected)
+                GUARD_FIRINGS.labels(guard="skip_ahead").inc()
+                await self.seek(tp, expected)
+                continue
+            if expected is None or message.offset >= expected:
+                table[tp] = message.offset + 1
+            yield tp, message
+
+    return getmany
+
+
+__all__ = ["GUARD_FIRINGS", "MAX_REWINDS", "FaustIncompatible", "expected_after_seek",
+           "install", "is_skip", "lowest_offsets", "rewinds_due", "self_check"]
