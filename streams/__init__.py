@@ -1,5 +1,5 @@
-"""reviewbus streams: the one Faust app, its topics and tables, the agents' bindings, the CLI.
+"""reviewbus streams: the Faust app (`streams.app.create_app`), its topics, the flows, the CLI.
 
-Importing `streams.app` builds the app from the environment (REVIEWBUS_*); the CLI imports it
-only for `reviewbus worker`.
+Importing any module of this package does no work: the worker builds the app explicitly
+(streams/worker.py `run_worker`).
 """

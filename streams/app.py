@@ -1,34 +1,20 @@
-"""The one Faust app. Built from REVIEWBUS_* settings when `reviewbus worker` imports it."""
+"""`create_app`: the worker's Faust app, its topics, agents, timers, tasks and pages, built
+explicitly from what the caller passes (importing this module does nothing: no environment,
+no broker, no patches; streams/worker.py does the process-level things before it calls this).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
+from collections.abc import Iterable
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from agents.config import load_config
-from agents.settings import Settings, load_settings
-from infra.broker import find_broker
-from infra.kafka import FETCH_MAX_WAIT_MS, client_kwargs
+from agents.settings import Settings
+from infra.kafka import client_kwargs
+from schemas import VersionSpec
 
-from . import delivery
-
-_create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-
-
-def _short_fetch_wait(self, transport):
-    """Faust hard-codes fetch_max_wait_ms=1500; Tansu holds every fetch that long, so each hop
-    waited up to 1.5 s for data that was already there (see FETCH_MAX_WAIT_MS)."""
-    consumer = _create_worker_consumer(self, transport)
-    consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
-    return consumer
-
-
-faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _short_fetch_wait
-delivery.install()  # never skip records after a rebalance (see streams/delivery.py)
+from .context import AppContext
+from .topics import Topics
 
 
 def broker_credentials(settings: Settings, bootstrap: str) -> faust.types.auth.CredentialsT | None:
@@ -44,7 +30,8 @@ def broker_credentials(settings: Settings, bootstrap: str) -> faust.types.auth.C
     return None
 
 
-def create_app(settings: Settings, bootstrap: str) -> faust.App:
+def faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    """The bare Faust app (no topics or agents yet); building it connects to nothing."""
     credentials = broker_credentials(settings, bootstrap)
     brokers = ";".join(f"kafka://{hp}" for hp in bootstrap.split(","))
     return faust.App(
@@ -76,25 +63,17 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     )
 
 
-try:  # uvloop where installed: the worker's event loop does per-message work
-    import uvloop
+def create_app(settings: Settings, config, bootstrap: str,
+               serving_specs: Iterable[VersionSpec]) -> AppContext:
+    """The app with every topic, agent (one `inference.<version>` per served spec), timer,
+    task and web page registered; `ctx.app` is the faust.App, `ctx.agents` its agents."""
+    from . import flows, web
 
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-except ImportError:  # pragma: no cover - plain asyncio works the same, slower
-    pass
+    app = faust_app(settings, bootstrap)
+    ctx = AppContext(app, settings, config, bootstrap, Topics(app, settings, serving_specs))
+    flows.register(ctx)
+    web.register(ctx)
+    return ctx
 
-# The worker's threads (Faust's consumer thread, the store thread) hold the GIL for up to the
-# switch interval (5 ms) whenever the event loop waits on a socket; at 0.5 ms a produce ack
-# no longer costs milliseconds (bench/: hop latency under load fell 10-30x with the rest).
-GIL_SWITCH_INTERVAL_S = 0.0005
-sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
-settings = load_settings()
-# mode's worker sets the root logger to DEBUG and lets its handlers filter, so these libraries
-# build a log record for every message sent or fetched (about 10% of the worker's CPU).
-_level = logging.getLevelName(settings.log_level.upper())
-for _name in ("faust", "mode", "aiokafka"):
-    logging.getLogger(_name).setLevel(max(logging.INFO, _level if isinstance(_level, int) else 0))
-config = load_config(settings.config)
-bootstrap = find_broker(settings).address
-app = create_app(settings, bootstrap)
+__all__ = ["broker_credentials", "create_app", "faust_app"]

@@ -1,21 +1,31 @@
-"""Process-local state shared by the agents of one worker: store, registry view, health."""
+"""The one object a worker's flows share: app, topics, settings and process-local state.
+
+`AppContext` is built by streams/app.py `create_app` and passed to every flow's `register`;
+nothing here is module-global, so a test (or a second app in one process) builds its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Iterable
-
-from faust import TopicT
+from typing import TYPE_CHECKING, Any
 
 from agents.breaker import BreakerBoard
 from agents.health import HealthTracker, tracker_from_config
 from agents.registry import apply_event
-from agents.settings import Limits
+from agents.settings import Limits, Settings
+from agents.shadow_join import ShadowJoin
+from infra.crash_markers import CrashGuard
 from schemas import Event, LifecycleEvent, Registry
 
-from .app import app, config, settings
 from .guard import faulty, guarded_task, guarded_timer
+
+if TYPE_CHECKING:
+    import faust
+    from faust import TopicT
+
+    from .topics import Topics
 
 log = logging.getLogger("reviewbus")
 
@@ -41,8 +51,13 @@ class RegistryView:
                 log.exception("registry listener failed on %s", event.event_id)
 
 
-class Runtime:
-    def __init__(self) -> None:
+class AppContext:
+    """One worker's app and state. Attributes are set once here; flows mutate only the state."""
+
+    def __init__(self, app: faust.App, settings: Settings, config, bootstrap: str,
+                 topics: Topics) -> None:
+        self.app, self.settings, self.config = app, settings, config
+        self.bootstrap, self.topics = bootstrap, topics
         self.store = None  # infra.store.AsyncStore, opened by the worker command
         self.registry = RegistryView(config.task)
         self.breakers = BreakerBoard(failure_threshold=config.breaker.failure_threshold,
@@ -51,24 +66,55 @@ class Runtime:
                                      overrides=config.breaker.overrides())
         self.health: HealthTracker = tracker_from_config(config.quarantine, config.slo)
         self.limits = Limits()
+        self.faults = faulty(settings.fault_timer_errors)
+        self.shadow_join = ShadowJoin(ttl_s=config.shadow.join_ttl_s,
+                                      max_pending=config.shadow.max_pending)
+        self.crash_guard = CrashGuard(settings.home / "inflight")
+        # Memories of single flows, kept here so that no flow module holds state:
+        self.quarantined: dict[str, Any] = {}  # quarantine: version -> Quarantined
+        self.rerouted: dict[str, int] = {}  # healing's end-to-end repair: request -> times
+        self.backends: dict[str, tuple[str, Any]] = {}  # inference: version -> (spec, backend)
+        self.backend_locks: dict[str, asyncio.Lock] = {}
+        self.rotation_recorded: dict[str, tuple[str, float]] = {}  # rotation: holds recorded
+        self.rotation_sent: dict[str, float] = {}  # rotation: transitions sent, not folded
+        self.join_reported = {"expired": 0, "evicted": 0}  # shadow: drops counted so far
+        self.agents: dict[str, Any] = {}  # agent name -> Faust agent, filled by register()
 
     def unavailable(self) -> frozenset[str]:
         return self.breakers.open_versions()
 
+    def timer(self, interval_s: float, *, name: str, on_leader: bool = False):
+        """`@app.timer` under the guard (streams/guard.py): an exception never stops the
+        worker."""
+        return guarded_timer(self.app, interval_s, name=name, on_leader=on_leader,
+                             faults=self.faults)
 
-runtime = Runtime()
+    def task(self, *, name: str):
+        """`@app.task` under the guard: an exception restarts it after `task_restart_s`."""
+        return guarded_task(self.app, name=name, restart_s=self.settings.task_restart_s,
+                            faults=self.faults)
 
-FAULTS = faulty(settings.fault_timer_errors)
+    def agent(self, topic, *, name: str):
+        """`@app.agent(topic, name=name, concurrency=1)`, remembered in `agents`."""
 
+        def decorate(fn):
+            self.agents[name] = self.app.agent(topic, name=name, concurrency=1)(fn)
+            return fn
 
-def timer(interval_s: float, *, name: str, on_leader: bool = False):
-    """`@app.timer` under the guard (streams/guard.py): an exception never stops the worker."""
-    return guarded_timer(app, interval_s, name=name, on_leader=on_leader, faults=FAULTS)
+        return decorate
 
+    async def send_to_dlq(self, event, error: str, agent: str) -> None:
+        """Dead-letter one consumed message with the reason; the stream goes on."""
+        from agents.intake import dead_letter
 
-def task(*, name: str):
-    """`@app.task` under the guard: an exception restarts it after `task_restart_s`."""
-    return guarded_task(app, name=name, restart_s=settings.task_restart_s, faults=FAULTS)
+        from .metrics import DEAD_LETTERS, EVENTS
+
+        msg = event.message
+        letter = dead_letter(msg.value, error=f"{agent}: {error}", topic=msg.topic,
+                             partition=msg.partition, offset=msg.offset, key=msg.key)
+        await emit([(self.topics.dlq, msg.key, letter)])
+        DEAD_LETTERS.labels(source=agent).inc()
+        EVENTS.labels(agent=agent, outcome="dead_letter").inc()
 
 
 def encode(event: Event) -> bytes:
@@ -90,19 +136,4 @@ async def emit(outputs: Iterable[tuple[TopicT, str | bytes | None, Event]]) -> N
         await asyncio.gather(*futures)
 
 
-async def send_to_dlq(event, error: str, agent: str) -> None:
-    """Dead-letter one consumed message with the reason; the stream goes on."""
-    from agents.intake import dead_letter
-
-    from . import topics
-    from .metrics import DEAD_LETTERS, EVENTS
-
-    msg = event.message
-    letter = dead_letter(msg.value, error=f"{agent}: {error}", topic=msg.topic,
-                         partition=msg.partition, offset=msg.offset, key=msg.key)
-    await emit([(topics.dlq, msg.key, letter)])
-    DEAD_LETTERS.labels(source=agent).inc()
-    EVENTS.labels(agent=agent, outcome="dead_letter").inc()
-
-
-__all__ = ["config", "emit", "encode", "log", "runtime", "send_to_dlq", "settings", "task", "timer"]
+__all__ = ["AppContext", "RegistryView", "emit", "encode", "log"]

@@ -1,22 +1,21 @@
 """Versions registered at run time (by `reviewbus train` or `versions register`) that the
 versions file does not list.
 
-Inference agents and topics are declared when the worker imports its flows, so a worker serves
-the versions it knew at start: the worker reads the lifecycle history from ClickHouse before
-it imports them (`load_registered`), and topics.py / flows/inference.py declare an agent for
-every version of the file plus these (`serving_specs`). A version registered while a worker
-runs is therefore served after the next worker start (`reviewbus down && reviewbus up`).
+Inference agents and topics are declared when the worker builds its app, so a worker serves
+the versions it knew at start: `run_worker` reads the lifecycle history from ClickHouse
+(`load_registered`) and passes `serving_specs(config, registered)` to `create_app`, which
+declares an agent for every version of the file plus these. A version registered while a
+worker runs is therefore served after the next worker start (`reviewbus down && reviewbus up`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from schemas import Registry, VersionSpec, VersionState
 
 log = logging.getLogger("reviewbus")
-
-_registered: list[VersionSpec] = []
 
 
 def unlisted_specs(registry: Registry, config) -> list[VersionSpec]:
@@ -34,17 +33,18 @@ def registered_specs(store, config) -> list[VersionSpec]:
 
 
 def load_registered(store, config) -> list[VersionSpec]:
-    """Remember the registered versions for serving_specs; never fails the worker's start."""
+    """registered_specs, but never failing the worker's start (a store without history or a
+    bad row: serve the file's versions only)."""
     try:
         specs = registered_specs(store, config)
-    except Exception:  # a store without history or a bad row: serve the file's versions
+    except Exception:
         log.exception("could not read registered versions from the store")
-        specs = []
-    _registered[:] = specs
+        return []
     if specs:
         log.warning("serving registered versions too: %s", [s.id for s in specs])
     return specs
 
 
-def serving_specs(config) -> list[VersionSpec]:
-    return [*config.versions, *(s for s in _registered if config.spec(s.id) is None)]
+def serving_specs(config, registered: Iterable[VersionSpec] = ()) -> list[VersionSpec]:
+    """The versions file's specs, then the registered ones it does not list."""
+    return [*config.versions, *(s for s in registered if config.spec(s.id) is None)]

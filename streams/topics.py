@@ -2,34 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import faust
 from faust import TopicT
 
+from agents.settings import Settings
+from schemas import VersionSpec
+
 from . import names
-from .app import app, config, settings
-from .registered import serving_specs
 
 
-def _topic(*topic_names: str, partitions: int | None = None) -> TopicT:
-    return app.topic(*topic_names, key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw",
-                     partitions=partitions or settings.partitions, internal=False)
+class Topics:
+    """The app's topics, declared on `app` for these settings and served versions."""
 
+    def __init__(self, app: faust.App, settings: Settings, specs: Iterable[VersionSpec]) -> None:
+        self._app, self._settings = app, settings
+        self.inputs = self.declare(*(self.name(n) for n in names.INPUT_KINDS))
+        self.accepted = self.declare(self.name("accepted"))
+        self.results = self.declare(self.name("results"))
+        self.shadow_comparisons = self.declare(self.name("shadow-comparisons"))
+        self.failures = self.declare(self.name("failures"))
+        self.healing = self.declare(self.name("healing"))
+        self.feedback = self.declare(self.name("feedback"))
+        self.lifecycle = self.declare(self.name("lifecycle"), partitions=1)
+        self.findings = self.declare(self.name("findings"))
+        self.dlq = self.declare(self.name("dlq"))
+        # One topic per served version: the versions file's and those registered at run time.
+        self.inference: dict[str, TopicT] = {
+            v.id: self.declare(names.inference_topic(settings, v.id)) for v in specs}
+        self.input_kind_by_topic = {self.name(short): kind
+                                    for short, kind in names.INPUT_KINDS.items()}
 
-def name(short: str) -> str:
-    return names.topic(settings, short)
+    def name(self, short: str) -> str:
+        return names.topic(self._settings, short)
 
-
-inputs = _topic(*(name(n) for n in names.INPUT_KINDS))
-accepted = _topic(name("accepted"))
-results = _topic(name("results"))
-shadow_comparisons = _topic(name("shadow-comparisons"))
-failures = _topic(name("failures"))
-healing = _topic(name("healing"))
-feedback = _topic(name("feedback"))
-lifecycle = _topic(name("lifecycle"), partitions=1)
-findings = _topic(name("findings"))
-dlq = _topic(name("dlq"))
-
-inference = {v.id: _topic(names.inference_topic(settings, v.id)) for v in serving_specs(config)}
-
-INPUT_KIND_BY_TOPIC = {name(short): kind for short, kind in names.INPUT_KINDS.items()}
+    def declare(self, *topic_names: str, partitions: int | None = None) -> TopicT:
+        return self._app.topic(*topic_names, key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw",
+                               partitions=partitions or self._settings.partitions,
+                               internal=False)

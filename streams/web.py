@@ -9,56 +9,54 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.registry import traffic_table
 
-from .app import app, bootstrap
-from .runtime import config, runtime, settings
+from .context import AppContext
 
 
-@app.page("/health")
-async def health(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
-    ready = runtime.registry.ready.is_set()
-    body = {
-        "status": "ok" if ready and runtime.store is not None else "starting",
-        "pid": os.getpid(), "broker": bootstrap, "task": config.task,
-        "store": runtime.store is not None, "registry_ready": ready,
-        "versions": {v: e.state.value for v, e in runtime.registry.registry.versions.items()},
-        "open_circuits": sorted(runtime.unavailable()),
-    }
-    return self.json(body, status=200 if body["status"] == "ok" else 503)
+def register(ctx: AppContext) -> None:
+    app = ctx.app
 
+    @app.page("/health")
+    async def health(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        ready = ctx.registry.ready.is_set()
+        body = {
+            "status": "ok" if ready and ctx.store is not None else "starting",
+            "pid": os.getpid(), "broker": ctx.bootstrap, "task": ctx.config.task,
+            "store": ctx.store is not None, "registry_ready": ready,
+            "versions": {v: e.state.value for v, e in ctx.registry.registry.versions.items()},
+            "open_circuits": sorted(ctx.unavailable()),
+        }
+        return self.json(body, status=200 if body["status"] == "ok" else 503)
 
-@app.page("/metrics")
-async def metrics(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
-    # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
-    return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0]
-                      + "; version=0.0.4")
+    @app.page("/metrics")
+    async def metrics(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
+        return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+                          + "; version=0.0.4")
 
+    @app.page("/registry")
+    async def registry(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        reg = ctx.registry.registry
+        shares = traffic_table(reg)
+        return self.json({"task": reg.task, "versions": [
+            {"version_id": v, "state": e.state.value, "traffic_percent": shares.get(v, 0.0)}
+            for v, e in sorted(reg.versions.items())]})
 
-@app.page("/registry")
-async def registry(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
-    reg = runtime.registry.registry
-    shares = traffic_table(reg)
-    return self.json({"task": reg.task, "versions": [
-        {"version_id": v, "state": e.state.value, "traffic_percent": shares.get(v, 0.0)}
-        for v, e in sorted(reg.versions.items())]})
+    @app.page("/store/query")
+    class StoreQuery(faust_web.View):
+        async def post(self, request: faust_web.Request) -> faust_web.Response:
+            from infra.store import serve_store_request  # needs <home>/store.token
 
+            status, body = await serve_store_request(
+                ctx.store, "query", authorization=request.headers.get("Authorization"),
+                body=await request.read(), home=ctx.settings.home)
+            return self.json(body, status=status)
 
-@app.page("/store/query")
-class StoreQuery(faust_web.View):
-    async def post(self, request: faust_web.Request) -> faust_web.Response:
-        from infra.store import serve_store_request  # needs <home>/store.token
+    @app.page("/store/insert")
+    class StoreInsert(faust_web.View):
+        async def post(self, request: faust_web.Request) -> faust_web.Response:
+            from infra.store import serve_store_request  # needs <home>/store.token
 
-        status, body = await serve_store_request(
-            runtime.store, "query", authorization=request.headers.get("Authorization"),
-            body=await request.read(), home=settings.home)
-        return self.json(body, status=status)
-
-
-@app.page("/store/insert")
-class StoreInsert(faust_web.View):
-    async def post(self, request: faust_web.Request) -> faust_web.Response:
-        from infra.store import serve_store_request  # needs <home>/store.token
-
-        status, body = await serve_store_request(
-            runtime.store, "insert", authorization=request.headers.get("Authorization"),
-            body=await request.read(), home=settings.home)
-        return self.json(body, status=status)
+            status, body = await serve_store_request(
+                ctx.store, "insert", authorization=request.headers.get("Authorization"),
+                body=await request.read(), home=ctx.settings.home)
+            return self.json(body, status=status)

@@ -1,4 +1,9 @@
-"""`reviewbus worker`: one Faust worker running every agent, owning the embedded store."""
+"""`reviewbus worker`: one Faust worker running every agent, owning the embedded store.
+
+Everything process-wide happens here, in order, and nowhere at import: Faust's patches (with
+their self-check), the event loop policy, the GIL switch interval, log levels; then the topics,
+the store, and `create_app` with the versions to serve; then Faust's worker takes the process.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +23,46 @@ from . import names
 
 WORKER_FILE = "worker.json"
 
+# The worker's threads (Faust's consumer thread, the store thread) hold the GIL for up to the
+# switch interval (5 ms) whenever the event loop waits on a socket; at 0.5 ms a produce ack
+# no longer costs milliseconds (bench/: hop latency under load fell 10-30x with the rest).
+GIL_SWITCH_INTERVAL_S = 0.0005
+QUIET_LIBRARIES = ("faust", "mode", "aiokafka")
+
+
+def configure_process(settings: Settings) -> None:
+    """Process-wide setup for a worker; raises FaustIncompatible (a ReviewbusError) when the
+    installed Faust no longer has what infra/faust_compat.py patches."""
+    from infra import faust_compat
+
+    faust_compat.install()  # the fetch wait, in-order delivery (see its docstring)
+    try:  # uvloop where installed: the worker's event loop does per-message work
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - plain asyncio works the same, slower
+        pass
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    # mode's worker sets the root logger to DEBUG and lets its handlers filter, so these
+    # libraries build a log record for every message sent or fetched (about 10% of the CPU).
+    level = logging.getLevelName(settings.log_level.upper())
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, level if isinstance(level, int) else 0))
+    logging.getLogger("reviewbus").setLevel(settings.log_level.upper())
+
 
 def run_worker(settings: Settings) -> int:
-    """Prepare topics and store, then hand the process to Faust until it is stopped."""
+    """Prepare topics and store, build the app, then hand the process to Faust until it is
+    stopped."""
+    configure_process(settings)
     config = load_config(settings.config)
     bootstrap = find_broker(settings).address
     asyncio.run(ensure_topics(settings, bootstrap,
                               names.all_topics(settings, [v.id for v in config.versions])))
     if not settings.web_port:
+        # In the environment too: a restart in place (exec, streams/flows/healing.py) keeps it.
         os.environ["REVIEWBUS_WEB_PORT"] = str(free_port(settings.web_host))
+        settings = settings.model_copy(update={"web_port": int(os.environ["REVIEWBUS_WEB_PORT"])})
     os.environ.setdefault("REVIEWBUS_HOME", str(settings.home))
 
     from infra.store import AsyncStore, Store, open_store
@@ -34,40 +70,39 @@ def run_worker(settings: Settings) -> int:
     store = open_store(settings)
     if not isinstance(store, Store):
         raise StoreBusy(f"the store {settings.resolved_clickhouse()} is held by another worker")
-    # Versions registered since the versions file was written (e.g. by `reviewbus train`):
-    # their inference topics and agents are declared too (streams/registered.py).
-    from .registered import load_registered
+    try:
+        return _serve(settings, config, bootstrap, store, AsyncStore)
+    finally:
+        store.close()
 
+
+def _serve(settings: Settings, config, bootstrap: str, store, async_store) -> int:
+    import faust
+
+    from .app import create_app
+    from .registered import load_registered, serving_specs
+
+    # Versions registered since the versions file was written (e.g. by `reviewbus train`):
+    # their inference topics and agents are declared too.
     extra = load_registered(store, config)
     if extra:
         asyncio.run(ensure_topics(settings, bootstrap, {
             names.inference_topic(settings, v.id): settings.partitions for v in extra}))
+    ctx = create_app(settings, config, bootstrap, serving_specs(config, extra))
+    ctx.store = async_store(store)
+    app = ctx.app
+    web_url = f"http://{settings.web_host}:{app.conf.web_port}"
 
-    import faust
-
-    from . import flows, web  # noqa: F401  (registers agents and pages)
-    from .app import app
-    from .app import settings as app_settings
-    from .runtime import runtime, task
-
-    runtime.store = AsyncStore(store)
-    web_url = f"http://{app_settings.web_host}:{app.conf.web_port}"
-
-    @task(name="announce")
+    @ctx.task(name="announce")
     async def announce() -> None:
         write_json(settings.home / WORKER_FILE, {"pid": os.getpid(), "web_url": web_url,
                                                  "app_id": app.conf.id, "broker": bootstrap})
 
-    level = settings.log_level.upper()
-    logging.getLogger("reviewbus").setLevel(level)
-    worker = faust.Worker(app, loglevel=level, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     try:
         worker.execute_from_commandline()
     finally:
-        try:
-            (settings.home / WORKER_FILE).unlink(missing_ok=True)
-        finally:
-            store.close()
+        (settings.home / WORKER_FILE).unlink(missing_ok=True)
     return 0
 
 

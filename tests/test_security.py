@@ -80,13 +80,14 @@ def test_kafka_ca_file_is_used():
     ("PLAINTEXT", "NoneType", None),
 ])
 def test_the_worker_app_gets_the_same_tls_and_sasl(protocol, kind, wire):
-    """streams.app builds the worker's Faust app from the environment at import: check it in a
-    child process (no broker needed to build it)."""
+    """create_app builds the worker's Faust app from the settings: check it in a child process
+    (no broker needed to build it)."""
     env = {**os.environ, "REVIEWBUS_KAFKA": "127.0.0.1:1",
            "REVIEWBUS_KAFKA_SECURITY_PROTOCOL": protocol,
            "REVIEWBUS_KAFKA_SASL_MECHANISM": "PLAIN", "REVIEWBUS_KAFKA_SASL_USERNAME": "svc",
            "REVIEWBUS_KAFKA_SASL_PASSWORD": SECRET}
-    code = ("from streams.app import app; c = app.conf.broker_credentials; "
+    code = ("from agents.settings import load_settings; from streams.app import faust_app; "
+            "app = faust_app(load_settings(), '127.0.0.1:1'); c = app.conf.broker_credentials; "
             "import json; print(json.dumps([type(c).__name__, "
             "getattr(getattr(c, 'protocol', None), 'value', None), "
             "getattr(c, 'username', None)]))")

@@ -1,6 +1,10 @@
-"""One module per agent; importing this package registers every agent with the app."""
+"""One module per agent; each exposes `register(ctx)`, which declares its agents, timers and
+tasks on `ctx.app` (nothing is declared at import)."""
 
-from . import (  # noqa: F401
+from __future__ import annotations
+
+from ..context import AppContext
+from . import (
     feedback,
     findings,
     healing,
@@ -13,3 +17,12 @@ from . import (  # noqa: F401
     shadow,
     sink,
 )
+
+# The order the agents, timers and tasks were declared in when importing declared them.
+MODULES = (feedback, findings, healing, quarantine, inference, intake, registry, rotation, router,
+           shadow, sink)
+
+
+def register(ctx: AppContext) -> None:
+    for module in MODULES:
+        module.register(ctx)

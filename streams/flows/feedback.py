@@ -18,28 +18,27 @@ from agents.routing import stable_version
 from infra import queries
 from schemas import HealingAction, LifecycleAction, LifecycleEvent, VersionState
 
-from .. import topics
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS, LIFECYCLE
-from ..runtime import config, emit, log, runtime, settings, timer
 
 FILTERED_STATES = (VersionState.shadow, VersionState.canary, VersionState.deprecated)
 
 
-async def update_filters() -> list[LifecycleEvent]:
+async def update_filters(ctx: AppContext) -> list[LifecycleEvent]:
     """One pass; the events emitted (one per version whose filters change)."""
-    if runtime.store is None or not config.feedback.enabled:
+    if ctx.store is None or not ctx.config.feedback.enabled:
         return []
-    registry = runtime.registry.registry
+    registry = ctx.registry.registry
     stable = stable_version(registry)
     candidates = {v: list(e.spec.filters) for v, e in registry.versions.items()
                   if e.state in FILTERED_STATES}
     if stable is None or not candidates:
         return []
-    query = queries.verdicts(registry.task, config.feedback.window_s,
-                             config.feedback.verdict_window_s, settings.timer_max_lag_s)
-    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
-    original = {v: list(spec.filters) if (spec := config.spec(v)) else [] for v in candidates}
-    changes = filter_changes(rows, stable, candidates, original, config.feedback)
+    query = queries.verdicts(registry.task, ctx.config.feedback.window_s,
+                             ctx.config.feedback.verdict_window_s, ctx.settings.timer_max_lag_s)
+    rows = (await ctx.store.query(query.sql, query.params)).as_dicts()
+    original = {v: list(spec.filters) if (spec := ctx.config.spec(v)) else [] for v in candidates}
+    changes = filter_changes(rows, stable, candidates, original, ctx.config.feedback)
     by_version: dict[str, list] = {}
     for change in changes:
         by_version.setdefault(change.version_id, []).append(change)
@@ -62,9 +61,9 @@ async def update_filters() -> list[LifecycleEvent]:
                                   for c in mine], "filters": filters},
             spec=spec.model_dump(mode="json"))
         events.append(event)
-        outputs.append((topics.lifecycle, vid, event))
+        outputs.append((ctx.topics.lifecycle, vid, event))
         for i, change in enumerate(mine):
-            outputs.append((topics.healing, vid, HealingAction(
+            outputs.append((ctx.topics.healing, vid, HealingAction(
                 event_id=f"fl-{event_id}-{i}", task=registry.task, action="filter",
                 version_id=vid, target_version=None,
                 reason=f"{change.action} suppress_rule {change.rule_id}: {change.reason()}"[:500])))
@@ -77,7 +76,8 @@ async def update_filters() -> list[LifecycleEvent]:
     return events
 
 
-@timer(config.feedback.interval_s, name="feedback_filters", on_leader=True)
-async def feedback_timer() -> None:
-    if runtime.registry.ready.is_set():
-        await update_filters()
+def register(ctx: AppContext) -> None:
+    @ctx.timer(ctx.config.feedback.interval_s, name="feedback_filters", on_leader=True)
+    async def feedback_timer() -> None:
+        if ctx.registry.ready.is_set():
+            await update_filters(ctx)

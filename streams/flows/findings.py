@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from schemas import InferenceResult, ReviewFindings, Status
 
-from .. import topics
-from ..app import app
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS
-from ..runtime import emit, log, send_to_dlq
 
 
 def review_findings(r: InferenceResult) -> ReviewFindings:
@@ -19,15 +17,16 @@ def review_findings(r: InferenceResult) -> ReviewFindings:
         error=r.error)
 
 
-@app.agent(topics.results, name="findings", concurrency=1)
-async def findings(stream):
-    async for event in stream.events():
-        try:
-            result = InferenceResult.model_validate_json(event.value)
-            # Failed served results are healing's business: it falls back or reports.
-            if result.role.serves_users and result.status == Status.ok:
-                await emit([(topics.findings, result.repo, review_findings(result))])
-                EVENTS.labels(agent="findings", outcome="published").inc()
-        except Exception as exc:
-            log.exception("findings failed on one event")
-            await send_to_dlq(event, repr(exc), "findings")
+def register(ctx: AppContext) -> None:
+    @ctx.agent(ctx.topics.results, name="findings")
+    async def findings(stream):
+        async for event in stream.events():
+            try:
+                result = InferenceResult.model_validate_json(event.value)
+                # Failed served results are healing's business: it falls back or reports.
+                if result.role.serves_users and result.status == Status.ok:
+                    await emit([(ctx.topics.findings, result.repo, review_findings(result))])
+                    EVENTS.labels(agent="findings", outcome="published").inc()
+            except Exception as exc:
+                log.exception("findings failed on one event")
+                await ctx.send_to_dlq(event, repr(exc), "findings")

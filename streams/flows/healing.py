@@ -31,21 +31,20 @@ from infra import queries
 from infra.kafka import client_kwargs, consumer_lag
 from schemas import AcceptedChange, FailureEvent, HealingAction, ReviewFindings, Role, Status
 
-from .. import names, topics
-from ..app import app, bootstrap
+from .. import names
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS
-from ..runtime import config, emit, log, runtime, send_to_dlq, settings, task, timer
 
 
-def plan(failure: FailureEvent) -> list:
+def plan(ctx: AppContext, failure: FailureEvent) -> list:
     request = failure.request
     assert request is not None
     tried = [*request.tried, failure.version_id]
-    exclude = set(tried) | set(runtime.unavailable()) | {
-        v for v in runtime.registry.registry.versions if v not in topics.inference}
+    exclude = set(tried) | set(ctx.unavailable()) | {
+        v for v in ctx.registry.registry.versions if v not in ctx.topics.inference}
     target = None
-    if request.attempt <= config.inference.max_fallback_attempts:
-        target = choose_fallback(runtime.registry.registry, exclude)
+    if request.attempt <= ctx.config.inference.max_fallback_attempts:
+        target = choose_fallback(ctx.registry.registry, exclude)
     if target is None:
         c = request.change
         final = ReviewFindings(
@@ -53,7 +52,7 @@ def plan(failure: FailureEvent) -> list:
             pull_request=c.pull_request, version_id=failure.version_id, role=request.role,
             status=Status(failure.status), fallback_from=request.fallback_from,
             error=f"every version failed ({', '.join(tried)}): {failure.error}")
-        return [(topics.findings, c.repo, final)]
+        return [(ctx.topics.findings, c.repo, final)]
     retry = request.model_copy(update={
         "event_id": f"{request.request_id}-fb{request.attempt}",
         "version_id": target, "role": Role.fallback, "attempt": request.attempt + 1,
@@ -62,62 +61,72 @@ def plan(failure: FailureEvent) -> list:
         event_id=f"{request.request_id}-heal{request.attempt}", task=request.task,
         action="fallback", version_id=failure.version_id, target_version=target,
         request_id=request.request_id, reason=f"{failure.status}: {failure.error}"[:500])
-    return [(topics.inference[target], request.request_id, retry),
-            (topics.healing, failure.version_id, action)]
+    return [(ctx.topics.inference[target], request.request_id, retry),
+            (ctx.topics.healing, failure.version_id, action)]
 
 
-@app.agent(topics.failures, name="healing", concurrency=1)
-async def healing(stream):
-    await runtime.registry.ready.wait()
-    async for event in stream.events():
-        try:
-            failure = FailureEvent.model_validate_json(event.value)
-            if failure.request is not None:
-                await emit(plan(failure))
-                EVENTS.labels(agent="healing", outcome="handled").inc()
-        except Exception as exc:
-            log.exception("healing failed on one event")
-            with contextlib.suppress(Exception):
-                await send_to_dlq(event, repr(exc), "healing")
+def register(ctx: AppContext) -> None:
+    @ctx.agent(ctx.topics.failures, name="healing")
+    async def healing(stream):
+        await ctx.registry.ready.wait()
+        async for event in stream.events():
+            try:
+                failure = FailureEvent.model_validate_json(event.value)
+                if failure.request is not None:
+                    await emit(plan(ctx, failure))
+                    EVENTS.labels(agent="healing", outcome="handled").inc()
+            except Exception as exc:
+                log.exception("healing failed on one event")
+                with contextlib.suppress(Exception):
+                    await ctx.send_to_dlq(event, repr(exc), "healing")
+
+    @ctx.timer(ctx.config.inference.reconcile_interval_s, name="reconcile", on_leader=True)
+    async def reconcile_timer() -> None:
+        if ctx.registry.ready.is_set():
+            await reconcile_once(ctx)
+
+    @ctx.task(name="broker_watchdog")
+    async def watchdog() -> None:
+        await broker_watchdog(ctx)
 
 
 # ---- end-to-end repair ------------------------------------------------------------------------
 
-MAX_REROUTES = 2
-_rerouted: dict[str, int] = {}
+MAX_REROUTES = 2  # per request, counted in ctx.rerouted
 
 
-async def backlog() -> int:
+async def backlog(ctx: AppContext) -> int:
     """Messages the worker group has not committed yet on the routing path."""
-    path = [names.topic(settings, "commits"), names.topic(settings, "review-requests"),
-            names.topic(settings, "accepted"), names.topic(settings, "results"),
-            *(names.inference_topic(settings, v) for v in topics.inference)]
-    lag = await consumer_lag(settings, bootstrap, app.conf.id, path, settings.partitions)
+    path = [names.topic(ctx.settings, "commits"), names.topic(ctx.settings, "review-requests"),
+            names.topic(ctx.settings, "accepted"), names.topic(ctx.settings, "results"),
+            *(names.inference_topic(ctx.settings, v) for v in ctx.topics.inference)]
+    lag = await consumer_lag(ctx.settings, ctx.bootstrap, ctx.app.conf.id, path,
+                             ctx.settings.partitions)
     return sum(lag.values())
 
 
-async def reconcile_once() -> list[str]:
+async def reconcile_once(ctx: AppContext) -> list[str]:
     """Route again the accepted requests that got lost in transit; their ids."""
-    cfg = config.inference
-    if runtime.store is None or not cfg.reconcile:
+    cfg, _rerouted = ctx.config.inference, ctx.rerouted
+    if ctx.store is None or not cfg.reconcile:
         return []
-    query = queries.unserved(config.task, cfg.reconcile_after_s, cfg.reconcile_window_s)
-    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
+    query = queries.unserved(ctx.config.task, cfg.reconcile_after_s, cfg.reconcile_window_s)
+    rows = (await ctx.store.query(query.sql, query.params)).as_dicts()
     rows = [r for r in rows if _rerouted.get(r["request_id"], 0) < MAX_REROUTES]
-    if not rows or await backlog() > 0:
+    if not rows or await backlog(ctx) > 0:
         return []
     outputs, ids = [], []
     for row in rows:
         accepted = AcceptedChange.model_validate_json(row["accepted"])
         n = _rerouted[accepted.request_id] = _rerouted.get(accepted.request_id, 0) + 1
-        outputs.append((topics.accepted, cohort_of(accepted), accepted.model_copy(
+        outputs.append((ctx.topics.accepted, cohort_of(accepted), accepted.model_copy(
             update={"event_id": f"{accepted.request_id}-re{n}"})))
         ids.append(accepted.request_id)
     reason = (f"{len(ids)} accepted requests had no served result after "
               f"{cfg.reconcile_after_s:g} s and no backlog on the bus: routed again "
               f"({', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''})")
-    outputs.append((topics.healing, "-", HealingAction(
-        event_id=f"re-{ids[0]}-{len(ids)}-{_rerouted[ids[0]]}", task=config.task,
+    outputs.append((ctx.topics.healing, "-", HealingAction(
+        event_id=f"re-{ids[0]}-{len(ids)}-{_rerouted[ids[0]]}", task=ctx.config.task,
         action="reroute", version_id="-", request_id=ids[0] if len(ids) == 1 else None,
         reason=reason[:500])))
     await emit(outputs)
@@ -126,30 +135,24 @@ async def reconcile_once() -> list[str]:
     return ids
 
 
-@timer(config.inference.reconcile_interval_s, name="reconcile", on_leader=True)
-async def reconcile_timer() -> None:
-    if runtime.registry.ready.is_set():
-        await reconcile_once()
-
-
 # ---- broker watchdog -------------------------------------------------------------------------
 
 
-def expected_topics() -> dict[str, int]:
+def expected_topics(ctx: AppContext) -> dict[str, int]:
     """Every topic this worker needs, with its partition count: ours and Faust's own."""
-    wanted = names.all_topics(settings, list(topics.inference))
-    for table in app.tables.values():
-        wanted[table.changelog_topic.get_topic_name()] = settings.partitions
-    wanted[f"{app.conf.id}-__assignor-__leader"] = 1
+    wanted = names.all_topics(ctx.settings, list(ctx.topics.inference))
+    for table in ctx.app.tables.values():
+        wanted[table.changelog_topic.get_topic_name()] = ctx.settings.partitions
+    wanted[f"{ctx.app.conf.id}-__assignor-__leader"] = 1
     return wanted
 
 
-async def recreate_missing(admin) -> list[str]:
+async def recreate_missing(ctx: AppContext, admin) -> list[str]:
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     existing = set(await admin.list_topics())
-    wanted = expected_topics()
+    wanted = expected_topics(ctx)
     missing = sorted(t for t in wanted if t not in existing)
     if not missing:
         return []
@@ -161,20 +164,18 @@ async def recreate_missing(admin) -> list[str]:
     return missing
 
 
-async def restart_in_place(reason: str) -> None:
+async def restart_in_place(ctx: AppContext, reason: str) -> None:
     """exec this worker again (same pid, same command, same environment): a clean start.
 
     The store is closed first (its lock is released, chDB flushed); our own in-flight markers
     are removed, since this is no crash."""
     log.warning("%s: restarting this worker in place (same pid) for a clean start", reason)
-    if runtime.store is not None:
+    if ctx.store is not None:
         try:
-            await asyncio.wait_for(runtime.store.close(), timeout=15)
+            await asyncio.wait_for(ctx.store.close(), timeout=15)
         except Exception:  # exec anyway: the lock goes with the old process image
             log.exception("closing the store before the restart failed")
-    from .quarantine import crash_guard
-
-    for marker in crash_guard.directory.glob(f"{os.getpid()}-*.json"):
+    for marker in ctx.crash_guard.directory.glob(f"{os.getpid()}-*.json"):
         marker.unlink(missing_ok=True)
     for handler in logging.getLogger().handlers:
         handler.flush()
@@ -183,24 +184,23 @@ async def restart_in_place(reason: str) -> None:
     os.execv(sys.executable, list(sys.orig_argv))
 
 
-@task(name="broker_watchdog")
-async def broker_watchdog() -> None:
+async def broker_watchdog(ctx: AppContext) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    await runtime.registry.ready.wait()
+    await ctx.registry.ready.wait()
     admin = None
     while True:
-        await asyncio.sleep(settings.topic_check_interval_s)
+        await asyncio.sleep(ctx.settings.topic_check_interval_s)
         try:
             if admin is None:
-                admin = AIOKafkaAdminClient(**client_kwargs(settings, bootstrap),
+                admin = AIOKafkaAdminClient(**client_kwargs(ctx.settings, ctx.bootstrap),
                                             request_timeout_ms=5000)
                 await admin.start()
-            missing = await recreate_missing(admin)
+            missing = await recreate_missing(ctx, admin)
             # Ours existed for sure (run_worker created them); Faust's own alone prove nothing.
-            ours = set(names.all_topics(settings, list(topics.inference)))
+            ours = set(names.all_topics(ctx.settings, list(ctx.topics.inference)))
             if ours.intersection(missing):
-                await restart_in_place(f"the broker lost {len(missing)} topics")
+                await restart_in_place(ctx, f"the broker lost {len(missing)} topics")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # broker down: try again next tick, with a fresh client

@@ -31,24 +31,19 @@ from schemas import (
     VersionSpec,
 )
 
-from .. import topics
-from ..app import app
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS, INFERENCE_SECONDS
-from ..registered import serving_specs
-from ..runtime import config, emit, log, runtime, send_to_dlq
 from .healing import plan
-from .quarantine import NO_TRAFFIC, crash_guard
+from .quarantine import NO_TRAFFIC
 
-_backends: dict[str, tuple[str, Backend]] = {}  # version id -> (spec identity, backend)
-_backend_locks: dict[str, asyncio.Lock] = {}
 # Replays and re-tests never trip (nor are refused by) the circuit that guards user traffic.
 _REPLAY_BREAKER = CircuitBreaker(failure_threshold=2**31, cooldown_s=0)
 
 
-def current_spec(version_id: str) -> VersionSpec | None:
+def current_spec(ctx: AppContext, version_id: str) -> VersionSpec | None:
     """The registry's spec of a version (updated by events), else the versions file's."""
-    entry = runtime.registry.registry.versions.get(version_id)
-    return entry.spec if entry is not None else config.spec(version_id)
+    entry = ctx.registry.registry.versions.get(version_id)
+    return entry.spec if entry is not None else ctx.config.spec(version_id)
 
 
 def _identity(spec: VersionSpec) -> str:
@@ -56,10 +51,11 @@ def _identity(spec: VersionSpec) -> str:
                       sort_keys=True, default=str)
 
 
-async def backend_for(spec: VersionSpec) -> Backend:
+async def backend_for(ctx: AppContext, spec: VersionSpec) -> Backend:
     """Built once per worker (and again when the registry changes the spec), off the event
-    loop (model loads can be slow)."""
-    lock = _backend_locks.setdefault(spec.id, asyncio.Lock())
+    loop (model loads can be slow); cached in ctx.backends: version -> (spec identity, backend)."""
+    _backends = ctx.backends
+    lock = ctx.backend_locks.setdefault(spec.id, asyncio.Lock())
     key = _identity(spec)
     async with lock:
         cached = _backends.get(spec.id)
@@ -98,20 +94,20 @@ def failure_for(result: InferenceResult, request: InferenceRequest) -> FailureEv
         request=request if request.role.serves_users else None)
 
 
-def outputs_for(result: InferenceResult, request: InferenceRequest) -> list:
-    out = [(topics.results, result.request_id, result)]
+def outputs_for(ctx: AppContext, result: InferenceResult, request: InferenceRequest) -> list:
+    out = [(ctx.topics.results, result.request_id, result)]
     if result.status != Status.ok:
-        out.append((topics.failures, result.version_id, failure_for(result, request)))
+        out.append((ctx.topics.failures, result.version_id, failure_for(result, request)))
     return out
 
 
-def reroute(request: InferenceRequest, error: str) -> list:
+def reroute(ctx: AppContext, request: InferenceRequest, error: str) -> list:
     """A request this version will not run: a user's goes straight to its fallback (healing's
     plan, recorded as a `fallback` HealingAction; no failure of this version is recorded, it
     never ran), a shadow copy is dropped."""
     if not request.role.serves_users:
         return []
-    return plan(FailureEvent(
+    return plan(ctx, FailureEvent(
         event_id=f"{request.event_id}-rr", request_id=request.request_id, task=request.task,
         version_id=request.version_id, role=request.role.value, status=Status.error.value,
         error=error, request=request))
@@ -126,20 +122,20 @@ def _unavailable(r: InferenceRequest, error: str) -> InferenceResult:
         accepted_at=r.accepted_at)
 
 
-async def handle_batch(spec: VersionSpec, requests: list[InferenceRequest]) -> None:
+async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[InferenceRequest]) -> None:
     """Run one batch (users' requests and replays apart: they answer to different circuits)
     and publish its results and failures."""
     outputs: list = []
     groups = [
-        ([r for r in requests if r.role != Role.replay], runtime.breakers.get(spec.id)),
+        ([r for r in requests if r.role != Role.replay], ctx.breakers.get(spec.id)),
         ([r for r in requests if r.role == Role.replay], _REPLAY_BREAKER),
     ]
     for group, breaker in groups:
         if not group:
             continue
         try:
-            backend = await backend_for(spec)
-            async with crash_guard.slot(spec.id, [r.request_id for r in group]):
+            backend = await backend_for(ctx, spec)
+            async with ctx.crash_guard.slot(spec.id, [r.request_id for r in group]):
                 results = await run_batch(spec, backend, group, breaker)
         except Exception as exc:  # building the backend failed: every request fails, visibly
             log.exception("backend %s unavailable", spec.id)
@@ -149,12 +145,12 @@ async def handle_batch(spec: VersionSpec, requests: list[InferenceRequest]) -> N
             result = post_filter(spec, result)
             INFERENCE_SECONDS.labels(version=spec.id, status=result.status.value).observe(
                 result.latency_ms / 1000)
-            outputs += outputs_for(result, request)
+            outputs += outputs_for(ctx, result, request)
         EVENTS.labels(agent="inference", outcome="ok").inc(len(results))
     await emit(outputs)
 
 
-async def process(version_id: str, events: list, stream, ack: bool = True) -> None:
+async def process(ctx: AppContext, version_id: str, events: list, stream, ack: bool = True) -> None:
     """Parse, screen and run one batch of events; ack them all (unless the caller acks),
     whatever happens."""
     try:
@@ -164,31 +160,31 @@ async def process(version_id: str, events: list, stream, ack: bool = True) -> No
                 requests.append(InferenceRequest.model_validate_json(event.value))
                 good.append(event)
             except Exception as exc:
-                await send_to_dlq(event, f"invalid InferenceRequest: {exc}", "inference")
-        entry = runtime.registry.registry.versions.get(version_id)
+                await ctx.send_to_dlq(event, f"invalid InferenceRequest: {exc}", "inference")
+        entry = ctx.registry.registry.versions.get(version_id)
         closed = entry is not None and entry.state in NO_TRAFFIC
         run, outputs = [], []
         for event, request in zip(good, requests):
             if closed and request.role != Role.replay:
-                outputs += reroute(request, f"version {version_id} is {entry.state.value}")
-            elif crash_guard.is_poison(version_id, request.request_id):
-                await send_to_dlq(event, f"request {request.request_id} was in flight when "
-                                  f"the worker died {config.quarantine.poison_after_crashes} "
+                outputs += reroute(ctx, request, f"version {version_id} is {entry.state.value}")
+            elif ctx.crash_guard.is_poison(version_id, request.request_id):
+                await ctx.send_to_dlq(event, f"request {request.request_id} was in flight when "
+                                  f"the worker died {ctx.config.quarantine.poison_after_crashes} "
                                   f"times running version {version_id}", "inference")
-                outputs += reroute(request, "poison request: it crashed the worker")
+                outputs += reroute(ctx, request, "poison request: it crashed the worker")
             else:
                 run.append((event, request))
         if outputs:
             await emit(outputs)
-        spec = current_spec(version_id)
+        spec = current_spec(ctx, version_id)
         if run and spec is not None:
             try:
-                await handle_batch(spec, [r for _, r in run])
+                await handle_batch(ctx, spec, [r for _, r in run])
             except Exception as exc:  # e.g. the broker refused the results
                 log.exception("inference %s: batch failed, dead-lettering", version_id)
                 for event, _ in run:
                     with contextlib.suppress(Exception):
-                        await send_to_dlq(event, repr(exc), "inference")
+                        await ctx.send_to_dlq(event, repr(exc), "inference")
     except Exception:
         log.exception("inference %s: batch could not be handled", version_id)
     finally:
@@ -197,13 +193,13 @@ async def process(version_id: str, events: list, stream, ack: bool = True) -> No
                 await stream.ack(event)
 
 
-def install(spec: VersionSpec):
-    version_id = spec.id
+def install(ctx: AppContext, version_id: str) -> None:
+    """The agent `inference.<version_id>` on its version's topic."""
 
     async def infer(stream):
-        await runtime.registry.ready.wait()
-        await crash_guard.checked.wait()  # crash loops are judged before any batch runs
-        limit = asyncio.Semaphore(config.inference.concurrency_of(version_id))
+        await ctx.registry.ready.wait()
+        await ctx.crash_guard.checked.wait()  # crash loops are judged before any batch runs
+        limit = asyncio.Semaphore(ctx.config.inference.concurrency_of(version_id))
         # Batches run concurrently but are acked in the order they were taken: Faust commits
         # the first run of consecutive acked offsets even when an earlier offset is still
         # unacked (transport/consumer.py _new_offset), so out-of-order acks would let a crash
@@ -218,28 +214,31 @@ def install(spec: VersionSpec):
 
         async def bounded(events: list, finished: asyncio.Event) -> None:
             try:
-                await process(version_id, events, stream, ack=False)
+                await process(ctx, version_id, events, stream, ack=False)
             finally:
                 finished.set()
                 limit.release()
                 await ack_in_order()
 
-        async for events in stream.noack_take(config.inference.batch_size,
-                                              within=config.inference.batch_wait_s):
+        async for events in stream.noack_take(ctx.config.inference.batch_size,
+                                              within=ctx.config.inference.batch_wait_s):
             await limit.acquire()  # backpressure: no more than N batches in flight
             finished = asyncio.Event()
             pending.append((events, finished))
-            if config.inference.concurrency_of(version_id) == 1:
+            if ctx.config.inference.concurrency_of(version_id) == 1:
                 await bounded(events, finished)
             else:
                 asyncio.ensure_future(bounded(events, finished))
 
     infer.__name__ = f"inference_{version_id}"
-    return app.agent(topics.inference[version_id], name=f"inference.{version_id}",
-                     concurrency=1)(infer)
+    ctx.agent(ctx.topics.inference[version_id], name=f"inference.{version_id}")(infer)
 
 
-agents = {spec.id: install(spec) for spec in serving_specs(config)}  # + registered ones
+def register(ctx: AppContext) -> None:
+    """One agent per served version: each has a topic (create_app's serving specs)."""
+    for version_id in ctx.topics.inference:
+        install(ctx, version_id)
 
-__all__ = ["agents", "backend_for", "current_spec", "handle_batch", "outputs_for",
-           "post_filter"]
+
+__all__ = ["backend_for", "current_spec", "handle_batch", "outputs_for", "post_filter",
+           "register"]

@@ -10,39 +10,38 @@ from __future__ import annotations
 from agents.errors import InvalidEvent
 from agents.intake import accept_input, cohort_of, record_time
 
-from .. import topics
-from ..app import app
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS
-from ..runtime import config, emit, log, runtime, send_to_dlq
 
 
-@app.agent(topics.inputs, name="intake", concurrency=1)
-async def intake(stream):
-    async for event in stream.events():
-        msg = event.message
-        try:
-            accepted = accept_input(
-                event.value, source_topic=msg.topic,
-                kind=topics.INPUT_KIND_BY_TOPIC.get(msg.topic, "commit"),
-                task=config.task, limits=runtime.limits,
-                accepted_at=record_time(getattr(msg, "timestamp", None)))
-        except InvalidEvent as exc:
-            await dead_letter(event, str(exc))
-            continue
-        except Exception as exc:  # one message must never stop the stream
-            log.exception("intake failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-            await dead_letter(event, f"internal error: {exc!r}")
-            continue
-        try:
-            await emit([(topics.accepted, cohort_of(accepted), accepted)])
-            EVENTS.labels(agent="intake", outcome="accepted").inc()
-        except Exception:  # the broker is gone (its topics with it): log, never crash
-            log.exception("intake could not publish %s", accepted.request_id)
+def register(ctx: AppContext) -> None:
+    @ctx.agent(ctx.topics.inputs, name="intake")
+    async def intake(stream):
+        async for event in stream.events():
+            msg = event.message
+            try:
+                accepted = accept_input(
+                    event.value, source_topic=msg.topic,
+                    kind=ctx.topics.input_kind_by_topic.get(msg.topic, "commit"),
+                    task=ctx.config.task, limits=ctx.limits,
+                    accepted_at=record_time(getattr(msg, "timestamp", None)))
+            except InvalidEvent as exc:
+                await dead_letter(ctx, event, str(exc))
+                continue
+            except Exception as exc:  # one message must never stop the stream
+                log.exception("intake failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                await dead_letter(ctx, event, f"internal error: {exc!r}")
+                continue
+            try:
+                await emit([(ctx.topics.accepted, cohort_of(accepted), accepted)])
+                EVENTS.labels(agent="intake", outcome="accepted").inc()
+            except Exception:  # the broker is gone (its topics with it): log, never crash
+                log.exception("intake could not publish %s", accepted.request_id)
 
 
-async def dead_letter(event, reason: str) -> None:
+async def dead_letter(ctx: AppContext, event, reason: str) -> None:
     """DLQ with the reason; a broker that refuses even that is logged, not raised."""
     try:
-        await send_to_dlq(event, reason, "intake")
+        await ctx.send_to_dlq(event, reason, "intake")
     except Exception:
         log.exception("intake could not dead-letter a message (%s)", reason[:200])

@@ -39,7 +39,7 @@ from agents.health import (
 from agents.registry import previous_stable
 from agents.routing import stable_version
 from infra import queries
-from infra.crash_markers import CrashGuard, collect_deaths
+from infra.crash_markers import collect_deaths
 from schemas import (
     HealingAction,
     InferenceResult,
@@ -50,10 +50,8 @@ from schemas import (
     VersionState,
 )
 
-from .. import topics
-from ..app import app
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS, LIFECYCLE
-from ..runtime import config, emit, log, runtime, send_to_dlq, settings, task, timer
 
 NO_TRAFFIC = (VersionState.quarantined, VersionState.archived)
 CANDIDATES = (VersionState.shadow, VersionState.canary)
@@ -67,9 +65,9 @@ def _event_id(task: str, version_id: str, applied: int) -> str:
     return hashlib.sha256(f"{task}|{version_id}|quarantine|{applied}".encode()).hexdigest()[:32]
 
 
-def quarantine_events(version_id: str, trigger: str, evidence: dict) -> list:
+def quarantine_events(ctx: AppContext, version_id: str, trigger: str, evidence: dict) -> list:
     """LifecycleEvent + QuarantineEvent (+ a rollback HealingAction for a canary or stable)."""
-    registry = runtime.registry.registry
+    registry = ctx.registry.registry
     entry = registry.versions.get(version_id)
     if entry is None or entry.state in NO_TRAFFIC:
         return []
@@ -77,12 +75,12 @@ def quarantine_events(version_id: str, trigger: str, evidence: dict) -> list:
     cause = root_cause(trigger, evidence)
     evidence = {**evidence, "trigger": trigger, "state": entry.state.value}
     out: list = [
-        (topics.lifecycle, version_id, LifecycleEvent(
+        (ctx.topics.lifecycle, version_id, LifecycleEvent(
             event_id=event_id, task=registry.task, version_id=version_id,
             action=LifecycleAction.quarantine, from_state=entry.state,
             to_state=VersionState.quarantined, actor="quarantine", reason=cause,
             evidence=evidence)),
-        (topics.healing, version_id, QuarantineEvent(
+        (ctx.topics.healing, version_id, QuarantineEvent(
             event_id=f"q-{event_id}", task=registry.task, version_id=version_id,
             trigger=trigger, root_cause=cause, evidence=evidence)),
     ]
@@ -92,7 +90,7 @@ def quarantine_events(version_id: str, trigger: str, evidence: dict) -> list:
     elif entry.state == VersionState.stable:
         target = previous_stable(registry, exclude=version_id)
     if target is not None:
-        out.append((topics.healing, version_id, HealingAction(
+        out.append((ctx.topics.healing, version_id, HealingAction(
             event_id=f"rb-{event_id}", task=registry.task, action="rollback",
             version_id=version_id, target_version=target,
             reason=f"{entry.state.value} {version_id} quarantined, {target} serves its "
@@ -100,14 +98,14 @@ def quarantine_events(version_id: str, trigger: str, evidence: dict) -> list:
     return out
 
 
-async def quarantine(version_id: str, trigger: str, evidence: dict) -> bool:
-    outputs = quarantine_events(version_id, trigger, evidence)
+async def quarantine(ctx: AppContext, version_id: str, trigger: str, evidence: dict) -> bool:
+    outputs = quarantine_events(ctx, version_id, trigger, evidence)
     if not outputs:
         return False
     await emit(outputs)
     # Fold it here at once (the topic copy is then a duplicate): no batch of a quarantined
     # version may start in the meantime.
-    runtime.registry.apply(outputs[0][2])
+    ctx.registry.apply(outputs[0][2])
     LIFECYCLE.labels(action="quarantine").inc()
     EVENTS.labels(agent="quarantine", outcome=f"quarantined:{trigger}").inc()
     log.warning("quarantined %s: %s", version_id, outputs[1][2].root_cause)
@@ -117,36 +115,32 @@ async def quarantine(version_id: str, trigger: str, evidence: dict) -> bool:
 # ---- crash loops -----------------------------------------------------------------------------
 
 
-crash_guard = CrashGuard(settings.home / "inflight")
-
-
-@task(name="crash_check")
-async def crash_check() -> None:
+async def crash_check(ctx: AppContext) -> None:
     """Before any batch runs: attribute the last worker deaths, quarantine crash loops."""
-    q = config.quarantine
+    q = ctx.config.quarantine
     try:
         history, new = await asyncio.to_thread(
-            collect_deaths, crash_guard.directory, settings.home / "crashes.json",
+            collect_deaths, ctx.crash_guard.directory, ctx.settings.home / "crashes.json",
             max(q.crash_loop_window_s, 3600.0))
         looping, poison = crash_verdicts(history, time.time(), restarts=q.crash_loop_restarts,
                                          window_s=q.crash_loop_window_s,
                                          poison_after=q.poison_after_crashes)
-        crash_guard.poison = poison
-        crash_guard.suspects = suspects_of(new)
+        ctx.crash_guard.poison = poison
+        ctx.crash_guard.suspects = suspects_of(new)
         if new:
             log.warning("the last worker died with batches in flight: %s; those versions run "
                         "their next batch alone", [e["inflight"] for e in new])
         if poison:
             log.warning("poison requests (in flight at %d deaths): %s",
                         q.poison_after_crashes, {v: sorted(r) for v, r in poison.items()})
-        await runtime.registry.ready.wait()
+        await ctx.registry.ready.wait()
         if "crash_loop" in q.triggers:
             for version_id, evidence in sorted(looping.items()):
-                await quarantine(version_id, "crash_loop", evidence)
+                await quarantine(ctx, version_id, "crash_loop", evidence)
     except Exception:
         log.exception("crash-loop check failed; inference goes on")
     finally:
-        crash_guard.checked.set()
+        ctx.crash_guard.checked.set()
 
 
 # ---- the results stream ----------------------------------------------------------------------
@@ -158,29 +152,28 @@ def outcome_of(result: InferenceResult) -> Outcome:
                       error=result.error, request_id=result.request_id)
 
 
-@app.agent(topics.results, name="quarantine", concurrency=1)
-async def quarantine_agent(stream):
-    await runtime.registry.ready.wait()
+async def judge_results(ctx: AppContext, stream) -> None:
+    await ctx.registry.ready.wait()
     async for event in stream.events():
         try:
             result = InferenceResult.model_validate_json(event.value)
             if result.run_id:  # replays and re-tests measure, they do not judge
                 continue
-            registry = runtime.registry.registry
+            registry = ctx.registry.registry
             entry = registry.versions.get(result.version_id)
             if entry is None or entry.state in NO_TRAFFIC:
                 continue
-            verdict = runtime.health.observe(result.version_id, outcome_of(result),
+            verdict = ctx.health.observe(result.version_id, outcome_of(result),
                                              stable=stable_version(registry))
             if verdict is not None:
                 trigger, evidence = verdict
                 if result.status != Status.ok:
                     evidence["last_error"] = (result.error or result.status.value)[:300]
-                await quarantine(result.version_id, trigger, evidence)
+                await quarantine(ctx, result.version_id, trigger, evidence)
         except Exception as exc:
             log.exception("quarantine failed on one event")
             with contextlib.suppress(Exception):
-                await send_to_dlq(event, repr(exc), "quarantine")
+                await ctx.send_to_dlq(event, repr(exc), "quarantine")
 
 
 # ---- registry changes ------------------------------------------------------------------------
@@ -198,64 +191,58 @@ class Quarantined:
     accepted_from: datetime | None = None  # the oldest accepted time of the re-test's sample
 
 
-_quarantined: dict[str, Quarantined] = {}
-
-
-def on_lifecycle(event: LifecycleEvent) -> None:
-    vid = event.version_id
+def on_lifecycle(ctx: AppContext, event: LifecycleEvent) -> None:
+    vid, _quarantined = event.version_id, ctx.quarantined
     if event.to_state == VersionState.quarantined and event.action == LifecycleAction.quarantine:
         now = time.monotonic()
         trigger = str((event.evidence or {}).get("trigger", ""))
         _quarantined[vid] = Quarantined(since=now, trigger=trigger,
-                                        next_retest=now + config.quarantine.retest_after_s)
+                                        next_retest=now + ctx.config.quarantine.retest_after_s)
     elif event.from_state == VersionState.quarantined or (
             event.action == LifecycleAction.restore):
         _quarantined.pop(vid, None)
-        runtime.health.reset(vid)
-        runtime.breakers.reset(vid)
+        ctx.health.reset(vid)
+        ctx.breakers.reset(vid)
         log.warning("%s left quarantine (%s): health and circuit reset", vid, event.reason)
-
-
-runtime.registry.listeners.append(on_lifecycle)
 
 
 # ---- the leader's timer: error budgets and re-tests ----------------------------------------
 
 
-async def check_budgets() -> list[str]:
+async def check_budgets(ctx: AppContext) -> list[str]:
     """Quarantine candidates whose SLO error budget is exhausted; the versions quarantined."""
-    if "error_budget" not in config.quarantine.triggers or runtime.store is None:
+    if "error_budget" not in ctx.config.quarantine.triggers or ctx.store is None:
         return []
-    registry = runtime.registry.registry
+    registry = ctx.registry.registry
     candidates = sorted(v for v, e in registry.versions.items() if e.state in CANDIDATES)
     if not candidates:
         return []
-    query = queries.slo(registry.task, config.slo, candidates, settings.timer_max_lag_s,
+    query = queries.slo(registry.task, ctx.config.slo, candidates, ctx.settings.timer_max_lag_s,
                         slo.since_of(registry))
     sql = query.text()
-    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
+    rows = (await ctx.store.query(query.sql, query.params)).as_dicts()
     done = []
-    for report in slo.reports(rows, candidates, config.slo):
+    for report in slo.reports(rows, candidates, ctx.config.slo):
         if report["status"] == "exhausted" and report["version_id"] in candidates:
-            evidence = {**report, "query": sql, "window_s": config.slo.window_s}
-            if await quarantine(report["version_id"], "error_budget", evidence):
+            evidence = {**report, "query": sql, "window_s": ctx.config.slo.window_s}
+            if await quarantine(ctx, report["version_id"], "error_budget", evidence):
                 done.append(report["version_id"])
     return done
 
 
-async def start_retest(version_id: str, state: Quarantined) -> None:
+async def start_retest(ctx: AppContext, version_id: str, state: Quarantined) -> None:
     from ..services.bus import replay_requests
 
-    q = config.quarantine
-    sample = queries.archive_sample(config.task, q.retest_sample, settings.retest_sample_window_s)
-    rows = (await runtime.store.query(sample.sql, sample.params)).as_dicts()
+    q = ctx.config.quarantine
+    sample = queries.archive_sample(ctx.config.task, q.retest_sample, ctx.settings.retest_sample_window_s)
+    rows = (await ctx.store.query(sample.sql, sample.params)).as_dicts()
     if not rows:
         state.next_retest = time.monotonic() + q.retest_after_s
         log.info("re-test of %s postponed: no archived traffic yet", version_id)
         return
     run_id = f"retest-{version_id}-{int(time.time())}-{state.failed_retests}"
     requests = replay_requests(rows, version_id, run_id)
-    await emit([(topics.inference[version_id], r.request_id, r.model_copy(
+    await emit([(ctx.topics.inference[version_id], r.request_id, r.model_copy(
         update={"event_id": f"{run_id}-{r.request_id}"})) for r in requests])
     state.run_id, state.sent, state.started = run_id, len(requests), time.monotonic()
     # Its results carry the requests' accepted times: the oldest bounds their read.
@@ -264,19 +251,19 @@ async def start_retest(version_id: str, state: Quarantined) -> None:
                 version_id, len(requests), run_id)
 
 
-async def finish_retest(version_id: str, state: Quarantined) -> bool:
+async def finish_retest(ctx: AppContext, version_id: str, state: Quarantined) -> bool:
     """Judge a re-test in flight; True once it is decided (passed or failed)."""
-    q = config.quarantine
+    q = ctx.config.quarantine
     accepted_from = state.accepted_from or datetime.fromtimestamp(0, UTC)
-    query = queries.retest_results(config.task, version_id, state.run_id, accepted_from)
-    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
+    query = queries.retest_results(ctx.config.task, version_id, state.run_id, accepted_from)
+    rows = (await ctx.store.query(query.sql, query.params)).as_dicts()
     timed_out = time.monotonic() - state.started > q.retest_timeout_s
     if len(rows) < state.sent and not timed_out:
         return False
-    registry = runtime.registry.registry
+    registry = ctx.registry.registry
     verdict = retest_verdict(rows, state.sent, min_success_rate=q.retest_min_success_rate,
-                             latency_ms=config.slo.objectives(version_id).latency_ms,
-                             stable_accuracy=await stable_accuracy_on(
+                             latency_ms=ctx.config.slo.objectives(version_id).latency_ms,
+                             stable_accuracy=await stable_accuracy_on(ctx,
                                  registry, [r["request_id"] for r in rows], accepted_from),
                              max_accuracy_drop=q.accuracy_max_drop)
     verdict["run_id"] = state.run_id
@@ -285,12 +272,12 @@ async def finish_retest(version_id: str, state: Quarantined) -> bool:
     if verdict["passed"]:
         reason = f"half-open re-test passed: {verdict['reason']} (run {state.run_id})"
         await emit([
-            (topics.lifecycle, version_id, LifecycleEvent(
+            (ctx.topics.lifecycle, version_id, LifecycleEvent(
                 event_id=event_id, task=registry.task, version_id=version_id,
                 action=LifecycleAction.restore, from_state=VersionState.quarantined,
                 to_state=VersionState.shadow, actor="quarantine", reason=reason,
                 evidence=verdict, position=registry.applied)),
-            (topics.healing, version_id, HealingAction(
+            (ctx.topics.healing, version_id, HealingAction(
                 event_id=f"rs-{event_id}", task=registry.task, action="restore",
                 version_id=version_id, reason=reason[:500])),
         ])
@@ -301,7 +288,7 @@ async def finish_retest(version_id: str, state: Quarantined) -> bool:
         wait = retest_backoff(state.failed_retests, max(q.retest_after_s, 1.0),
                               q.retest_max_backoff_s)
         state.next_retest = time.monotonic() + wait
-        await emit([(topics.healing, version_id, HealingAction(
+        await emit([(ctx.topics.healing, version_id, HealingAction(
             event_id=f"rf-{event_id}", task=registry.task, action="retest_failed",
             version_id=version_id,
             reason=f"half-open re-test failed: {verdict['reason']} (run {state.run_id}); "
@@ -312,7 +299,7 @@ async def finish_retest(version_id: str, state: Quarantined) -> bool:
     return True
 
 
-async def stable_accuracy_on(registry, request_ids: list[str],
+async def stable_accuracy_on(ctx: AppContext, registry, request_ids: list[str],
                              accepted_from: datetime) -> float | None:
     """The stable version's live change-type accuracy on these requests (None: no labels);
     they were accepted at accepted_from or later."""
@@ -320,19 +307,19 @@ async def stable_accuracy_on(registry, request_ids: list[str],
     if stable is None or not request_ids:
         return None
     query = queries.stable_accuracy(registry.task, stable, request_ids, accepted_from)
-    rows = (await runtime.store.query(query.sql, query.params)).as_dicts()
+    rows = (await ctx.store.query(query.sql, query.params)).as_dicts()
     n = int(rows[0]["n"]) if rows else 0
     return int(rows[0]["hits"]) / n if n else None
 
 
-async def check_retests() -> None:
-    q = config.quarantine
-    if not q.retest or runtime.store is None:
+async def check_retests(ctx: AppContext) -> None:
+    q = ctx.config.quarantine
+    if not q.retest or ctx.store is None:
         return
-    registry = runtime.registry.registry
+    registry, _quarantined = ctx.registry.registry, ctx.quarantined
     now = time.monotonic()
     for vid, entry in sorted(registry.versions.items()):
-        if entry.state != VersionState.quarantined or vid not in topics.inference:
+        if entry.state != VersionState.quarantined or vid not in ctx.topics.inference:
             continue
         state = _quarantined.get(vid)
         if state is None:  # quarantined before this worker started
@@ -340,21 +327,31 @@ async def check_retests() -> None:
         if state.trigger == "crash_loop":
             continue
         if state.run_id is not None:
-            await finish_retest(vid, state)
+            await finish_retest(ctx, vid, state)
         elif now >= state.next_retest:
-            await start_retest(vid, state)
+            await start_retest(ctx, vid, state)
 
 
-@timer(config.quarantine.check_interval_s, name="quarantine_retests", on_leader=True)
-async def quarantine_timer() -> None:
-    if runtime.registry.ready.is_set():
-        await check_retests()
+def register(ctx: AppContext) -> None:
+    ctx.registry.listeners.append(lambda event: on_lifecycle(ctx, event))
+
+    @ctx.task(name="crash_check")
+    async def crash_check_task() -> None:
+        await crash_check(ctx)
+
+    @ctx.agent(ctx.topics.results, name="quarantine")
+    async def quarantine_agent(stream):
+        await judge_results(ctx, stream)
+
+    @ctx.timer(ctx.config.quarantine.check_interval_s, name="quarantine_retests", on_leader=True)
+    async def quarantine_timer() -> None:
+        if ctx.registry.ready.is_set():
+            await check_retests(ctx)
+
+    @ctx.timer(ctx.config.slo.check_interval_s, name="error_budgets", on_leader=True)
+    async def budget_timer() -> None:
+        if ctx.registry.ready.is_set():
+            await check_budgets(ctx)
 
 
-@timer(config.slo.check_interval_s, name="error_budgets", on_leader=True)
-async def budget_timer() -> None:
-    if runtime.registry.ready.is_set():
-        await check_budgets()
-
-
-__all__ = ["crash_guard", "quarantine", "quarantine_agent", "quarantine_events"]
+__all__ = ["NO_TRAFFIC", "quarantine", "quarantine_events", "register"]

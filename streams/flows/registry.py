@@ -14,41 +14,45 @@ from infra.kafka import start_tail_consumer, true_end_offsets
 from infra.readback import lifecycle_event_from_row, lifecycle_sql
 from schemas import LifecycleEvent
 
-from .. import topics
-from ..app import bootstrap
+from ..context import AppContext, emit, log
 from ..metrics import VERSION_STATE
-from ..runtime import config, emit, log, runtime, settings, task
 
 
-async def restore_from_store() -> list[LifecycleEvent]:
+async def restore_from_store(ctx: AppContext) -> list[LifecycleEvent]:
     """After a broker restart (memory storage), the lifecycle history lives on in ClickHouse."""
-    if runtime.store is None:
+    if ctx.store is None:
         return []
     try:
-        rows = (await runtime.store.query(lifecycle_sql(config.task))).as_dicts()
+        rows = (await ctx.store.query(lifecycle_sql(ctx.config.task))).as_dicts()
     except Exception:
         log.exception("could not read the lifecycle history from the store")
         return []
     return [lifecycle_event_from_row(r) for r in rows]
 
 
-async def bootstrap_events() -> list[LifecycleEvent]:
-    restored = await restore_from_store() if not runtime.registry.registry.versions else []
-    registry = runtime.registry.registry
+async def bootstrap_events(ctx: AppContext) -> list[LifecycleEvent]:
+    restored = await restore_from_store(ctx) if not ctx.registry.registry.versions else []
+    registry = ctx.registry.registry
     for event in restored:
         registry, _ = apply_event(registry, event)
-    for spec in config.versions:
-        blocked = blocked_by(config.blocklist, spec)
+    for spec in ctx.config.versions:
+        blocked = blocked_by(ctx.config.blocklist, spec)
         if blocked is not None and spec.id not in registry.versions:
             log.warning("version %s is not registered: blocklisted: %s", spec.id,
                         describe(blocked))
-    return restored + register_events(config.versions, registry, blocklist=config.blocklist)
+    return restored + register_events(ctx.config.versions, registry,
+                                      blocklist=ctx.config.blocklist)
 
 
-@task(name="registry")
-async def follow_lifecycle() -> None:
-    name = topics.name("lifecycle")
-    consumer = await start_tail_consumer(settings, bootstrap, name, from_beginning=True)
+def register(ctx: AppContext) -> None:
+    @ctx.task(name="registry")
+    async def registry() -> None:
+        await follow_lifecycle(ctx)
+
+
+async def follow_lifecycle(ctx: AppContext) -> None:
+    name = ctx.topics.name("lifecycle")
+    consumer = await start_tail_consumer(ctx.settings, ctx.bootstrap, name, from_beginning=True)
     try:
         tps = list(consumer.assignment())
         ends = await true_end_offsets(consumer, tps)
@@ -58,32 +62,32 @@ async def follow_lifecycle() -> None:
             for messages in batch.values():
                 for m in messages:
                     try:
-                        runtime.registry.apply(LifecycleEvent.model_validate_json(m.value))
+                        ctx.registry.apply(LifecycleEvent.model_validate_json(m.value))
                     except Exception:
                         log.exception("unreadable lifecycle event at offset %s", m.offset)
-            if runtime.registry.ready.is_set():
-                publish_gauges()
+            if ctx.registry.ready.is_set():
+                publish_gauges(ctx)
                 continue
             positions = {tp: await consumer.position(tp) for tp in tps}
             if any(positions[tp] < ends[tp] for tp in tps):
                 continue
             if not bootstrapped:
                 bootstrapped = True
-                events = await bootstrap_events()
+                events = await bootstrap_events(ctx)
                 if events:
-                    await emit([(topics.lifecycle, e.version_id, e) for e in events])
+                    await emit([(ctx.topics.lifecycle, e.version_id, e) for e in events])
                     ends = await true_end_offsets(consumer, tps)
                     continue
-            publish_gauges()  # before ready: /health says ready only once /metrics has them
-            runtime.registry.ready.set()
+            publish_gauges(ctx)  # before ready: /health says ready only once /metrics has them
+            ctx.registry.ready.set()
             log.warning("registry ready: %s", {
-                v: e.state.value for v, e in runtime.registry.registry.versions.items()})
+                v: e.state.value for v, e in ctx.registry.registry.versions.items()})
     except asyncio.CancelledError:
         raise
     finally:
         await consumer.stop()
 
 
-def publish_gauges() -> None:
-    for version, share in traffic_table(runtime.registry.registry).items():
+def publish_gauges(ctx: AppContext) -> None:
+    for version, share in traffic_table(ctx.registry.registry).items():
         VERSION_STATE.labels(version=version).set(share)

@@ -16,37 +16,34 @@ from agents.routing import stable_version
 from infra import queries
 from schemas import LifecycleEvent, utcnow
 
-from .. import topics
+from ..context import AppContext, emit, log
 from ..metrics import LIFECYCLE
-from ..runtime import config, emit, log, runtime, settings, timer
 
-# Per version: (what its last recorded hold said, when) so an unchanged hold is recorded once
-# per `record_every_s`; ids of transitions sent and not folded yet, so a tick that comes before
-# the fold does not send the same event again.
-_recorded: dict[str, tuple[str, float]] = {}
-_sent: dict[str, float] = {}
+# ctx.rotation_recorded, per version: (what its last recorded hold said, when) so an unchanged
+# hold is recorded once per `record_every_s`; ctx.rotation_sent: ids of transitions sent and
+# not folded yet, so a tick that comes before the fold does not send the same event again.
 SENT_TTL_S = 60.0
 
 
-async def measure(sql: dict[str, queries.Query]) -> dict[str, list[dict]]:
-    return {name: (await runtime.store.query(q.sql, q.params)).as_dicts()
+async def measure(ctx: AppContext, sql: dict[str, queries.Query]) -> dict[str, list[dict]]:
+    return {name: (await ctx.store.query(q.sql, q.params)).as_dicts()
             for name, q in sql.items()}
 
 
-async def evaluate(now=None) -> list[Verdict]:
+async def evaluate(ctx: AppContext, now=None) -> list[Verdict]:
     """Every candidate's verdict on the current registry, stopping at the first that moves."""
-    registry = runtime.registry.registry
-    cfg = config.rotation
+    registry = ctx.registry.registry
+    cfg = ctx.config.rotation
     now = now or utcnow()
     stable_id = stable_version(registry)
     verdicts: list[Verdict] = []
     for proposal in proposals(registry, cfg):
         entry = registry.versions[proposal.version_id]
         window = window_for(entry.since, cfg, now)
-        sql = queries.measurement(config.task, proposal.version_id, stable_id, window,
-                                  settings.timer_max_lag_s)
+        sql = queries.measurement(ctx.config.task, proposal.version_id, stable_id, window,
+                                  ctx.settings.timer_max_lag_s)
         candidate, stable = metrics_from_results(proposal.version_id, stable_id,
-                                                 await measure(sql))
+                                                 await measure(ctx, sql))
         # The evidence keeps the literal SQL: `reviewbus explain` runs it again.
         text = {name: q.text() for name, q in sql.items()}
         verdict = decide(registry, proposal, candidate, stable, cfg, text, window, now)
@@ -60,8 +57,9 @@ async def evaluate(now=None) -> list[Verdict]:
     return verdicts
 
 
-def to_send(verdicts: list[Verdict]) -> list[LifecycleEvent]:
-    cfg = config.rotation
+def to_send(ctx: AppContext, verdicts: list[Verdict]) -> list[LifecycleEvent]:
+    cfg = ctx.config.rotation
+    _recorded, _sent = ctx.rotation_recorded, ctx.rotation_sent
     clock = time.monotonic()
     for key, at in list(_sent.items()):
         if clock - at > SENT_TTL_S:
@@ -71,7 +69,7 @@ def to_send(verdicts: list[Verdict]) -> list[LifecycleEvent]:
         event = v.event
         if event is None:
             continue
-        seen = runtime.registry.registry.seen_event_ids
+        seen = ctx.registry.registry.seen_event_ids
         if v.moves:
             if event.event_id in _sent or event.event_id in seen:
                 continue
@@ -91,20 +89,21 @@ def to_send(verdicts: list[Verdict]) -> list[LifecycleEvent]:
     return out
 
 
-async def rotate_once(now=None) -> list[LifecycleEvent]:
+async def rotate_once(ctx: AppContext, now=None) -> list[LifecycleEvent]:
     """One idempotent pass: the event ids are derived from the registry position."""
-    if runtime.store is None or not runtime.registry.ready.is_set():
+    if ctx.store is None or not ctx.registry.ready.is_set():
         return []
-    events = to_send(await evaluate(now))
+    events = to_send(ctx, await evaluate(ctx, now))
     if events:
         # Holds first: they do not move the position, so the transition after them applies.
         events.sort(key=lambda e: e.action.value != "hold")
-        await emit([(topics.lifecycle, e.version_id, e) for e in events])
+        await emit([(ctx.topics.lifecycle, e.version_id, e) for e in events])
         for e in events:
             LIFECYCLE.labels(action=e.action.value).inc()
     return events
 
 
-@timer(config.rotation.interval_s, name="rotation", on_leader=True)
-async def rotation() -> None:
-    await rotate_once()
+def register(ctx: AppContext) -> None:
+    @ctx.timer(ctx.config.rotation.interval_s, name="rotation", on_leader=True)
+    async def rotation() -> None:
+        await rotate_once(ctx)

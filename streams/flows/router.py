@@ -6,15 +6,13 @@ from agents.intake import cohort_of
 from agents.routing import mirrors, plan_route
 from schemas import AcceptedChange, InferenceRequest, ReviewFindings, Role, Status
 
-from .. import topics
-from ..app import app
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS
-from ..runtime import emit, log, runtime, send_to_dlq
 
 
-def requests_for(accepted: AcceptedChange) -> list[InferenceRequest]:
-    registry = runtime.registry.registry
-    plan = plan_route(registry, cohort_of(accepted), unavailable=runtime.unavailable(),
+def requests_for(ctx: AppContext, accepted: AcceptedChange) -> list[InferenceRequest]:
+    registry = ctx.registry.registry
+    plan = plan_route(registry, cohort_of(accepted), unavailable=ctx.unavailable(),
                       repo=accepted.change.repo)
     base = dict(request_id=accepted.request_id, task=accepted.task, label=accepted.label,
                 change=accepted.change, accepted_at=accepted.occurred_at)
@@ -23,7 +21,7 @@ def requests_for(accepted: AcceptedChange) -> list[InferenceRequest]:
         out.append(InferenceRequest(version_id=plan.primary, role=plan.role,
                                     fallback_from=plan.fallback_from, **base))
     out += [InferenceRequest(version_id=v, role=Role.shadow, **base)
-            for v in mirrors(registry, plan, runtime.unavailable()) if v in topics.inference]
+            for v in mirrors(registry, plan, ctx.unavailable()) if v in ctx.topics.inference]
     return out
 
 
@@ -35,17 +33,19 @@ def unserved(accepted: AcceptedChange) -> ReviewFindings:
         error="no healthy version can serve this request")
 
 
-@app.agent(topics.accepted, name="router", concurrency=1)
-async def router(stream):
-    await runtime.registry.ready.wait()
-    async for event in stream.events():
-        try:
-            accepted = AcceptedChange.model_validate_json(event.value)
-            requests = [r for r in requests_for(accepted) if r.version_id in topics.inference]
-            if not any(r.role != Role.shadow for r in requests):
-                await emit([(topics.findings, accepted.change.repo, unserved(accepted))])
-            await emit([(topics.inference[r.version_id], r.request_id, r) for r in requests])
-            EVENTS.labels(agent="router", outcome="routed").inc()
-        except Exception as exc:
-            log.exception("router failed on one event")
-            await send_to_dlq(event, repr(exc), "router")
+def register(ctx: AppContext) -> None:
+    @ctx.agent(ctx.topics.accepted, name="router")
+    async def router(stream):
+        await ctx.registry.ready.wait()
+        inference = ctx.topics.inference
+        async for event in stream.events():
+            try:
+                accepted = AcceptedChange.model_validate_json(event.value)
+                requests = [r for r in requests_for(ctx, accepted) if r.version_id in inference]
+                if not any(r.role != Role.shadow for r in requests):
+                    await emit([(ctx.topics.findings, accepted.change.repo, unserved(accepted))])
+                await emit([(inference[r.version_id], r.request_id, r) for r in requests])
+                EVENTS.labels(agent="router", outcome="routed").inc()
+            except Exception as exc:
+                log.exception("router failed on one event")
+                await ctx.send_to_dlq(event, repr(exc), "router")

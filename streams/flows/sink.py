@@ -22,36 +22,33 @@ from schemas import (
     ShadowComparison,
 )
 
-from .. import topics
-from ..app import app
+from ..context import AppContext, emit, log
 from ..metrics import EVENTS, SINK_ROWS
-from ..runtime import emit, log, runtime, send_to_dlq, settings
 
+# Short topic name -> the one event type it carries ("healing" carries two: see parse).
 EVENT_TYPES: dict[str, type[Event]] = {
-    topics.name("accepted"): AcceptedChange,
-    topics.name("results"): InferenceResult,
-    topics.name("shadow-comparisons"): ShadowComparison,
-    topics.name("failures"): FailureEvent,
-    topics.name("lifecycle"): LifecycleEvent,
-    topics.name("feedback"): Feedback,
-    topics.name("dlq"): DeadLetter,
+    "accepted": AcceptedChange,
+    "results": InferenceResult,
+    "shadow-comparisons": ShadowComparison,
+    "failures": FailureEvent,
+    "lifecycle": LifecycleEvent,
+    "feedback": Feedback,
+    "dlq": DeadLetter,
 }
-HEALING = topics.name("healing")
+HEALING = "healing"
 MAX_BACKOFF_S = 10.0
 DATA_ATTEMPTS = 3  # a batch the server keeps rejecting for its data is split after this
 
-sink_topics = app.topic(*EVENT_TYPES, HEALING, key_type=bytes, value_type=bytes,
-                        key_serializer="raw", value_serializer="raw")
 
-
-def parse(topic: str, value: bytes) -> Event:
-    if topic == HEALING:  # healing carries two event types; quarantine ones have a trigger
+def parse(types: dict[str, type[Event]], topic: str, value: bytes) -> Event:
+    """`types`: full topic name -> event type, None for the healing topic."""
+    kind = types[topic]
+    if kind is None:  # healing carries two event types; quarantine ones have a trigger
         kind = QuarantineEvent if "trigger" in orjson.loads(value) else HealingAction
-        return kind.model_validate_json(value)
-    return EVENT_TYPES[topic].model_validate_json(value)
+    return kind.model_validate_json(value)
 
 
-async def store_batch(events: list[Event]) -> list[Event]:
+async def store_batch(ctx: AppContext, events: list[Event]) -> list[Event]:
     """Insert with retries; returns the events that cannot be stored even alone (the DLQ's).
 
     While ClickHouse is unreachable this waits and retries the whole batch with capped
@@ -62,7 +59,7 @@ async def store_batch(events: list[Event]) -> list[Event]:
     delay, attempts, outage = 0.5, 0, False
     while True:
         try:
-            written = await runtime.store.insert_events(events)
+            written = await ctx.store.insert_events(events)
             SINK_ROWS.labels(outcome="written").inc(written)
             if outage:
                 log.warning("sink: ClickHouse is back; %d events stored after %d attempts",
@@ -83,34 +80,42 @@ async def store_batch(events: list[Event]) -> list[Event]:
                         len(events), attempts, exc)
             if attempts >= DATA_ATTEMPTS and len(events) > 1:
                 mid = len(events) // 2
-                return await store_batch(events[:mid]) + await store_batch(events[mid:])
+                return await store_batch(ctx, events[:mid]) + await store_batch(ctx, events[mid:])
             if attempts >= DATA_ATTEMPTS:
                 return events
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
 
-@app.agent(sink_topics, name="sink", concurrency=1)
-async def sink(stream):
-    async for batch in stream.noack_take(settings.sink_batch, within=settings.sink_within_s):
-        parsed, origin = [], {}
-        for event in batch:
-            try:
-                item = parse(event.message.topic, event.value)
-                origin[id(item)] = event
-                parsed.append(item)
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    await send_to_dlq(event, f"unreadable {event.message.topic} event: {exc}",
-                                      "sink")
-        if parsed:
-            for bad in await store_batch(parsed):
-                if bad.__class__ is not DeadLetter:
+def register(ctx: AppContext) -> None:
+    types: dict = {ctx.topics.name(short): kind for short, kind in EVENT_TYPES.items()}
+    types[ctx.topics.name(HEALING)] = None
+    sink_topics = ctx.app.topic(*types, key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw")
+    settings = ctx.settings
+
+    @ctx.agent(sink_topics, name="sink")
+    async def sink(stream):
+        async for batch in stream.noack_take(settings.sink_batch, within=settings.sink_within_s):
+            parsed, origin = [], {}
+            for event in batch:
+                try:
+                    item = parse(types, event.message.topic, event.value)
+                    origin[id(item)] = event
+                    parsed.append(item)
+                except Exception as exc:
                     with contextlib.suppress(Exception):
-                        await send_to_dlq(origin[id(bad)], "store rejected the row", "sink")
-        for event in batch:
-            await stream.ack(event)
-        EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
+                        await ctx.send_to_dlq(
+                            event, f"unreadable {event.message.topic} event: {exc}", "sink")
+            if parsed:
+                for bad in await store_batch(ctx, parsed):
+                    if bad.__class__ is not DeadLetter:
+                        with contextlib.suppress(Exception):
+                            await ctx.send_to_dlq(origin[id(bad)], "store rejected the row",
+                                                  "sink")
+            for event in batch:
+                await stream.ack(event)
+            EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
 
 
-__all__ = ["emit", "sink"]
+__all__ = ["emit", "register"]
