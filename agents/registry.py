@@ -1,7 +1,7 @@
 """The version registry as a fold of lifecycle events (event sourced, never edited in place).
 
 Pure. apply_event either applies one LifecycleEvent (returning a new Registry) or skips it with
-a reason; fold replays a whole topic. Invariants kept by the fold:
+a Skip; fold replays a whole topic. Invariants kept by the fold:
 
 - at most one stable version per task: promoting one deprecates the other, rolling back the
   stable version restores the previous one, quarantining the stable version restores the
@@ -15,29 +15,29 @@ a reason; fold replays a whole topic. Invariants kept by the fold:
 
 `hold` events record a decision to leave a version where it is; they change nothing and do not
 advance the position. `pause`/`resume` set the flag the rotation agent obeys; `block`/`unblock`
-edit the blocklist.
+edit the blocklist. A skipped event comes back as a Skip (a SkipCode and the reason in words).
+
+The events themselves (a person's command, the versions file's register events, the ids and
+canary steps of the rotation agent's decisions) are built in agents/lifecycle_commands.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
 from pydantic import ValidationError
 
-from schemas import LifecycleAction, LifecycleEvent, Registry, VersionEntry, VersionSpec
+from schemas import BlockEntry, LifecycleAction, LifecycleEvent, Registry, VersionEntry, VersionSpec
 from schemas import VersionState as S
-from schemas.base import new_id
-from schemas.registry import BlockEntry
 
-from .blocklist import BlockRule, blocked_by, describe, entry_for
-from .errors import IllegalTransition, UnknownVersion
+from .blocklist import blocked_by, describe, entry_for
+from .errors import IllegalTransition
 from .routing import canary_ranges, stable_version
 
 SEEN_EVENT_IDS_MAX = 1000
-DEFAULT_CANARY_STEPS: tuple[float, ...] = (5, 25, 50, 75)
 
 TRANSITIONS: dict[S, set[S]] = {
     S.registered: {S.shadow, S.archived, S.quarantined},
@@ -113,19 +113,58 @@ def _moved(entry: VersionEntry, to: S, event: LifecycleEvent, traffic: float = 0
     })
 
 
-def _skip(registry: Registry, event: LifecycleEvent, why: str) -> tuple[Registry, str]:
-    return registry, f"{event.action.value} {event.version_id} ({event.event_id}): {why}"
+class SkipCode(str, Enum):
+    """Why the fold skipped an event, as a code callers can test."""
+
+    wrong_task = "wrong_task"  # the event is for another task
+    duplicate = "duplicate"  # its event id was applied already
+    stale = "stale"  # decided on a registry position that has moved on since
+    unknown_version = "unknown_version"
+    state_mismatch = "state_mismatch"  # from_state is not the version's current state
+    wrong_target = "wrong_target"  # the action cannot name that target state
+    illegal_transition = "illegal_transition"  # the state machine forbids the move
+    canary_share = "canary_share"  # no traffic share, or the canary shares above 100 %
+    nothing_to_restore = "nothing_to_restore"  # a rollback with no deprecated version
+    already_registered = "already_registered"
+    invalid_spec = "invalid_spec"  # missing, invalid, or not this version's or task's spec
+    blocklisted = "blocklisted"
+    second_stable = "second_stable"  # registering a stable version next to another
+    no_change = "no_change"  # an in-place action that would change nothing
 
 
-def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, str | None]:
-    """(new registry, None) when the event applies, (the same registry, reason) when skipped."""
+@dataclass(frozen=True)
+class Skip:
+    """An event the fold did not apply: the code, the reason in words, and the event.
+
+    str() is the one-line log form `<action> <version> (<event id>): <text>`; `text` is the
+    reason alone, for messages that already name the action and version."""
+
+    code: SkipCode
+    text: str
+    action: str
+    version_id: str
+    event_id: str
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.version_id} ({self.event_id}): {self.text}"
+
+
+def _skip(registry: Registry, event: LifecycleEvent, code: SkipCode, why: str
+          ) -> tuple[Registry, Skip]:
+    return registry, Skip(code, why, event.action.value, event.version_id, event.event_id)
+
+
+def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Skip | None]:
+    """(new registry, None) when the event applies, (the same registry, Skip) when skipped."""
+    K = SkipCode
     if event.task != registry.task:
-        return _skip(registry, event, f"event for task {event.task!r}, registry is {registry.task!r}")
+        return _skip(registry, event, K.wrong_task,
+                     f"event for task {event.task!r}, registry is {registry.task!r}")
     if event.event_id in registry.seen_event_ids:
-        return _skip(registry, event, "duplicate event id")
+        return _skip(registry, event, K.duplicate, "duplicate event id")
     if (event.position is not None and event.action != LifecycleAction.hold
             and event.position != registry.applied):
-        return _skip(registry, event, (
+        return _skip(registry, event, K.stale, (
             f"stale: decided on registry position {event.position}, which has moved on to "
             f"{registry.applied} since"))
 
@@ -135,10 +174,10 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, st
     if event.action == LifecycleAction.register:
         return _register(registry, event, versions, current)
     if current is None:
-        return _skip(registry, event, "unknown version")
+        return _skip(registry, event, K.unknown_version, "unknown version")
     if event.from_state is not None and event.from_state != current.state:
         return _skip(
-            registry, event,
+            registry, event, K.state_mismatch,
             f"from_state {event.from_state.value} does not match current state "
             f"{current.state.value}",
         )
@@ -148,23 +187,23 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, st
     allowed_targets = ACTION_TARGETS.get(event.action, set())
     if event.to_state not in allowed_targets:
         return _skip(
-            registry, event,
+            registry, event, K.wrong_target,
             f"action {event.action.value} cannot move a version to {event.to_state.value}",
         )
     try:
         check_transition(current.state, event.to_state)
     except IllegalTransition as exc:
-        return _skip(registry, event, f"illegal transition: {exc}")
+        return _skip(registry, event, K.illegal_transition, f"illegal transition: {exc}")
 
     vid = event.version_id
     blocklist = list(registry.blocklist)
     if event.to_state == S.canary:
         if event.traffic_percent <= 0:
-            return _skip(registry, event, "a canary needs a traffic share above 0 %")
+            return _skip(registry, event, K.canary_share, "a canary needs a traffic share above 0 %")
         others = sum(e.traffic_percent for v, e in versions.items()
                      if v != vid and e.state == S.canary)
         if others + event.traffic_percent > 100.0 + 1e-9:
-            return _skip(registry, event, (
+            return _skip(registry, event, K.canary_share, (
                 f"canary shares would add up to {others + event.traffic_percent:g} % "
                 f"(other canaries hold {others:g} %)"))
     if event.to_state == S.stable:
@@ -177,7 +216,7 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, st
         # does the same when there is one, and otherwise leaves the task to its fallbacks.
         target = previous_stable(registry, exclude=vid)
         if target is None and event.action == LifecycleAction.rollback:
-            return _skip(registry, event, "rollback: no deprecated version to restore")
+            return _skip(registry, event, K.nothing_to_restore, "rollback: no deprecated version to restore")
         if target is not None:
             versions[target] = _moved(versions[target], S.stable, event)
     if event.to_state == S.quarantined:
@@ -193,27 +232,31 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, st
 
 
 def _register(registry: Registry, event: LifecycleEvent, versions: dict[str, VersionEntry],
-              current: VersionEntry | None) -> tuple[Registry, str | None]:
+              current: VersionEntry | None) -> tuple[Registry, Skip | None]:
+    K = SkipCode
     if current is not None:
-        return _skip(registry, event, f"already registered (state {current.state.value})")
+        return _skip(registry, event, K.already_registered,
+                     f"already registered (state {current.state.value})")
     if event.spec is None:
-        return _skip(registry, event, "register event without a spec")
+        return _skip(registry, event, K.invalid_spec, "register event without a spec")
     try:
         spec = VersionSpec.model_validate(event.spec)
     except ValidationError as exc:
-        return _skip(registry, event, f"invalid spec: {exc.errors()[0].get('msg', exc)}")
+        return _skip(registry, event, K.invalid_spec,
+                     f"invalid spec: {exc.errors()[0].get('msg', exc)}")
     if spec.id != event.version_id:
-        return _skip(registry, event, f"spec id {spec.id!r} differs from the event's version")
+        return _skip(registry, event, K.invalid_spec,
+                     f"spec id {spec.id!r} differs from the event's version")
     if spec.task != registry.task:
-        return _skip(registry, event, f"spec is for task {spec.task!r}")
+        return _skip(registry, event, K.invalid_spec, f"spec is for task {spec.task!r}")
     blocked = blocked_by(registry.blocklist, spec)
     if blocked is not None:
-        return _skip(registry, event, f"blocklisted: {describe(blocked)}")
+        return _skip(registry, event, K.blocklisted, f"blocklisted: {describe(blocked)}")
     if event.to_state == S.stable:
         other = stable_version(registry)
         if other is not None:
             return _skip(
-                registry, event,
+                registry, event, K.second_stable,
                 f"task already has stable version {other}; register as shadow and promote",
             )
     versions[event.version_id] = VersionEntry(
@@ -225,9 +268,10 @@ def _register(registry: Registry, event: LifecycleEvent, versions: dict[str, Ver
 
 
 def _in_place(registry: Registry, event: LifecycleEvent, versions: dict[str, VersionEntry],
-              current: VersionEntry) -> tuple[Registry, str | None]:
+              current: VersionEntry) -> tuple[Registry, Skip | None]:
+    K = SkipCode
     if event.to_state != current.state:
-        return _skip(registry, event, (
+        return _skip(registry, event, K.wrong_target, (
             f"{event.action.value} leaves the state as it is: to_state must be "
             f"{current.state.value}, not {event.to_state.value}"))
     vid, action = event.version_id, event.action
@@ -238,28 +282,29 @@ def _in_place(registry: Registry, event: LifecycleEvent, versions: dict[str, Ver
     blocklist = list(registry.blocklist)
     if action in (LifecycleAction.pause, LifecycleAction.resume):
         if current.state == S.archived:
-            return _skip(registry, event, "archived versions cannot be paused or resumed")
+            return _skip(registry, event, K.illegal_transition,
+                         "archived versions cannot be paused or resumed")
         pause = action == LifecycleAction.pause
         if current.paused == pause:
-            return _skip(registry, event, "already paused" if pause else "not paused")
+            return _skip(registry, event, K.no_change, "already paused" if pause else "not paused")
         versions[vid] = current.model_copy(update={"paused": pause,
                                                    "last_event_id": event.event_id})
     elif action == LifecycleAction.block:
         existing = blocked_by(registry.blocklist, current.spec)
         if existing is not None:
-            return _skip(registry, event, f"already blocklisted: {describe(existing)}")
+            return _skip(registry, event, K.blocklisted, f"already blocklisted: {describe(existing)}")
         blocklist.append(entry_for(current.spec, entry_id=event.event_id, reason=event.reason,
                                    actor=event.actor, added_at=event.occurred_at))
     elif action == LifecycleAction.update_spec:  # new filters (issue 4)
         spec, why = _spec_update(current.spec, event)
         if spec is None:
-            return _skip(registry, event, why)
+            return _skip(registry, event, K.invalid_spec, why)
         versions[vid] = current.model_copy(update={"spec": spec,
                                                    "last_event_id": event.event_id})
     else:  # unblock
         kept = [b for b in blocklist if b.source_version != vid]
         if len(kept) == len(blocklist):
-            return _skip(registry, event, "no blocklist entry comes from this version")
+            return _skip(registry, event, K.no_change, "no blocklist entry comes from this version")
         blocklist = kept
     return _applied(registry, versions, event, blocklist), None
 
@@ -284,7 +329,7 @@ def _applied(
     blocklist: list[BlockEntry] | None = None,
 ) -> Registry:
     seen = [*registry.seen_event_ids, event.event_id][-SEEN_EVENT_IDS_MAX:]
-    update = {"versions": versions, "applied": registry.applied + 1, "seen_event_ids": seen}
+    update: dict[str, Any] = {"versions": versions, "applied": registry.applied + 1, "seen_event_ids": seen}
     if blocklist is not None:
         update["blocklist"] = blocklist
     return registry.model_copy(update=update)
@@ -299,10 +344,10 @@ def fold(task: str, events: Iterable[LifecycleEvent]) -> Registry:
 
 
 def fold_annotated(task: str, events: Iterable[LifecycleEvent]
-                   ) -> tuple[Registry, list[tuple[LifecycleEvent, str | None]]]:
+                   ) -> tuple[Registry, list[tuple[LifecycleEvent, Skip | None]]]:
     """Like fold, and for each event whether it applied (None) or why it was skipped."""
     registry = Registry(task=task)
-    out: list[tuple[LifecycleEvent, str | None]] = []
+    out: list[tuple[LifecycleEvent, Skip | None]] = []
     for event in events:
         registry, skipped = apply_event(registry, event)
         out.append((event, skipped))
@@ -323,202 +368,20 @@ def traffic_table(registry: Registry) -> dict[str, float]:
     return table
 
 
-def _sha32(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def register_event_id(task: str, spec: VersionSpec) -> str:
-    spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return _sha32(f"{task}|{spec.id}|register|{spec_json}")
+# Moved to agents/lifecycle_commands.py; still importable from here for callers outside agents/
+# until they import them from there.
+_MOVED = frozenset({
+    "DEFAULT_CANARY_STEPS", "MANUAL_COMMANDS", "check_applies", "manual_event",
+    "next_canary_step", "previous_canary_step", "register_event", "register_event_id",
+    "register_events", "register_request", "transition_event_id",
+})
 
 
-def register_event(registry: Registry, spec: VersionSpec, actor: str, reason: str,
-                   state: S | None = None, traffic: float | None = None) -> LifecycleEvent:
-    return LifecycleEvent(
-        event_id=register_event_id(registry.task, spec), task=registry.task,
-        version_id=spec.id, action=LifecycleAction.register, from_state=None,
-        to_state=state or spec.initial_state,
-        traffic_percent=spec.initial_traffic_percent if traffic is None else traffic,
-        actor=actor, reason=reason, spec=spec.model_dump(mode="json"))
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from . import lifecycle_commands
 
-
-def register_events(
-    specs: list[VersionSpec], registry: Registry, actor: str = "config",
-    blocklist: Sequence[BlockRule | BlockEntry] = (),
-) -> list[LifecycleEvent]:
-    """Register events for the specs of registry.task whose id the registry does not know.
-
-    The event id is a hash of task, id and spec, so two workers bootstrapping from the same
-    file emit identical events and the fold applies one. Specs of other tasks, repeats of an
-    id within `specs`, and specs matching `blocklist` (the versions file's static rules; the
-    fold itself refuses those blocked by events) are left out.
-    """
-    events: list[LifecycleEvent] = []
-    emitted: set[str] = set()
-    for spec in specs:
-        if spec.task != registry.task or spec.id in registry.versions or spec.id in emitted:
-            continue
-        if blocked_by(blocklist, spec) is not None:
-            continue
-        emitted.add(spec.id)
-        events.append(register_event(registry, spec, actor, "registered from the versions file"))
-    return events
-
-
-def next_canary_step(
-    current: float | None, steps: Sequence[float] = DEFAULT_CANARY_STEPS
-) -> float | None:
-    """The next canary traffic share after `current` (None: not yet a canary -> the first
-    step); None when no step is left, meaning the next move is to stable."""
-    ordered = sorted(float(s) for s in steps)
-    if current is None:
-        return ordered[0] if ordered else None
-    return next((s for s in ordered if s > current), None)
-
-
-def previous_canary_step(current: float, steps: Sequence[float] = DEFAULT_CANARY_STEPS
-                         ) -> float | None:
-    """The step below `current`; None when `current` is at (or under) the first step."""
-    below = [float(s) for s in steps if float(s) < current]
-    return max(below) if below else None
-
-
-def transition_event_id(
-    task: str, version_id: str, from_state: S | str | None, to_state: S | str, applied: int
-) -> str:
-    """Deterministic id for a decision taken on a registry that has folded `applied` events:
-    repeated timer ticks on the same registry produce the same id, and the fold drops the
-    duplicates."""
-    f = "" if from_state is None else S(from_state).value
-    t = S(to_state).value
-    return _sha32(f"{task}|{version_id}|{f}|{t}|{applied}")
-
-
-# -- manual control ---------------------------------------------------------------------
-
-MANUAL_COMMANDS = ("promote", "demote", "rollback", "pause", "resume", "canary", "quarantine",
-                   "restore", "archive", "block", "unblock")
-
-
-def _entry(registry: Registry, version_id: str | None) -> VersionEntry:
-    if not version_id:
-        raise UnknownVersion("name a version")
-    entry = registry.versions.get(version_id)
-    if entry is None:
-        known = ", ".join(sorted(registry.versions)) or "none"
-        raise UnknownVersion(f"unknown version {version_id!r}; known: {known}")
-    return entry
-
-
-def manual_event(registry: Registry, command: str, version_id: str | None, *, actor: str,
-                 reason: str, percent: float | None = None,
-                 canary_steps: Sequence[float] = DEFAULT_CANARY_STEPS,
-                 now: datetime | None = None) -> LifecycleEvent:
-    """The LifecycleEvent a person's command means on this registry, checked against it.
-
-    Raises UnknownVersion or IllegalTransition with a one-line reason when the command cannot
-    apply. The event carries `position`, so it is skipped should the registry move on before
-    it reaches the topic.
-    """
-    A = LifecycleAction
-    if command not in MANUAL_COMMANDS:
-        raise IllegalTransition(f"unknown command {command!r}")
-    if command == "rollback" and not version_id:
-        version_id = stable_version(registry)
-        if version_id is None:
-            raise IllegalTransition("rollback: the task has no stable version to roll back")
-    entry = _entry(registry, version_id)
-    assert version_id is not None
-    state, traffic = entry.state, 0.0
-    if command == "promote":
-        action = A.promote
-        if entry.state == S.registered:
-            to = S.shadow
-        elif entry.state == S.shadow:
-            to, traffic = S.canary, next_canary_step(None, canary_steps) or 100.0
-        elif entry.state == S.canary:
-            step = next_canary_step(entry.traffic_percent, canary_steps)
-            to, traffic = (S.stable, 0.0) if step is None else (S.canary, step)
-        elif entry.state == S.deprecated:
-            raise IllegalTransition(
-                f"promote {version_id}: a deprecated version comes back with "
-                f"`rollback {version_id}`")
-        else:
-            raise IllegalTransition(f"promote {version_id}: nothing above {state.value}")
-    elif command == "demote":
-        action = A.demote
-        if entry.state == S.canary:
-            step = previous_canary_step(entry.traffic_percent, canary_steps)
-            to, traffic = (S.shadow, 0.0) if step is None else (S.canary, step)
-        elif entry.state == S.stable:
-            raise IllegalTransition(
-                f"demote {version_id}: that would leave the task without a stable version; "
-                "`rollback` restores the previous stable, or promote a canary")
-        else:
-            raise IllegalTransition(
-                f"demote {version_id}: nothing below {state.value} (use archive or quarantine)")
-    elif command == "rollback":
-        action = A.rollback
-        if entry.state == S.stable:
-            to = S.deprecated
-            if previous_stable(registry, exclude=version_id) is None:
-                raise IllegalTransition(
-                    f"rollback {version_id}: no deprecated version to restore")
-        elif entry.state == S.canary:
-            to = S.shadow
-        elif entry.state == S.deprecated:
-            to = S.stable
-        else:
-            raise IllegalTransition(
-                f"rollback {version_id}: only the stable version, a canary or a deprecated "
-                f"version can be rolled back, not a {state.value} one")
-    elif command == "canary":
-        if percent is None or not 0 < percent <= 100:
-            raise IllegalTransition("canary: PERCENT must be above 0 and at most 100")
-        action, to, traffic = A.traffic, S.canary, float(percent)
-        if entry.state == S.shadow:
-            action = A.promote
-    elif command in ("pause", "resume", "block", "unblock"):
-        action, to = A(command), state
-    elif command == "quarantine":
-        action, to = A.quarantine, S.quarantined
-    elif command == "restore":
-        action, to = A.restore, S.shadow
-    else:
-        action, to = A.archive, S.archived
-    extra = {"occurred_at": now} if now is not None else {}
-    event = LifecycleEvent(
-        event_id=new_id(), task=registry.task, version_id=version_id, action=action,
-        from_state=state, to_state=to, traffic_percent=traffic, actor=actor, reason=reason,
-        position=registry.applied, **extra)
-    check_applies(registry, event, label=command)
-    return event
-
-
-def check_applies(registry: Registry, event: LifecycleEvent, label: str | None = None
-                  ) -> Registry:
-    """The registry after the event; IllegalTransition with the fold's reason when skipped."""
-    new, skipped = apply_event(registry, event)
-    if skipped:
-        # The fold's reason starts with "<action> <version> (<id>): "; keep what follows.
-        raise IllegalTransition(f"{label or event.action.value} {event.version_id}: "
-                                f"{skipped.split('): ', 1)[-1]}")
-    return new
-
-
-def register_request(registry: Registry, spec: VersionSpec, *, actor: str, reason: str,
-                     static_blocklist: Sequence[BlockRule | BlockEntry] = ()) -> LifecycleEvent:
-    """A register event for a spec from a file, checked against the registry and blocklist."""
-    if spec.task != registry.task:
-        raise IllegalTransition(f"register {spec.id}: spec is for task {spec.task!r}, "
-                                f"this registry is {registry.task!r}")
-    if spec.id in registry.versions:
-        raise IllegalTransition(f"register {spec.id}: already registered (state "
-                                f"{registry.versions[spec.id].state.value})")
-    blocked = blocked_by(static_blocklist, spec)
-    if blocked is not None:
-        raise IllegalTransition(f"register {spec.id}: blocklisted: {describe(blocked)}")
-    event = register_event(registry, spec, actor, reason)
-    event = event.model_copy(update={"position": registry.applied})
-    check_applies(registry, event)
-    return event
+        return getattr(lifecycle_commands, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,8 @@ from schemas import LifecycleAction, LifecycleEvent, Registry, VersionState
 
 from .config import RotationConfig
 from .gates import GateConfig, GateDecision, VersionMetrics, evaluate_gates
-from .registry import apply_event, next_canary_step, transition_event_id
+from .lifecycle_commands import next_canary_step, transition_event_id
+from .registry import apply_event
 from .routing import stable_version
 
 LATENCY_SAMPLE = 20_000
@@ -253,7 +254,7 @@ def decide(registry: Registry, proposal: Proposal, candidate: VersionMetrics,
         # The gates say move, the registry says no (e.g. canary shares above 100 %): hold,
         # and say why, rather than send an event that the fold would skip on every tick.
         out.verdict = verdict = HOLD
-        out.why = why = f"{why}; but the move cannot apply: {refused.split('): ', 1)[-1]}"
+        out.why = why = f"{why}; but the move cannot apply: {refused.text}"
         evidence.update({"verdict": verdict, "why": why})
         common["evidence"] = evidence
     every = record_every_s or cfg.record_every_s

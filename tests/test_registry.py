@@ -1,16 +1,16 @@
 import pytest
 
 from agents.errors import IllegalTransition
+from agents.lifecycle_commands import next_canary_step, register_events, transition_event_id
 from agents.registry import (
     SEEN_EVENT_IDS_MAX,
     TRANSITIONS,
+    Skip,
+    SkipCode,
     apply_event,
     check_transition,
     fold,
-    next_canary_step,
-    register_events,
     traffic_table,
-    transition_event_id,
 )
 from schemas import LifecycleAction, LifecycleEvent, Registry, VersionSpec, VersionState
 
@@ -45,8 +45,9 @@ def applied(r, event):
 def skipped(r, event, fragment):
     new, why = apply_event(r, event)
     assert new is r
-    assert why is not None and fragment in why, why
-    return why
+    assert isinstance(why, Skip) and fragment in why.text, why
+    assert str(why) == f"{event.action.value} {event.version_id} ({event.event_id}): {why.text}"
+    return why.text
 
 
 def states(r):
@@ -317,13 +318,13 @@ from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from agents.blocklist import BlockRule  # noqa: E402
 from agents.errors import UnknownVersion  # noqa: E402
-from agents.registry import (  # noqa: E402
+from agents.lifecycle_commands import (  # noqa: E402
     check_applies,
-    fold_annotated,
     manual_event,
     previous_canary_step,
     register_request,
 )
+from agents.registry import fold_annotated  # noqa: E402
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -358,7 +359,7 @@ def test_two_ticks_deciding_different_moves_on_one_position_move_once():
         step])
     assert states(final) == {"v1": ("stable", 0.0), "v2": ("canary", 25.0)}
     assert [n for _, n in notes[2:]] == [None, notes[3][1], notes[4][1]]
-    assert "stale" in notes[3][1] and "duplicate" in notes[4][1]
+    assert notes[3][1].code == SkipCode.stale and notes[4][1].code == SkipCode.duplicate
 
 
 def test_holds_are_recorded_but_change_nothing():
@@ -540,3 +541,15 @@ def test_register_request_checks_everything():
                          reason="r", static_blocklist=rules)
     # bootstrap from the versions file leaves statically blocked specs out as well
     assert register_events([spec("v4", params={"model": "bad"})], r, blocklist=rules) == []
+
+
+def test_a_skip_carries_a_code_callers_can_test():
+    r = boot(spec("v1"))
+    e = ev("v1", A.promote, S.canary, S.shadow, 50.0, eid="p1")
+    r = applied(r, e)
+    assert apply_event(r, e)[1].code == SkipCode.duplicate
+    assert apply_event(r, ev("v9", A.archive, S.archived))[1].code == SkipCode.unknown_version
+    stale = ev("v1", A.promote, S.canary, S.canary, 75.0, position=0)
+    assert apply_event(r, stale)[1].code == SkipCode.stale
+    assert apply_event(r, ev("v1", A.promote, S.stable, S.shadow))[1].code == \
+        SkipCode.state_mismatch

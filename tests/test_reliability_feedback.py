@@ -158,7 +158,7 @@ def test_update_spec_changes_filters_only_and_keeps_the_state():
                      (update("cand", "canary"), "from_state"),
                      (update("ghost", "shadow", id="ghost"), "unknown version")]:
         _, skipped = apply_event(new, bad)
-        assert skipped and why in skipped
+        assert skipped and why in skipped.text
     event = update("cand", "shadow")
     event = event.model_copy(update={"spec": None})
-    assert "without a spec" in apply_event(new, event)[1]
+    assert "without a spec" in apply_event(new, event)[1].text

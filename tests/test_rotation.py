@@ -9,7 +9,8 @@ import pytest
 
 from agents.config import RotationConfig
 from agents.gates import GateConfig, VersionMetrics
-from agents.registry import apply_event, fold, register_events
+from agents.lifecycle_commands import register_events
+from agents.registry import SkipCode, apply_event, fold
 from agents.rotation import (
     Window,
     config_hash,
@@ -221,7 +222,7 @@ def test_the_emitted_event_applies_once_and_only_on_its_registry():
     new, skipped = apply_event(reg, v.event)
     assert skipped is None and new.versions["b"].state == S.canary
     _, again = apply_event(new, v.event)
-    assert "duplicate" in again
+    assert again is not None and again.code == SkipCode.duplicate
 
 
 def test_reevaluate_reproduces_and_compares_with_todays_config():
