@@ -10,7 +10,8 @@ import pytest
 
 from agents.config import RotationConfig
 from agents.gates import GateConfig
-from agents.registry import fold, register_events
+from agents.lifecycle_commands import register_events
+from agents.registry import fold
 from agents.rotation import decide, metrics_from_results, proposals, window_for
 from agents.settings import Settings
 from infra.queries import measurement

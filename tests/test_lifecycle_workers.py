@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from agents.registry import fold_annotated
+from agents.registry import SkipCode, fold_annotated
 from agents.settings import Settings
 from infra.kafka import read_to_end
 from infra.procs import read_json
@@ -128,7 +128,7 @@ def test_two_workers_and_a_restart_never_double_promote(pair):
     # Whatever else reached the topic from either worker was dropped as a duplicate or as
     # decided on a stale registry, never applied again.
     extra = [skipped for e, skipped in notes if skipped is not None and e.actor == "rotation"]
-    assert all("duplicate" in why or "stale" in why for why in extra), extra
+    assert all(why.code in (SkipCode.duplicate, SkipCode.stale) for why in extra), extra
     positions = [e.position for e, skipped in notes if skipped is None and e.actor == "rotation"]
     assert len(set(positions)) == len(positions)
 
@@ -152,7 +152,7 @@ def test_two_workers_and_a_restart_never_double_promote(pair):
     again, notes = fold_annotated("code-review", history(settings))
     assert again.versions == final.versions and again.applied == final.applied
     tail = [skipped for _, skipped in notes[-3:]]
-    assert "duplicate" in tail[0] and "duplicate" in tail[1] and "stale" in tail[2]
+    assert [why.code for why in tail] == [SkipCode.duplicate, SkipCode.duplicate, SkipCode.stale]
     time.sleep(2.0)
     keep_running(first, second)
     assert [worker_registry(first), worker_registry(second)] == [
