@@ -132,7 +132,7 @@ def cmd_manual(args, settings: Settings) -> int:
     skipped = outcome.get(event.event_id, "not found on the topic after publishing")
     if skipped:
         raise IllegalTransition(f"{args.lifecycle_command} {event.version_id}: not applied: "
-                                f"{skipped.split('): ', 1)[-1]}")
+                                f"{getattr(skipped, 'text', skipped)}")
     after = describe_state(after_reg, event.version_id)
     print(f"{args.lifecycle_command} {event.version_id}: {before} -> {after} "
           f"(event {event.event_id}, {event.actor}: {event.reason})")
@@ -187,7 +187,7 @@ def cmd_register(args, settings: Settings) -> int:
         skipped = outcome.get(event.event_id, "not found on the topic after publishing")
         if skipped:
             raise IllegalTransition(f"register {event.version_id}: not applied: "
-                                    f"{skipped.split('): ', 1)[-1]}")
+                                    f"{getattr(skipped, 'text', skipped)}")
         print(f"registered {event.version_id} as {describe_state(after, event.version_id)} "
               f"(event {event.event_id}, {event.actor})")
         if config.spec(event.version_id) is None:
@@ -283,7 +283,7 @@ def decision_rows(store, task: str, version: str | None = None) -> list[dict]:
             "to_state": event.to_state.value, "traffic_percent": event.traffic_percent,
             "change": _change(event), "actor": event.actor,
             "outcome": ev.get("outcome"), "gate_set": ev.get("gate_set"),
-            "applied": "yes" if skipped is None else "skipped: " + skipped.split("): ", 1)[-1],
+            "applied": "yes" if skipped is None else "skipped: " + skipped.text,
             "reason": event.reason, "position": event.position, "evidence": ev,
         })
     return out
