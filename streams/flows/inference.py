@@ -168,9 +168,10 @@ async def process(ctx: AppContext, version_id: str, events: list, stream, ack: b
             if closed and request.role != Role.replay:
                 outputs += reroute(ctx, request, f"version {version_id} is {entry.state.value}")
             elif ctx.crash_guard.is_poison(version_id, request.request_id):
-                await ctx.send_to_dlq(event, f"request {request.request_id} was in flight when "
-                                  f"the worker died {ctx.config.quarantine.poison_after_crashes} "
-                                  f"times running version {version_id}", "inference")
+                await ctx.send_to_dlq(
+                    event, f"request {request.request_id} was in flight when the worker died "
+                    f"{ctx.config.quarantine.poison_after_crashes} times running version "
+                    f"{version_id}", "inference")
                 outputs += reroute(ctx, request, "poison request: it crashed the worker")
             else:
                 run.append((event, request))

@@ -164,7 +164,7 @@ async def judge_results(ctx: AppContext, stream) -> None:
             if entry is None or entry.state in NO_TRAFFIC:
                 continue
             verdict = ctx.health.observe(result.version_id, outcome_of(result),
-                                             stable=stable_version(registry))
+                                         stable=stable_version(registry))
             if verdict is not None:
                 trigger, evidence = verdict
                 if result.status != Status.ok:
@@ -263,8 +263,8 @@ async def finish_retest(ctx: AppContext, version_id: str, state: Quarantined) ->
     registry = ctx.registry.registry
     verdict = retest_verdict(rows, state.sent, min_success_rate=q.retest_min_success_rate,
                              latency_ms=ctx.config.slo.objectives(version_id).latency_ms,
-                             stable_accuracy=await stable_accuracy_on(ctx,
-                                 registry, [r["request_id"] for r in rows], accepted_from),
+                             stable_accuracy=await stable_accuracy_on(
+                                 ctx, registry, [r["request_id"] for r in rows], accepted_from),
                              max_accuracy_drop=q.accuracy_max_drop)
     verdict["run_id"] = state.run_id
     digest = hashlib.sha256(f"{registry.task}|{version_id}|retest|{state.run_id}".encode())
