@@ -1,4 +1,10 @@
-"""Kafka plumbing shared by the CLI, the worker and the benchmarks (aiokafka)."""
+"""Kafka plumbing shared by the CLI, the worker and the benchmarks (aiokafka): client options,
+topics (admin), producers, tail consumers, lag.
+
+The embedded broker's quirks are worked around in infra/tansu.py, not here: end offsets are
+read through `tansu.end_offsets`, and `FETCH_MAX_WAIT_MS` comes from there (both re-exported
+under their old names).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +21,12 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from agents.errors import BrokerUnavailable
 from agents.settings import Settings
 
-# How long the broker may hold a fetch that finds no new data. Tansu holds it that long even
-# when data arrives meanwhile, so a long wait (aiokafka: 500 ms, Faust: 1500 ms) adds that
-# much latency to every hop and starves pipelined stages; short waits cost a few idle fetches.
-FETCH_MAX_WAIT_MS = 20
+from .tansu import FETCH_MAX_WAIT_MS, end_offsets, true_end_offsets
+
+__all__ = ["FETCH_MAX_WAIT_MS", "client_kwargs", "consumer_lag", "end_offsets", "ensure_topics",
+           "existing_topics", "produce_all", "read_to_end", "start_producer",
+           "start_tail_consumer", "stop_consumer", "true_end_offsets"]
+
 
 
 def client_kwargs(settings: Settings, bootstrap: str) -> dict[str, Any]:
@@ -95,25 +103,6 @@ async def produce_all(producer: AIOKafkaProducer, topic: str,
     return len(futures)
 
 
-async def true_end_offsets(consumer: AIOKafkaConsumer,
-                           tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """End offsets of assigned partitions that are right on Tansu too.
-
-    Tansu answers ListOffsets(latest) with the last batch's base offset + 1, which is short
-    when that batch holds several records; a fetch's high watermark is right. So: fetch once
-    from just before the reported end and take the larger of the two.
-    """
-    reported = await consumer.end_offsets(tps)
-    saved = {tp: await consumer.position(tp) for tp in tps}
-    for tp in tps:
-        consumer.seek(tp, max(reported[tp] - 1, 0))
-    await consumer.getmany(*tps, timeout_ms=300)
-    ends = {tp: max(reported[tp], consumer.highwater(tp) or 0) for tp in tps}
-    for tp in tps:
-        consumer.seek(tp, saved[tp])
-    return ends
-
-
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """consumer.stop(), also right after start(): a group-less aiokafka consumer stopped
     before its background task first ran awaits that cancelled task and raises
@@ -146,7 +135,7 @@ async def start_tail_consumer(settings: Settings, bootstrap: str, topic: str,
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     if not from_beginning:
-        ends = await true_end_offsets(consumer, tps)
+        ends = await end_offsets(consumer, tps)
         for tp in tps:
             consumer.seek(tp, ends[tp])
     return consumer
@@ -157,7 +146,7 @@ async def read_to_end(settings: Settings, bootstrap: str, topic: str) -> list[by
     consumer = await start_tail_consumer(settings, bootstrap, topic, from_beginning=True)
     try:
         tps = list(consumer.assignment())
-        ends = await true_end_offsets(consumer, tps)
+        ends = await end_offsets(consumer, tps)
         out: list[bytes] = []
         while not await _at_end(consumer, ends):
             batch = await consumer.getmany(timeout_ms=500)
@@ -193,7 +182,7 @@ async def consumer_lag(settings: Settings, bootstrap: str, group: str,
         if not tps:
             return {}
         consumer.assign(tps)
-        ends = await true_end_offsets(consumer, tps)
+        ends = await end_offsets(consumer, tps)
         lag: dict[str, int] = {}
         for tp in tps:
             done = await consumer.committed(tp) or 0
