@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -24,6 +24,7 @@ from ..filters import apply_filters
 log = logging.getLogger("reviewbus.litellm")
 
 _CC_TYPES = tuple(sorted(LABEL_MAP))
+_Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 _SUBJECT = re.compile(r"^(?P<type>[a-z]+)(?:\([^()\r\n]{1,60}\))?!?: \S")
 
 
@@ -64,7 +65,7 @@ class _LLMChangeType(BaseModel):
 
     label: Literal[CHANGE_TYPES]  # type: ignore[valid-type]
     confidence: float = Field(ge=0.0, le=1.0)
-    scores: dict[Literal[CHANGE_TYPES], float] = Field(default_factory=dict)  # type: ignore[valid-type]
+    scores: dict[Literal[CHANGE_TYPES], _Unit] = Field(default_factory=dict)  # type: ignore[valid-type]
 
     _label = field_validator("label", mode="before")(_norm_label)
 
@@ -72,13 +73,6 @@ class _LLMChangeType(BaseModel):
     @classmethod
     def _score_keys(cls, v: Any) -> Any:
         return {_norm_label(k): s for k, s in v.items()} if isinstance(v, dict) else v
-
-    @field_validator("scores")
-    @classmethod
-    def _score_range(cls, v: dict[str, float]) -> dict[str, float]:
-        if any(not 0.0 <= s <= 1.0 for s in v.values()):
-            raise ValueError("scores must be between 0 and 1")
-        return v
 
 
 class _LLMRisk(BaseModel):
