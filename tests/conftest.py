@@ -58,7 +58,7 @@ class Stack:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> None:
-        from streams.control import worker_health
+        from streams.services.stack import worker_health
 
         env = {**os.environ, **self.env}
         self.log = open(self.home / "worker.log", "ab")

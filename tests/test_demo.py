@@ -9,7 +9,7 @@ from agents.settings import Settings
 from infra.store import open_store
 from schemas import CommitEvent, Registry, VersionEntry, VersionSpec, VersionState
 from streams.cli import main as cli
-from streams.demo import expected_answers, outstanding, stopped_answering
+from streams.services.demo import expected_answers, outstanding, stopped_answering
 
 from .conftest import isolate_env
 from .gitrepo import make_repo

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from infra.gitsource import commit_events
-from streams.client import submit
+from streams.services.bus import submit
 
 from .conftest import make_stack
 from .gitrepo import make_repo

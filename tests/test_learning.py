@@ -377,8 +377,8 @@ def test_registered_versions_come_from_the_lifecycle_history(store):
     assert specs[0].repos == ["org/a"]
     # a fine-tuned candidate can be rebenchmarked by replay; an archived one cannot
     from infra.readback import registry_from_store
-    from streams.client import check_version
-    from streams.replay import replay_targets
+    from streams.services.bus import check_version
+    from streams.services.replay import replay_targets
 
     targets = replay_targets(registry_from_store(store, config.task), config)
     assert targets == [v.id for v in config.versions] + ["ct-lora-new"]
@@ -390,7 +390,7 @@ def test_eval_finds_registered_versions_and_names_them_when_the_id_is_unknown(tm
     from agents.config import load_config
     from agents.settings import Settings
     from infra.store import open_store
-    from streams.ml_cli import find_spec
+    from streams.services.learning import find_spec
 
     monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("REVIEWBUS_CONFIG", raising=False)
@@ -410,7 +410,7 @@ def test_eval_finds_registered_versions_and_names_them_when_the_id_is_unknown(tm
 
 
 def test_versions_table_shows_each_version_s_scope():
-    from streams.reports import versions_rows
+    from streams.services.reports import versions_rows
 
     spec = VersionSpec(id="ct-lora-a", backend="transformers", repos=["org/a", "org/b"])
     registry = Registry(task="code-review", versions={

@@ -29,7 +29,7 @@ from schemas import (
     VersionState,
 )
 from streams.cli import main as cli
-from streams.lifecycle import load_specs
+from streams.services.lifecycle import load_specs
 
 from .conftest import isolate_env
 
@@ -164,7 +164,7 @@ def test_compare_plot(history, capsys, tmp_path):
     assert cli(["compare", "--plot", str(png), "--window", "2h"]) == 0
     assert "plot written to" in capsys.readouterr().err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from streams.plot import collect
+    from streams.services.reports import collect
 
     with open_store(history["settings"]) as store:
         data = collect(store, "code-review", 7200)
@@ -178,7 +178,7 @@ def test_compare_plot(history, capsys, tmp_path):
 def test_plot_lines_break_where_no_traffic_was_measured():
     import math
 
-    from streams.plot import with_gaps
+    from streams.cli.reports import with_gaps
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     at = [t0, t0 + timedelta(seconds=30), t0 + timedelta(seconds=300), t0 + timedelta(seconds=330)]

@@ -25,8 +25,8 @@ from infra.procs import read_json
 from schemas import ChangedFile, CommitEvent, LifecycleEvent
 from streams import names
 from streams.cli import main as cli
-from streams.client import submit
-from streams.control import worker_health
+from streams.services.bus import submit
+from streams.services.stack import worker_health
 
 from .conftest import make_stack
 
@@ -231,7 +231,7 @@ def test_decisions_explain_and_plot(stack, rollout, capsys, monkeypatch, tmp_pat
     assert cli(["compare", "--plot", str(png), "--window", "1h", "--format", "json"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     from infra.store import open_store
-    from streams.plot import collect
+    from streams.services.reports import collect
 
     with open_store(stack.settings) as store:
         drawn = collect(store, "code-review", 3600)

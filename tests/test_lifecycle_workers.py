@@ -18,7 +18,7 @@ from infra.kafka import read_to_end
 from infra.procs import read_json
 from schemas import LifecycleEvent
 from streams import names
-from streams.client import submit
+from streams.services.bus import submit
 
 from .conftest import Stack
 from .test_lifecycle_e2e import commits

@@ -14,8 +14,8 @@ from infra.kafka import read_to_end, start_producer
 from schemas import DeadLetter, LifecycleEvent, Role, Status
 from streams import names
 from streams.cli import main as cli
-from streams.client import submit
-from streams.replay import replay
+from streams.services.bus import submit
+from streams.services.replay import replay
 
 from .conftest import make_stack
 from .gitrepo import MAIN_KEYS, SUBJECTS, make_repo

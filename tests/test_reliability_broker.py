@@ -20,7 +20,7 @@ from infra.kafka import client_kwargs, read_to_end, start_tail_consumer
 from infra.procs import stop_pid
 from schemas import ChangedFile, CommitEvent, LifecycleEvent, Status
 from streams import names
-from streams.client import submit
+from streams.services.bus import submit
 
 from .conftest import Stack
 

@@ -13,7 +13,7 @@ import pytest
 
 from schemas import ChangedFile, CommitEvent, Role, Status
 from streams.cli import main as cli
-from streams.client import submit
+from streams.services.bus import submit
 
 from .conftest import make_stack
 

@@ -16,7 +16,7 @@ from infra.kafka import consumer_lag
 from infra.procs import read_json
 from schemas import ChangedFile, CommitEvent, Status
 from streams import names
-from streams.client import submit
+from streams.services.bus import submit
 
 from .conftest import Stack
 

@@ -16,7 +16,7 @@ import pytest
 
 from infra.gitsource import commit_events
 from infra.procs import read_json
-from streams.client import submit
+from streams.services.bus import submit
 
 from .conftest import Stack
 from .gitrepo import make_repo

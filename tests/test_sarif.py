@@ -1,4 +1,4 @@
-"""streams.sarif: structure that SARIF 2.1.0 and GitHub code scanning require."""
+"""streams.cli.render (SARIF): structure that SARIF 2.1.0 and GitHub code scanning require."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from schemas import Dimension, Finding, ReviewFindings, Role, Severity, Status
-from streams.sarif import FINGERPRINT_KEY, sarif_uri, to_sarif
+from streams.cli.render import FINGERPRINT_KEY, sarif_uri, to_sarif
 
 
 def finding(rule: str = "ruff.F401", *, path: str = "app/runner.py", line: int = 3,

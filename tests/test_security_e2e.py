@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from infra.kafka import client_kwargs, read_to_end
 from schemas import ChangedFile, CommitEvent, Role, Status
 from streams.cli import main as cli
-from streams.client import submit
+from streams.services.bus import submit
 
 from .conftest import Stack
 

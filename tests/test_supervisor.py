@@ -77,7 +77,7 @@ def processes_of(home: Path) -> list[int]:
 
 def wait_restarted(home: Path, old_pid: int, timeout: float = 120.0) -> dict:
     """supervisor.json names a new, alive worker pid and that worker is healthy."""
-    from streams.control import worker_health
+    from streams.services.stack import worker_health
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -164,7 +164,7 @@ def test_bad_params_are_config_errors(adapter, tmp_path):
 
 
 def test_heavy_imports_are_lazy():
-    code = ("import sys, agents.backends.transformers, agents.learning.evaluate, streams.ml_cli; "
+    code = ("import sys, agents.backends.transformers, agents.learning.evaluate, streams.cli; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          check=True)

@@ -133,7 +133,8 @@ def register_version(settings: Settings, config, spec: VersionSpec, job_id: str)
     """Register the adapter's version in shadow: on the lifecycle topic when a broker runs,
     else (embedded broker down) straight into the store's lifecycle history, which the next
     `reviewbus up` folds. Workers start serving it at their next start (streams/registered.py)."""
-    from agents.registry import fold, register_request
+    from agents.lifecycle_commands import register_request
+    from agents.registry import fold
 
     from .lifecycle import publish_and_confirm, read_registry
 
@@ -163,7 +164,7 @@ def register_version(settings: Settings, config, spec: VersionSpec, job_id: str)
 
 def _register_in_store(settings: Settings, config, spec: VersionSpec, actor: str,
                        reason: str) -> LifecycleEvent:
-    from agents.registry import register_request
+    from agents.lifecycle_commands import register_request
     from infra.readback import registry_from_store
 
     with store_for(settings) as store:

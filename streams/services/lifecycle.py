@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from agents.config import load_config
 from agents.errors import ConfigError, IllegalTransition, ReviewbusError, StoreError
-from agents.registry import IN_PLACE, check_applies, fold, fold_annotated, manual_event, register_request
+from agents.lifecycle_commands import check_applies, manual_event, register_request
+from agents.registry import IN_PLACE, Skip, fold, fold_annotated
 from agents.settings import Settings
 from infra import queries_cli as q
 from schemas import LifecycleEvent, Registry, VersionSpec
@@ -51,7 +52,7 @@ def read_registry(settings: Settings, task: str) -> tuple[Registry, str]:
 
 
 def publish_and_confirm(settings: Settings, address: str, task: str,
-                        events: list[LifecycleEvent]) -> tuple[Registry, dict[str, str | None]]:
+                        events: list[LifecycleEvent]) -> tuple[Registry, dict[str, Skip | str | None]]:
     """Publish, read the topic back, and say for each event whether the fold applied it."""
     async def run() -> list[LifecycleEvent]:
         await publish(settings, names.topic(settings, "lifecycle"),
@@ -61,7 +62,7 @@ def publish_and_confirm(settings: Settings, address: str, task: str,
 
     registry, annotated = fold_annotated(task, asyncio.run(run()))
     wanted = {e.event_id for e in events}
-    outcome: dict[str, str | None] = {}
+    outcome: dict[str, Skip | str | None] = {}
     for event, skipped in annotated:
         if event.event_id in wanted and event.event_id not in outcome:
             outcome[event.event_id] = skipped
@@ -78,9 +79,9 @@ def describe_state(registry: Registry, version_id: str) -> str:
     return text + (" (paused)" if entry.paused else "")
 
 
-def _not_applied(command: str, event: LifecycleEvent, skipped: str) -> IllegalTransition:
+def _not_applied(command: str, event: LifecycleEvent, skipped: Skip | str) -> IllegalTransition:
     return IllegalTransition(f"{command} {event.version_id}: not applied: "
-                             f"{skipped.split('): ', 1)[-1]}")
+                             f"{getattr(skipped, 'text', skipped)}")
 
 
 def manual(settings: Settings, command: str, version: str | None, *, actor: str, reason: str,
@@ -185,7 +186,7 @@ def decision_rows(store, task: str, version: str | None = None) -> list[dict]:
             "to_state": event.to_state.value, "traffic_percent": event.traffic_percent,
             "change": change(event), "actor": event.actor,
             "outcome": ev.get("outcome"), "gate_set": ev.get("gate_set"),
-            "applied": "yes" if skipped is None else "skipped: " + skipped.split("): ", 1)[-1],
+            "applied": "yes" if skipped is None else "skipped: " + skipped.text,
             "reason": event.reason, "position": event.position, "evidence": ev,
         })
     return out

@@ -1,30 +1,156 @@
-"""Served review findings as a SARIF 2.1.0 log that GitHub code scanning accepts.
+"""Every output of the CLI: tables, findings as text, JSON or SARIF, a progress bar, and the
+`--format` option that picks one.
 
-`to_sarif(results)` is a pure function: ReviewFindings in, a JSON-ready dict out. One run per
-serving version (its own `automationDetails.id`, so GitHub keeps each version's alerts in a
-separate category), rules deduplicated per run, each result carrying the finding's stable
-fingerprint in `partialFingerprints`, so alerts survive line moves and reruns.
+SARIF: `to_sarif(results)` is a pure function: ReviewFindings in, a JSON-ready dict out (SARIF
+2.1.0 as GitHub code scanning accepts it). One run per serving version (its own
+`automationDetails.id`, so GitHub keeps each version's alerts in a separate category), rules
+deduplicated per run, each result carrying the finding's stable fingerprint in
+`partialFingerprints`, so alerts survive line moves and reruns.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
-from collections.abc import Iterable
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from typing import Any
 from urllib.parse import quote
 
 from schemas import Dimension, Finding, ReviewFindings, Severity, Status
 
-__all__ = [
-    "FINGERPRINT_KEY",
-    "LEVELS",
-    "SARIF_SCHEMA",
-    "SARIF_VERSION",
-    "SECURITY_SEVERITY",
-    "sarif_uri",
-    "to_sarif",
-]
+TABLE = ("table", "json")
+FINDINGS = ("text", "json", "sarif")
+
+
+def add_format(parser: argparse.ArgumentParser, choices: Sequence[str] = TABLE) -> None:
+    """The one `--format` option; the first choice is the default."""
+    parser.add_argument("--format", choices=tuple(choices), default=choices[0],
+                        help="output format (default: %(default)s)")
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
+
+
+def emit(rows: Any, fmt: str, columns: Sequence[str] | None = None) -> None:
+    """Print rows as JSON or as a table (`columns`: which, in order; default: all)."""
+    print(to_json(rows) if fmt == "json" else render_table(rows, columns))
+
+
+# ---- tables ------------------------------------------------------------------------------------
+
+
+def render_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join([line, rule, *body])
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def clip(text: str | None, width: int) -> str:
+    """At most `width` characters; a cut one ends in ~."""
+    text = text or ""
+    return text if len(text) <= width else text[:width - 1] + "~"
+
+
+# ---- findings ----------------------------------------------------------------------------------
+
+
+def findings_json(r: ReviewFindings) -> str:
+    return r.model_dump_json()
+
+
+def findings_text(r: ReviewFindings) -> str:
+    ct = f"{r.change_type.label} ({r.change_type.confidence:.2f})" if r.change_type else "-"
+    served = f"{r.version_id} [{r.role.value}]"
+    if r.fallback_from:
+        served += f" (fallback from {r.fallback_from})"
+    head = f"{r.sha[:10]}  {r.repo}  {served}  type={ct}  status={r.status.value}"
+    if r.error:
+        head += f"  error={r.error}"
+    lines = [head + f"  findings={len(r.findings)}"]
+    for f in r.findings:
+        lines.append(f"    {f.severity.value:8} {f.rule_id:14} {f.path}:{f.line}  {f.message}")
+    return "\n".join(lines)
+
+
+def summary(results: Iterable[ReviewFindings]) -> str:
+    results = list(results)
+    severities: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
+    types: Counter[str] = Counter()
+    served: Counter[str] = Counter()
+    for r in results:
+        served[f"{r.version_id} [{r.role.value}]"] += 1
+        types[r.change_type.label if r.change_type else "-"] += 1
+        for f in r.findings:
+            severities[f.severity.value] += 1
+            rules[f.rule_id] += 1
+    total = sum(severities.values())
+    lines = [f"{len(results)} commits reviewed, {total} findings",
+             "  by severity: " + ", ".join(f"{k}={v}" for k, v in sorted(severities.items())),
+             "  top rules:   " + ", ".join(f"{k}={v}" for k, v in rules.most_common(8)),
+             "  change type: " + ", ".join(f"{k}={v}" for k, v in types.most_common()),
+             "  served by:   " + ", ".join(f"{k}={v}" for k, v in served.most_common())]
+    return "\n".join(lines)
+
+
+# ---- a progress bar on stderr for long work (replay, waiting for results, training) -------------
+
+
+class Progress:
+    def __init__(self, total: int, label: str, stream=None, width: int = 30) -> None:
+        self.total, self.label, self.width = max(total, 0), label, width
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= 0.1 or self.done >= self.total:
+            self._last = now
+            self._draw(now)
+
+    def set(self, done: int) -> None:
+        self.update(done - self.done)
+
+    def _draw(self, now: float) -> None:
+        frac = min(1.0, self.done / self.total) if self.total else 1.0
+        filled = int(frac * self.width)
+        rate = self.done / max(now - self.started, 1e-6)
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
+                          f"{self.done}/{self.total} {rate:6.1f}/s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._draw(time.monotonic())
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+# ---- SARIF 2.1.0 -------------------------------------------------------------------------------
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 SARIF_VERSION = "2.1.0"
