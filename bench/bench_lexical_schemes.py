@@ -29,7 +29,7 @@ def embed(examples, batch_size: int = 32):
 
     from agents.learning.modeling import default_base_dir, load_encoder
     from agents.learning.text import build_text
-    from streams.progress import Progress
+    from streams.cli.render import Progress
 
     tokenizer, encoder = load_encoder(default_base_dir())
     encoder.eval()

@@ -62,7 +62,7 @@ class Worker:
         return f"{self.prefix}{short}"
 
     def start(self, timeout: float = 120.0) -> None:
-        from streams.control import worker_health
+        from streams.services.stack import worker_health
 
         env = {**os.environ, **self.env}
         self._log = open(self.home / "worker.log", "ab")
