@@ -41,7 +41,6 @@ class Settings(BaseSettings):
     web_port: int = 0  # 0 -> a free port, written to <home>/worker.json
     web_host: str = "127.0.0.1"
     log_level: str = "warning"
-    rotation_interval_s: float = 30.0
     sink_batch: int = 500
     sink_within_s: float = 0.5
     litellm_api_key: SecretStr | None = None
