@@ -383,3 +383,12 @@ def test_more_data_never_passes_a_worse_version(seed, slow, k, acc_gap):
     for g in before.gates:
         if g.outcome == "fail":
             assert after.gate(g.name).outcome == "fail", (g.name, g.detail)
+
+
+def test_every_threshold_of_gate_config_has_one_row_in_the_gate_table():
+    from agents.gates import GATES
+
+    thresholds = {f for f in GateConfig.model_fields
+                  if f.startswith(("max_", "min_")) and f not in ("min_samples", "min_dwell_s")}
+    assert sorted(g.threshold for g in GATES) == sorted(thresholds)
+    assert len({g.name for g in GATES}) == len(GATES)
