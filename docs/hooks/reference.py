@@ -1,15 +1,16 @@
 """Generate the reference pages at build time: the CLI from its parser, the environment from Settings.
 
 An MkDocs hook (mkdocs.yml `hooks:`): `on_files` adds `reference/cli.md`,
-`reference/environment.md` and `reference/versions-file.md` as generated pages, so they are never checked in and never drift
-from the code. Run it by hand to see the markdown:
+`reference/environment.md` and `reference/versions-file.md` as generated pages, so they are
+never checked in and never drift from the code. Run it by hand to see the markdown:
 
     python docs/hooks/reference.py cli
     python docs/hooks/reference.py environment
     python docs/hooks/reference.py versions-file
 
 Sources: `streams.cli.build_parser()` (an argparse parser; a click/typer command is read too),
-`agents.config.ReviewbusConfig` (the versions file) and every pydantic-settings class of `agents.settings` (`Settings`, `Limits`, ...): the variable
+`agents.config.ReviewbusConfig` (the versions file) and every pydantic-settings class of
+`agents.settings` (`Settings`, `Limits`, ...): the variable
 is the class's `env_prefix` + the field name, the notes are the field's description or, where
 it has none, the comment beside or above it in the source.
 """
@@ -194,8 +195,9 @@ def _default(field) -> str:
 
 
 def settings_classes() -> list[type]:
-    import agents.settings as module
     from pydantic_settings import BaseSettings
+
+    import agents.settings as module
 
     found = [obj for obj in vars(module).values()
              if inspect.isclass(obj) and issubclass(obj, BaseSettings) and obj is not BaseSettings
@@ -233,15 +235,16 @@ def environment_markdown() -> str:
 
 # --- the versions file ------------------------------------------------------------------------
 
-VERSIONS_INTRO = """The versions file (`REVIEWBUS_CONFIG`; default: the packaged `agents/default_versions.yaml`)
+VERSIONS_INTRO = """\
+The versions file (`REVIEWBUS_CONFIG`; default: the packaged `agents/default_versions.yaml`)
 holds the versions and every rule about them. Unknown keys are refused when it is loaded. The
-sections below are read from the models that load it (`agents.config.ReviewbusConfig`); what
-each section does is explained in [Versions, states and roles](../concepts/versions.md)
-(`versions`), [Promotion and gates](../concepts/promotion.md) (`rotation`),
+sections below are read from the models that load it (`agents.config.ReviewbusConfig`). What
+each section does: [Versions, states and roles](../concepts/versions.md) (`versions`),
+[Promotion and gates](../concepts/promotion.md) (`rotation`),
 [Healing](../operations/healing.md) (`quarantine`, `breaker`, `inference`, `slo`, `feedback`),
-[Lifecycle commands](../operations/lifecycle.md#blocklist) (`blocklist`) and
-[Long-running workers](../operations/long-running.md) (`shadow`). Backend parameters (`params`)
-are backend-specific: [LLM versions](../guides/llm-versions.md),
+[Lifecycle commands](../operations/lifecycle.md#blocklist) (`blocklist`),
+[Long-running workers](../operations/long-running.md) (`shadow`). Backend parameters
+(`params`) depend on the backend: [LLM versions](../guides/llm-versions.md),
 [the `transformers` backend](../guides/learning-loop.md#the-transformers-backend)."""
 
 
