@@ -39,6 +39,7 @@ BACKENDS: dict[str, str] = {
     "litellm": "agents.backends.litellm:LiteLLMBackend",
     "consensus": "agents.backends.consensus:ConsensusBackend",
     "transformers": "agents.backends.transformers:TransformersBackend",
+    "learner": "agents.backends.learner:LearnerBackend",
 }
 
 
