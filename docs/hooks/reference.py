@@ -230,7 +230,28 @@ def environment_markdown() -> str:
             lines.append(f"| `{var}` | {_type_name(field.annotation)} | {_default(field)} | "
                          f"{_cell(note)} |")
         lines.append("")
+    lines += _stray_variables({line.split("`")[1] for line in lines if line.startswith("| `REVIEWBUS_")})
     return "\n".join(lines)
+
+
+def _stray_variables(known: set[str]) -> list[str]:
+    """REVIEWBUS_* names the code reads without going through a settings class."""
+    found: dict[str, set[str]] = {}
+    for package in ("schemas", "agents", "infra", "streams"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for name in re.findall(r"\bREVIEWBUS_[A-Z0-9_]*[A-Z0-9]\b", path.read_text("utf-8")):
+                prefixes = {k.rsplit("_", 1)[0] for k in known}
+                if name not in known and not any(k.startswith(name + "_") for k in known) \
+                        and name not in prefixes:
+                    found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    if not found:
+        return []
+    lines = ["## Read outside the settings classes", "",
+             "Variables the code reads directly from the environment (found in the source):", "",
+             "| variable | read by |", "| --- | --- |"]
+    lines += [f"| `{name}` | {', '.join(f'`{p}`' for p in sorted(paths))} |"
+              for name, paths in sorted(found.items())]
+    return [*lines, ""]
 
 
 # --- the versions file ------------------------------------------------------------------------
