@@ -1,0 +1,399 @@
+"""The continuous learner's model: a calibrated linear classifier over lexical features (and,
+optionally, frozen MiniLM embeddings), refit in seconds on every N new labels.
+
+Pure model code: numpy, scipy and scikit-learn, no I/O except `to_bytes` / `from_bytes`, which
+serialise a fitted model to one compressed `.npz` blob (the caller decides where it lives).
+
+Features (`featurize`), each field hashed into its own block of columns (crc32 through
+scikit-learn's HashingVectorizer: stateless, identical across processes):
+- `message`: word 1-2-grams of the masked message (every Conventional Commits prefix removed,
+  also in the body: intake masks, `text_fields` masks again);
+- `paths`: each changed path's tokens, directories, file name, extension and path kind
+  (`docs`, `test`, `build_ci`, `code`), plus the change's size bucket;
+- `diff`: word unigrams and bigrams of the changed lines (`text.changed_lines`);
+- `numeric`: `text.features` (12 values in [0, ~1.5]).
+A fit turns counts into TF-IDF (sublinear tf, idf over the training rows), L2-normalises every
+field on its own and scales it by its weight. With `embeddings`, the rows' MiniLM vectors are
+appended as dense columns (scaled by `embedding_weight`).
+
+`fit(X, y, ...)` returns a `LinearModel`: multinomial logistic regression (L-BFGS, fixed
+iterations: deterministic), class weights balanced (inverse frequency ^ `balance`), optional
+per-row sample weights (the learner weights a repository's own commits above the global base's).
+`predict_proba` returns the 9 CHANGE_TYPES columns always, so models fitted on different label
+subsets blend.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+from schemas import CHANGE_TYPES, NormalizedChange
+
+LABELS = tuple(CHANGE_TYPES)
+FIELDS = ("message", "paths", "diff")
+FIELD_DIMS = {"message": 1 << 18, "paths": 1 << 15, "diff": 1 << 17}
+N_NUMERIC = 12
+_WORD = re.compile(r"[a-z0-9]+")
+_PATH_SPLIT = re.compile(r"[/._\-]+")
+
+
+@dataclass(frozen=True)
+class LearnerParams:
+    """What a fit needs; stored with the model."""
+
+    c: float = 4.0                      # inverse L2 strength of the logistic regression
+    balance: float = 0.5                # class weight = (n / (k * count)) ** balance; 0: none
+    message_weight: float = 1.0
+    paths_weight: float = 0.6
+    diff_weight: float = 0.6
+    numeric_weight: float = 0.5
+    embedding_weight: float = 0.0       # > 0: MiniLM vectors appended (needs embeddings)
+    max_iter: int = 300
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> LearnerParams:
+        data = dict(data or {})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown learner params {unknown}; known: "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
+
+
+# ---------------------------------------------------------------- features
+
+
+def _hash_tokens(tokens: Sequence[str], dim: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for t in tokens:
+        k = zlib.crc32(t.encode()) % dim
+        out[k] = out.get(k, 0.0) + 1.0
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _grams(words: list[str]) -> list[str]:
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+
+def path_tokens(paths: Sequence[str]) -> list[str]:
+    from ..changetype import path_kind
+
+    out: list[str] = []
+    for p in paths:
+        low = p.lower()
+        parts = low.split("/")
+        name = parts[-1]
+        out += [f"t:{t}" for t in _PATH_SPLIT.split(low) if t]
+        out += [f"d:{'/'.join(parts[:i])}" for i in range(1, min(len(parts), 4))]
+        out.append(f"f:{name}")
+        if "." in name:
+            out.append(f"x:{name.rsplit('.', 1)[-1]}")
+        out.append(f"k:{path_kind(p)}")
+    n = len(paths)
+    out.append("n:" + ("0" if n == 0 else "1" if n == 1 else "2-3" if n <= 3 else
+                       "4-10" if n <= 10 else "many"))
+    return out
+
+
+def field_tokens(change: NormalizedChange) -> tuple[list[str], list[str], list[str]]:
+    """(message n-grams, path tokens, diff n-grams) of one change."""
+    from .text import _paths, changed_lines, text_fields
+
+    message, _summary, _diff = text_fields(change)
+    diff_words = [w for ln in changed_lines(change.diff).split("\n") if not ln.startswith("file: ")
+                  for w in _words(ln)]
+    return _grams(_words(message)), path_tokens(_paths(change)), _grams(diff_words[:1500])
+
+
+def featurize(changes: Sequence[NormalizedChange]) -> sparse.csr_matrix:
+    """Raw counts: [message | paths | diff | numeric] columns (see FIELD_DIMS, N_NUMERIC)."""
+    from .text import features
+
+    offsets = _offsets()
+    rows, cols, vals = [], [], []
+    for i, change in enumerate(changes):
+        for name, tokens in zip(FIELDS, field_tokens(change)):
+            for k, v in _hash_tokens(tokens, FIELD_DIMS[name]).items():
+                rows.append(i)
+                cols.append(offsets[name] + k)
+                vals.append(v)
+        for j, v in enumerate(features(change)):
+            if v:
+                rows.append(i)
+                cols.append(offsets["numeric"] + j)
+                vals.append(float(v))
+    return sparse.csr_matrix((np.asarray(vals, dtype=np.float64), (rows, cols)),
+                             shape=(len(changes), width()))
+
+
+def _offsets() -> dict[str, int]:
+    out, at = {}, 0
+    for name in FIELDS:
+        out[name] = at
+        at += FIELD_DIMS[name]
+    out["numeric"] = at
+    return out
+
+
+def width() -> int:
+    return sum(FIELD_DIMS.values()) + N_NUMERIC
+
+
+# ---------------------------------------------------------------- weighting
+
+
+def fit_idf(counts: sparse.csr_matrix) -> np.ndarray:
+    """Smoothed idf per column over these rows (columns never seen get the maximum)."""
+    n = counts.shape[0]
+    df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
+    return np.log((1.0 + n) / (1.0 + df)) + 1.0
+
+
+def weigh(counts: sparse.csr_matrix, idf: np.ndarray, params: LearnerParams) -> sparse.csr_matrix:
+    """Sublinear tf * idf, each field L2-normalised then scaled by its weight; numeric columns
+    kept as they are, times numeric_weight."""
+    x = counts.tocsr(copy=True).astype(np.float64)
+    offsets = _offsets()
+    numeric = offsets["numeric"]
+    is_text = x.indices < numeric
+    x.data[is_text] = (1.0 + np.log(np.maximum(x.data[is_text], 1.0))) * idf[x.indices[is_text]]
+    weights = {"message": params.message_weight, "paths": params.paths_weight,
+               "diff": params.diff_weight}
+    field_of = np.searchsorted(np.array([offsets[f] for f in FIELDS] + [numeric]),
+                               x.indices, side="right") - 1  # 0..2 text fields, 3 numeric
+    row_of = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    sq = np.zeros((x.shape[0], len(FIELDS) + 1))
+    np.add.at(sq, (row_of, field_of), x.data ** 2)
+    norms = np.sqrt(sq)
+    scale = np.array([weights[f] for f in FIELDS] + [params.numeric_weight])
+    denom = np.where(field_of < len(FIELDS), norms[row_of, field_of], 1.0)
+    x.data = x.data / np.where(denom > 0, denom, 1.0) * scale[field_of]
+    x.eliminate_zeros()
+    return x
+
+
+def design(counts: sparse.csr_matrix, idf: np.ndarray, params: LearnerParams,
+           embeddings: np.ndarray | None = None) -> sparse.csr_matrix:
+    x = weigh(counts, idf, params)
+    if params.embedding_weight > 0:
+        if embeddings is None:
+            raise ValueError("these learner params need embeddings")
+        x = sparse.hstack([x, sparse.csr_matrix(embeddings * params.embedding_weight)],
+                          format="csr")
+    return x
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class LinearModel:
+    """A fitted learner: idf, the classes it saw, coefficients (only the columns seen in
+    training are non-zero), intercepts, params and a small card (rows, label counts)."""
+
+    params: LearnerParams
+    idf: np.ndarray
+    classes: list[str]
+    coef: sparse.csr_matrix | np.ndarray
+    intercept: np.ndarray
+    card: dict = field(default_factory=dict)
+
+    def scores(self, counts: sparse.csr_matrix, embeddings: np.ndarray | None = None) -> np.ndarray:
+        x = design(counts, self.idf, self.params, embeddings)
+        coef = self.coef
+        z = np.asarray((x @ coef.T).todense() if sparse.issparse(coef) else x @ coef.T)
+        return z + self.intercept
+
+    def predict_proba(self, counts: sparse.csr_matrix,
+                      embeddings: np.ndarray | None = None) -> np.ndarray:
+        """[n, 9] over LABELS (columns of classes never seen are 0)."""
+        out = np.zeros((counts.shape[0], len(LABELS)))
+        if len(self.classes) == 1:
+            out[:, LABELS.index(self.classes[0])] = 1.0
+            return out
+        z = self.scores(counts, embeddings)
+        if z.shape[1] == 1:  # binary: scikit-learn's single column
+            z = np.hstack([-z / 2, z / 2])
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        for j, lbl in enumerate(self.classes):
+            out[:, LABELS.index(lbl)] = p[:, j]
+        return out
+
+    def to_bytes(self) -> bytes:
+        """One compressed npz: float32 coefficients of the columns seen, their idf, meta."""
+        import json
+
+        coef = sparse.csr_matrix(self.coef)
+        top = float(self.idf.max()) if len(self.idf) else 0.0
+        cols = np.nonzero(self.idf != top)[0]  # columns seen in training; the rest share `top`
+        meta = {"params": asdict(self.params), "classes": self.classes, "card": self.card}
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf, coef_data=coef.data.astype(np.float32), coef_indices=coef.indices.astype(np.int32),
+            coef_indptr=coef.indptr.astype(np.int32), coef_shape=np.array(coef.shape),
+            intercept=np.asarray(self.intercept, dtype=np.float64),
+            idf_cols=cols.astype(np.int32), idf_vals=self.idf[cols], idf_len=np.array([len(self.idf)]),
+            idf_top=np.array([top]),
+            meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8))
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LinearModel:
+        import json
+
+        with np.load(io.BytesIO(data)) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            coef = sparse.csr_matrix((z["coef_data"].astype(np.float64), z["coef_indices"],
+                                      z["coef_indptr"]), shape=tuple(z["coef_shape"]))
+            n_idf = int(z["idf_len"][0])
+            idf = np.full(n_idf, float(z["idf_top"][0]))
+            idf[z["idf_cols"]] = z["idf_vals"]
+            intercept = z["intercept"]
+        return cls(params=LearnerParams(**meta["params"]), idf=idf, classes=meta["classes"],
+                   coef=coef, intercept=intercept, card=meta.get("card", {}))
+
+
+def class_weights(labels: Sequence[str], balance: float) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for lbl in labels:
+        counts[lbl] = counts.get(lbl, 0) + 1
+    n, k = len(labels), len(counts)
+    return {lbl: (n / (k * c)) ** balance for lbl, c in counts.items()}
+
+
+def fit(counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
+        embeddings: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
+        idf_rows: sparse.csr_matrix | None = None) -> LinearModel:
+    """One deterministic fit. `idf_rows`: the rows to take idf from (default: these)."""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = list(labels)
+    if not labels:
+        raise ValueError("no rows to fit")
+    idf = fit_idf(idf_rows if idf_rows is not None else counts)
+    classes = sorted(set(labels), key=LABELS.index)
+    card = {"rows": len(labels), "labels": {c: labels.count(c) for c in classes}}
+    if len(classes) == 1:
+        return LinearModel(params, idf, classes, sparse.csr_matrix((1, counts.shape[1])),
+                           np.zeros(1), card)
+    x = design(counts, idf, params, embeddings)
+    cw = class_weights(labels, params.balance)
+    w = np.array([cw[lbl] for lbl in labels])
+    if sample_weight is not None:
+        w = w * np.asarray(sample_weight, dtype=np.float64)
+    w = w * (len(w) / w.sum())  # mean weight 1: C means the same at any mix
+    used = np.unique(x.indices)  # fit on the columns these rows use: fewer parameters
+    clf = LogisticRegression(C=params.c, max_iter=params.max_iter, tol=1e-4, solver="lbfgs")
+    clf.fit(x[:, used], labels, sample_weight=w)
+    full = np.zeros((clf.coef_.shape[0], x.shape[1]))
+    full[:, used] = clf.coef_
+    coef = sparse.csr_matrix(full)
+    return LinearModel(params, idf, [str(c) for c in clf.classes_], coef,
+                       clf.intercept_.astype(np.float64), card)
+
+
+def blend(global_proba: np.ndarray, local_proba: np.ndarray | None, n_local: int,
+          half: float) -> np.ndarray:
+    """The learner's answer: the global base's and the repository's own model's probabilities,
+    weighted n / (n + half) towards the own model (0 without one)."""
+    if local_proba is None or n_local <= 0:
+        return global_proba
+    lam = n_local / (n_local + half) if half > 0 else 1.0
+    return (1 - lam) * global_proba + lam * local_proba
+
+
+def argmax_labels(proba: np.ndarray) -> list[str]:
+    return [LABELS[int(i)] for i in np.argmax(proba, axis=1)]
+
+
+def entropy(p: np.ndarray) -> float:
+    return float(-sum(x * math.log(x) for x in p if x > 0))
+
+
+# ---------------------------------------------------------------- the protocol's strategy
+
+
+class LearnerStrategy:
+    """`prequential.Strategy` over precomputed rows: `counts` (featurize), `labels`, optional
+    `embeddings` (same row order).
+
+    mode:
+    - "blend": the own model is fitted on the repository's earlier commits alone; the learner
+      answers blend(global, own, seen, half).
+    - "pooled": the own model is fitted on the base's rows plus the repository's earlier
+      commits weighted `own_weight`; the learner answers with it.
+    - "global": the base alone (the fallback, and the LORO protocol's model).
+    Every mode also reports `global` and `local` (own commits only), for the takeover point.
+    """
+
+    def __init__(self, counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
+                 embeddings: np.ndarray | None = None, mode: str = "blend", half: float = 100.0,
+                 own_weight: float = 3.0, local_params: LearnerParams | None = None) -> None:
+        if mode not in ("blend", "pooled", "global"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.counts = counts.tocsr()
+        self.labels = list(labels)
+        self.params = params
+        self.local_params = local_params or params
+        self.embeddings = embeddings
+        self.mode = mode
+        self.half = half
+        self.own_weight = own_weight
+
+    def _emb(self, rows: Sequence[int], params: LearnerParams) -> np.ndarray | None:
+        if params.embedding_weight <= 0 or self.embeddings is None:
+            return None
+        return self.embeddings[list(rows)]
+
+    def _fit(self, rows: Sequence[int], params: LearnerParams,
+             weight: np.ndarray | None = None) -> LinearModel:
+        rows = list(rows)
+        return fit(self.counts[rows], [self.labels[i] for i in rows], params,
+                   self._emb(rows, params), weight)
+
+    def _proba(self, model: LinearModel, rows: Sequence[int]) -> np.ndarray:
+        rows = list(rows)
+        return model.predict_proba(self.counts[rows], self._emb(rows, model.params))
+
+    def fit_base(self, rows: Sequence[int]) -> tuple[LinearModel, list[int]]:
+        return self._fit(rows, self.params), list(rows)
+
+    def fit_local(self, base, rows: Sequence[int]) -> dict[str, LinearModel]:
+        out = {"local": self._fit(rows, self.local_params)}
+        if self.mode == "pooled":
+            _model, base_rows = base
+            both = list(base_rows) + list(rows)
+            weight = np.concatenate([np.ones(len(base_rows)), np.full(len(rows), self.own_weight)])
+            out["pooled"] = self._fit(both, self.params, weight)
+        return out
+
+    def predict(self, base, local, seen: int, rows: Sequence[int]) -> dict[str, list[str]]:
+        model, _rows = base
+        g = self._proba(model, rows)
+        out = {"global": argmax_labels(g)}
+        if local is None:
+            out["learner"] = out["global"]
+            return out
+        own = self._proba(local["local"], rows)
+        out["local"] = argmax_labels(own)
+        if self.mode == "pooled":
+            out["learner"] = argmax_labels(self._proba(local["pooled"], rows))
+        elif self.mode == "blend":
+            out["learner"] = argmax_labels(blend(g, own, seen, self.half))
+        else:
+            out["learner"] = out["global"]
+        return out

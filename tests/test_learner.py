@@ -1,0 +1,248 @@
+"""The continuous learner (issue 22): the prequential protocol on synthetic data with known
+answers, the linear learner's determinism and serialisation, the suggested subject, and the
+`learner` backend's contract."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from agents.errors import ConfigError
+from agents.learning import learner, prequential, subject
+from agents.learning.data import example_from_row
+from agents.learning.learner_store import LearnerStore, fit_state
+from schemas import CHANGE_TYPES, ChangedFile, NormalizedChange, VersionSpec
+from tests import mldata
+
+# ---------------------------------------------------------------- protocol, pure
+
+
+def test_blocks_cover_every_row_once_after_the_warmup():
+    assert prequential.blocks(260, 100, 50) == [(0, 100), (100, 150), (150, 200), (200, 250),
+                                                 (250, 260)]
+    assert prequential.blocks(80, 100, 50) == [(0, 80)]
+    assert prequential.blocks(3, 0, 2) == [(0, 2), (2, 3)]
+    with pytest.raises(ValueError):
+        prequential.blocks(10, 5, 0)
+
+
+class Majority:
+    """Base: the other repositories' majority label; own: this repository's majority so far.
+    Records what each fit saw, to prove no row is predicted by a model that saw it."""
+
+    def __init__(self, labels):
+        self.labels = labels
+        self.fits: list[tuple[int, ...]] = []
+        self.predicted: list[tuple[int, int]] = []  # (row, rows the model had seen)
+
+    def _major(self, rows):
+        counts = Counter(self.labels[i] for i in rows)
+        return max(sorted(counts), key=lambda k: counts[k])
+
+    def fit_base(self, rows):
+        return self._major(rows)
+
+    def fit_local(self, base, rows):
+        self.fits.append(tuple(rows))
+        return self._major(rows), max(rows)
+
+    def predict(self, base, local, seen, rows):
+        for r in rows:
+            self.predicted.append((r, -1 if local is None else local[1]))
+        own = [local[0]] * len(rows) if local else [base] * len(rows)
+        return {"learner": own, "global": [base] * len(rows), "local": own}
+
+
+def test_prequential_known_answers():
+    # repo a: 4 docs then 6 test; repo b: 10 bug_fix. Warmup 2, refit every 2.
+    labels = ["docs"] * 4 + ["test"] * 6 + ["bug_fix"] * 10
+    repos = {"org/a": list(range(10)), "org/b": list(range(10, 20))}
+    strat = Majority(labels)
+    out = prequential.prequential(strat, repos, labels, warmup=2, refit_every=2)
+    a = out["per_repo"]["org/a"]
+    # base for a = bug_fix (wrong on all 2 warmup rows); after 2 labels: docs (rows 2,3 right);
+    # after 4: docs (4,5 wrong); after 6: test (6 of 6 seen: 4 docs 2 test -> docs; wrong);
+    # after 8: docs 4 / test 4 -> "docs" (sorted first; wrong). So only rows 2 and 3 are right.
+    assert a["accuracy"] == 0.2
+    assert a["predictors"]["global"]["accuracy"] == 0.0
+    assert [p["labels"] for p in a["curve"]] == [0, 2, 4, 6, 8]
+    assert a["curve"][1]["learner"] == 1.0 and a["curve"][2]["learner"] == 0.0
+    b = out["per_repo"]["org/b"]
+    assert b["accuracy"] == 0.8  # warmup rows predicted by a's majority (test): wrong
+    assert out["accuracy"] == 0.5 and out["refit_every"] == 2 and out["warmup"] == 2
+    # no row was ever predicted by a model that had seen it (or any later row)
+    assert all(seen < row - (10 if row >= 10 else 0) or seen == -1 or seen < row
+               for row, seen in strat.predicted)
+    assert all(max(f) < row for row, seen in strat.predicted for f in strat.fits
+               if seen >= 0 and max(f) == seen)
+    assert out["refit_seconds_mean"] >= 0 and a["refits"] == 4
+
+
+def test_takeover_needs_a_run_of_wins():
+    curve = [{"labels": 0, "repos": 4, "global": 0.5},
+             {"labels": 100, "repos": 4, "global": 0.6, "local": 0.55},
+             {"labels": 150, "repos": 4, "global": 0.6, "local": 0.65},
+             {"labels": 200, "repos": 4, "global": 0.6, "local": 0.59},
+             {"labels": 250, "repos": 4, "global": 0.6, "local": 0.7},
+             {"labels": 300, "repos": 3, "global": 0.6, "local": 0.7},
+             {"labels": 350, "repos": 2, "global": 0.6, "local": 0.7},
+             {"labels": 400, "repos": 1, "global": 0.9, "local": 0.1}]
+    assert prequential.takeover(curve) == 250
+    assert prequential.takeover(curve, run=5) is None
+
+
+# ---------------------------------------------------------------- the linear learner
+
+
+def _examples(n_per_label=6, repos=("org/one", "org/two")):
+    return [example_from_row(r) for r in mldata.rows(n_per_label, repos)]
+
+
+def test_fit_is_deterministic_and_round_trips():
+    examples = _examples()
+    counts = learner.featurize([e.change for e in examples])
+    labels = [e.label for e in examples]
+    params = learner.LearnerParams()
+    a = learner.fit(counts, labels, params)
+    b = learner.fit(counts, labels, params)
+    pa, pb = a.predict_proba(counts), b.predict_proba(counts)
+    assert np.array_equal(pa, pb)
+    assert pa.shape == (len(examples), len(CHANGE_TYPES))
+    assert np.allclose(pa.sum(axis=1), 1.0)
+    assert learner.argmax_labels(pa) == labels  # the synthetic kinds are separable
+    back = learner.LinearModel.from_bytes(a.to_bytes())
+    assert np.allclose(back.predict_proba(counts), pa, atol=1e-5)
+    assert back.classes == a.classes and back.params == a.params
+    assert len(a.to_bytes()) < 200_000
+
+
+def test_the_label_prefix_never_reaches_the_features():
+    change = NormalizedChange(repo="o/r", sha="a" * 40, message="fix: x\n\n* feat(y): z", diff="")
+    message_grams = learner.field_tokens(change)[0]
+    assert "fix" not in message_grams and "feat" not in message_grams
+
+
+def test_params_refuse_unknown_keys():
+    assert learner.LearnerParams.from_dict({"c": 2}).c == 2.0
+    with pytest.raises(ValueError):
+        learner.LearnerParams.from_dict({"nope": 1})
+
+
+def test_strategy_under_the_protocol_learns_each_repository():
+    examples = sorted(_examples(12), key=lambda e: e.author_date)
+    counts = learner.featurize([e.change for e in examples])
+    labels = [e.label for e in examples]
+    repos: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        repos.setdefault(e.repo, []).append(i)
+    strat = learner.LearnerStrategy(counts, labels, learner.LearnerParams(), half=10)
+    out = prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)
+    assert out["accuracy"] >= 0.9 and set(out["predictors"]) == {"global", "learner", "local"}
+    again = prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)
+    assert again["per_repo"]["org/one"]["confusion"] == out["per_repo"]["org/one"]["confusion"]
+    lo = prequential.loro(strat, repos, labels)
+    assert lo["protocol"] == "loro" and lo["accuracy"] >= 0.9
+
+
+# ---------------------------------------------------------------- subjects
+
+
+def test_scope_from_paths():
+    assert subject.scope_from_paths(["samples/geo/requirements.txt", "requirements.txt"]) == "deps"
+    assert subject.scope_from_paths(["commitizen/config/json_config.py",
+                                     "commitizen/config/base_config.py"]) == "config"
+    assert subject.scope_from_paths(["src/git.py", "tests/test_git.py"]) == "git"
+    assert subject.scope_from_paths(["a/x.py", "b/y.py"]) is None
+    assert subject.scope_from_paths([]) is None
+
+
+def test_scope_from_history_and_subject():
+    history = [(["docs/images/cli_help.svg"], "cli/screenshots"), (["src/a.py"], None)]
+    assert subject.scope_from_history(["docs/images/cli_help.svg"], history) == \
+        (True, "cli/screenshots")
+    assert subject.scope_from_history(["other/z.py"], history) == (False, None)
+    change = NormalizedChange(repo="o/r", sha="b" * 40, message="fix(x): handle it\n\nbody",
+                              diff="")
+    assert subject.subject("bug_fix", change, "parser") == "fix(parser): handle it"
+    assert subject.subject("docs", change, None) == "docs: handle it"
+
+
+# ---------------------------------------------------------------- the backend
+
+
+def _state(tmp_path, takeover=10):
+    # org/one files dependency-looking workflow changes as chore, org/two as build_ci
+    rows = mldata.rows(12, ("org/one", "org/two"))
+    for r in rows:
+        if r["label"] == "build_ci" and r["repo"] == "org/one":
+            r["label"] = "chore"
+    examples = [example_from_row(r) for r in rows]
+    manifest, base, own = fit_state(examples, takeover=takeover, half=1.0,
+                                    scopes={e.id: "ci" if "workflow" in e.change.message else None
+                                            for e in examples})
+    LearnerStore(tmp_path).save(manifest, base, own)
+    return tmp_path
+
+
+def _change(repo, sha, message, path, body):
+    diff = f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1 +1,2 @@\n{body}\n"
+    return NormalizedChange(repo=repo, sha=sha, message=message, diff=diff,
+                            files=[ChangedFile(path=path, added=1, deleted=0)])
+
+
+def test_backend_contract_and_per_repository_conventions(tmp_path):
+    from agents.backends.base import build_backend
+
+    spec = VersionSpec(id="learner-t", backend="learner", params={"state_dir": str(_state(tmp_path))})
+    backend = build_backend(spec)
+    batch = [_change("org/one", "1" * 40, "run kilo in the workflow", ".github/workflows/kilo.yml",
+                     "+      - run: make kilo"),
+             _change("org/two", "2" * 40, "run kilo in the workflow", ".github/workflows/kilo.yml",
+                     "+      - run: make kilo"),
+             _change("org/new", "3" * 40, "document the kilo option in the guide", "docs/kilo.md",
+                     "+Use `kilo` to set it.")]
+    out = asyncio.run(backend.infer(batch))
+    assert len(out) == 3 and asyncio.run(backend.infer([])) == []
+    labels = [p.change_type.label for p in out]
+    assert labels == ["chore", "build_ci", "docs"]  # each repository's own convention
+    for p in out:
+        assert set(p.change_type.scores) == set(CHANGE_TYPES)
+        assert 0 <= p.change_type.confidence <= 1 and 0 <= p.risk.score <= 1
+    assert out[0].suggested_message == "chore(ci): run kilo in the workflow"
+    assert out[2].suggested_message.startswith("docs")
+    one_by_one = [asyncio.run(backend.infer([c]))[0] for c in batch]
+    assert [p.change_type.scores for p in one_by_one] == [p.change_type.scores for p in out]
+    fresh = build_backend(spec)
+    assert [p.model_dump() for p in asyncio.run(fresh.infer(batch))] == \
+        [p.model_dump() for p in out]
+    asyncio.run(backend.close())
+    asyncio.run(backend.close())
+
+
+def test_backend_falls_back_to_the_global_model_below_the_takeover(tmp_path):
+    from agents.backends.base import build_backend
+
+    state = _state(tmp_path, takeover=10_000)  # no repository has that many labels
+    spec = VersionSpec(id="learner-t", backend="learner", params={"state_dir": str(state)})
+    change = _change("org/one", "1" * 40, "run kilo in the workflow",
+                     ".github/workflows/kilo.yml", "+      - run: make kilo")
+    label = asyncio.run(build_backend(spec).infer([change]))[0].change_type.label
+    assert label in ("chore", "build_ci")  # the global base: the two conventions pooled
+    spec_low = VersionSpec(id="learner-t", backend="learner",
+                           params={"state_dir": str(state), "takeover": 1})
+    # no own model was fitted (takeover at fit time was 10,000): still the global answer
+    assert asyncio.run(build_backend(spec_low).infer([change]))[0].change_type.label == label
+
+
+def test_backend_refuses_bad_params_and_a_missing_state(tmp_path):
+    from agents.backends.base import build_backend
+
+    with pytest.raises(ConfigError):
+        build_backend(VersionSpec(id="l", backend="learner", params={"state_dir": str(tmp_path)}))
+    with pytest.raises(ConfigError):
+        build_backend(VersionSpec(id="l", backend="learner", params={"bogus": 1}))
+    with pytest.raises(ConfigError):
+        build_backend(VersionSpec(id="l", backend="learner", params={"takeover": 0}))
