@@ -62,4 +62,5 @@ def _build(spec: VersionSpec) -> Backend:
                           f"known: {', '.join(sorted(BACKENDS))}")
     module_name, factory_name = target.split(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
-    return factory(spec)
+    backend: Backend = factory(spec)
+    return backend

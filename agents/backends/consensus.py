@@ -115,7 +115,7 @@ def resolve_members(versions: list[Any]) -> list[Any]:
             spec = by_id.get(m, resolved.get(m)) if isinstance(m, str) else m
             if isinstance(m, str) and spec is None:
                 raise ConfigError(f"version {vid}: consensus member {m!r} is not a version of "
-                                  f"this file; known: {sorted(k for k in by_id if k != vid)}")
+                                  f"this file; known: {sorted(str(k) for k in by_id if k != vid)}")
             if not isinstance(spec, dict):
                 raise ConfigError(f"version {vid}: consensus member {m!r} must be a version id "
                                   "or a version spec")
@@ -327,7 +327,7 @@ class ConsensusBackend:
             raise InvalidOutput(f"{len(preds)} predictions for {len(batch)} changes")
         return list(preds)
 
-    def _quorum_error(self, answered: list, failed: list[tuple[str, BaseException]]) -> BackendError:
+    def _quorum_error(self, answered: list[Any], failed: list[tuple[str, BaseException]]) -> BackendError:
         detail = "; ".join(f"{name}: {type(e).__name__}: {e}"[:300] for name, e in failed)
         text = (f"consensus needs {self.min_members} member answers, got {len(answered)} "
                 f"({detail})")

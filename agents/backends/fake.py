@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from schemas import ChangeType, Finding, NormalizedChange, Risk, VersionSpec
+from schemas import ChangeType, Dimension, Finding, NormalizedChange, Risk, Severity, VersionSpec
 
 from ..errors import BackendError, InvalidOutput
 from .base import Prediction
@@ -71,7 +71,7 @@ class FakeBackend:
         findings = [
             Finding(
                 fingerprint=hashlib.sha256(f"{change.sha}:{i}".encode()).hexdigest()[:16],
-                dimension="maintainability", severity="low", confidence=0.5,
+                dimension=Dimension.maintainability, severity=Severity.low, confidence=0.5,
                 path=change.files[0].path if change.files else "-", line=i + 1,
                 rule_id=f"FAKE{i}", message="fake finding", source=self.source,
             )

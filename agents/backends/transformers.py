@@ -128,20 +128,22 @@ class TransformersBackend:
             raise BackendError(f"transformers forward pass failed: {exc}") from exc
         return [self._prediction(c, p, r) for c, p, r in zip(chunk, probs, risk_probs)]
 
-    def _lexical(self, fields: list[tuple[str, str, str]]):
+    def _lexical(self, fields: list[tuple[str, str, str]]) -> Any:  # a tensor, or None
         if not self.meta.lexical_dim:
             return None
         return self._modeling.lexical_tensor(fields, self.meta.lexical_dim,
                                              self.meta.lexical_scheme, self.device)
 
-    def _encode(self, chunk: list[NormalizedChange], fields: list[tuple[str, str, str]], lex):
+    def _encode(self, chunk: list[NormalizedChange], fields: list[tuple[str, str, str]],
+                lex: Any) -> dict[str, Any]:
         from ..learning.text import features, join_fields
 
-        return self._modeling.encode(self.tokenizer, [join_fields(f) for f in fields],
-                                     [features(c) for c in chunk], self.meta.max_length,
-                                     self.device, lex)
+        inputs: dict[str, Any] = self._modeling.encode(
+            self.tokenizer, [join_fields(f) for f in fields], [features(c) for c in chunk],
+            self.meta.max_length, self.device, lex)
+        return inputs
 
-    def model_inputs(self, batch: list[NormalizedChange]) -> dict:
+    def model_inputs(self, batch: list[NormalizedChange]) -> dict[str, Any]:
         """The forward pass's inputs for these changes, as `predict` builds them (benchmarks
         time the pass alone)."""
         from ..learning.text import text_fields

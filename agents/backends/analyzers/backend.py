@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import Finding, NormalizedChange, Severity, VersionSpec
+from schemas import Dimension, Finding, NormalizedChange, Severity, VersionSpec
 
 from ...changetype import classify_by_message, classify_by_paths, combine, risk_score, suggest_message
 from ...diffparse import added_lines
@@ -172,7 +172,7 @@ class AnalyzerBackend:
             rule_id = f"{r.source}:{r.code}"
             findings.append(Finding(
                 fingerprint=fingerprint(rule_id, r.path, _line_text(staged[r.path], r.line)),
-                dimension=r.dimension, severity=overrides.get(rule_id, r.severity),
+                dimension=Dimension(r.dimension), severity=Severity(overrides.get(rule_id, r.severity)),
                 confidence=r.confidence, path=r.path, line=r.line,
                 end_line=r.end_line if r.end_line != r.line else None,
                 rule_id=rule_id, message=r.message, source=r.source, suggestion=r.suggestion,
