@@ -421,3 +421,25 @@ def test_at_most_two_changes_are_analysed_at_once_and_reuse_across_loops(monkeyp
     assert len(infer(b, *changes)) == 5
     assert peak == 2
     assert len(infer(b, *changes)) == 5  # a second event loop, same backend
+
+
+def test_the_warm_bandit_process_is_our_file_under_python_isolated_in_a_clean_env(
+        monkeypatch, tmp_path):
+    from agents.backends.analyzers.warm_pool import SERVER, WarmBandit
+
+    monkeypatch.setenv("PYTHONPATH", "/nowhere")
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    home = tmp_path / "home"
+    home.mkdir()
+    worker = WarmBandit(home, timeout_s=20)
+    try:
+        pid = worker.proc.pid
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        assert [sys.executable.encode(), b"-I", str(SERVER).encode()] == argv[-4:-1]
+        assert SERVER.name == "bandit_server.py" and SERVER.parent.name == "analyzers"
+        assert not any(e.startswith((b"PYTHONPATH=", b"SECRET_TOKEN=")) for e in env)
+        assert os.getsid(pid) == pid  # its own session: the whole group is killed on failure
+    finally:
+        worker.kill()
+    assert worker.proc.poll() is not None
