@@ -37,4 +37,4 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, StoreUnavailable | OSError | OperationalError):
         return True
     match = _CODE.search(str(exc))
-    return bool(match) and int(match.group(1)) in TRANSIENT_CODES
+    return match is not None and int(match.group(1)) in TRANSIENT_CODES

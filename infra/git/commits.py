@@ -133,13 +133,13 @@ def _changed(repo: Path, sha: str) -> list[_Entry]:
         if path == "":  # rename: "\0old\0new"
             path = _text(tokens[i + 1]) if i + 1 < len(tokens) else ""
             i += 2
-        entry = by_path.get(path)
-        if entry is None:
+        stat = by_path.get(path)
+        if stat is None:
             continue
         if added == "-" or deleted == "-":
-            entry.binary = True
+            stat.binary = True
         else:
-            entry.added, entry.deleted = int(added), int(deleted)
+            stat.added, stat.deleted = int(added), int(deleted)
     return entries
 
 

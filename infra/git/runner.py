@@ -100,9 +100,9 @@ def _base_args(repo: Path, safe_dirs: Sequence[str]) -> list[str]:
 def _exec(args: list[str], *, input: bytes | None, limit: int | None) -> _Result:
     env = _git_env()
     if limit is None:
-        proc = subprocess.run(args, input=input, capture_output=True, env=env,
+        done = subprocess.run(args, input=input, capture_output=True, env=env,
                               timeout=GIT_TIMEOUT_S, check=False)
-        return _Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
+        return _Result(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
     # Bounded read: stop after `limit` bytes and end the process instead of buffering it all.
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
