@@ -126,9 +126,11 @@ def installed_versions() -> dict[str, str]:
     return out
 
 
-def self_check(checked=CHECKED) -> None:
-    """Raise FaustIncompatible (one line) unless every checked attribute is as expected."""
-    problems = [p for entry in checked if (p := _problem(*entry)) is not None]
+def self_check(checked=None) -> None:
+    """Raise FaustIncompatible (one line) unless every checked attribute (default: CHECKED)
+    is as expected."""
+    entries = CHECKED if checked is None else checked
+    problems = [p for entry in entries if (p := _problem(*entry)) is not None]
     if problems:
         versions = ", ".join(f"{k} {v}" for k, v in installed_versions().items())
         written = ", ".join(f"{k} {v}" for k, v in WRITTEN_AGAINST.items())

@@ -63,3 +63,18 @@ def test_every_guard_has_a_counter():
     for guard in faust_compat.GUARDS:
         assert REGISTRY.get_sample_value("reviewbus_faust_guard_firings_total",
                                          {"guard": guard}) is not None
+
+
+def test_run_worker_refuses_to_start_before_it_touches_anything(monkeypatch, tmp_path):
+    import sys
+
+    from agents.settings import Settings
+    from streams.worker import run_worker
+
+    broken = (*CHECKED, ("faust.transport.consumer", "Consumer", "no_such_method", "(self)"))
+    monkeypatch.setattr(faust_compat, "CHECKED", broken)
+    before = sys.getswitchinterval()
+    settings = Settings(home=tmp_path / "home", kafka="127.0.0.1:1")
+    with pytest.raises(FaustIncompatible, match="Consumer.no_such_method is missing"):
+        run_worker(settings)  # no broker at that address: the check comes first
+    assert sys.getswitchinterval() == before and not (tmp_path / "home").exists()
