@@ -41,8 +41,11 @@ class Settings(BaseSettings):
     web_port: int = 0  # 0 -> a free port, written to <home>/worker.json
     web_host: str = "127.0.0.1"
     log_level: str = "warning"
-    sink_batch: int = 500
-    sink_within_s: float = 0.5
+    sink_batch: int = 5000
+    sink_within_s: float = 1.0
+    # Every hop takes what is there, up to batch_max events or batch_within_s (streams/batching.py).
+    batch_max: int = Field(default=500, ge=1)
+    batch_within_s: float = Field(default=0.01, gt=0)
     litellm_api_key: SecretStr | None = None
     # Broker watchdog (streams/flows/healing.py): how often the worker checks that its topics
     # still exist, and recreates them (a restarted embedded broker forgets every topic).
