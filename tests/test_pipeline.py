@@ -14,6 +14,7 @@ from infra.kafka import read_to_end, start_producer
 from schemas import DeadLetter, LifecycleEvent, Role, Status
 from streams import names
 from streams.cli import main as cli
+from streams.cli.render import Progress
 from streams.services.bus import submit
 from streams.services.replay import replay
 
@@ -159,7 +160,8 @@ def test_replay_archived_events_into_a_run(stack, served, capsys, monkeypatch):
                    lambda rows: rows[0]["n"] >= 10)
     with pytest.raises(ReviewbusError, match="--limit must be at least 1"):
         replay(stack.settings, "an-cand", limit=0)  # not "no limit"
-    run_id = replay(stack.settings, "an-cand", limit=10, wait=True, timeout=120)
+    run_id = replay(stack.settings, "an-cand", limit=10, wait=True, timeout=120,
+                    progress=Progress)
     rows = stack.query(f"SELECT role, count() AS n FROM interactions FINAL "
                        f"WHERE run_id = '{run_id}' GROUP BY role")
     assert rows == [{"role": "replay", "n": 10}]
