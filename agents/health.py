@@ -352,7 +352,7 @@ def retest_verdict(rows: Sequence[Mapping[str, Any]], sent: int, *, min_success_
 
 def retest_backoff(failed_retests: int, base_s: float, max_s: float) -> float:
     """Seconds to wait before the next re-test: doubles after each failed one, capped."""
-    return min(max_s, base_s * (2 ** max(0, failed_retests)))
+    return min(max_s, base_s * (2.0 ** max(0, failed_retests)))
 
 
 def tracker_from_config(quarantine: Any, slo: Any) -> HealthTracker:

@@ -68,7 +68,8 @@ def backoff_s(policy: RestartPolicy, deaths_in_window: int) -> float:
     if deaths_in_window <= 0:
         return 0.0
     # 2**k overflows for huge k long before the cap matters: cap the exponent too.
-    return min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** min(deaths_in_window - 1, 62))
+    return min(policy.backoff_max_s,
+               policy.backoff_initial_s * 2.0 ** min(deaths_in_window - 1, 62))
 
 
 def decide(policy: RestartPolicy, deaths: Sequence[float], now: float) -> Decision:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,7 +67,8 @@ class Window:
                    d.get("scope", "sliding"))
 
 
-def metrics_from_rows(version_id: str, interactions: dict, agreement: dict | None) -> VersionMetrics:
+def metrics_from_rows(version_id: str, interactions: Mapping[str, Any],
+                      agreement: Mapping[str, Any] | None) -> VersionMetrics:
     agreement = agreement or {}
     return VersionMetrics(
         version_id=version_id, n=int(interactions.get("n") or 0),
@@ -79,10 +81,13 @@ def metrics_from_rows(version_id: str, interactions: dict, agreement: dict | Non
         cost_sumsq=float(interactions.get("cost_sumsq") or 0.0))
 
 
-def metrics_from_results(candidate: str, stable: str | None, rows: dict[str, list[dict]]
+Rows = Mapping[str, Sequence[Mapping[str, Any]]]  # query name -> result rows
+
+
+def metrics_from_results(candidate: str, stable: str | None, rows: Rows
                          ) -> tuple[VersionMetrics, VersionMetrics | None]:
     """The query results of infra.queries.measurement (name -> rows) as the gates' inputs."""
-    def first(name: str) -> dict:
+    def first(name: str) -> Mapping[str, Any]:
         got = rows.get(name) or []
         return got[0] if got else {}
 
@@ -141,7 +146,7 @@ def _ms(value: datetime) -> datetime:
 
 def gate_config(cfg: RotationConfig, gate_name: str) -> GateConfig:
     gates = getattr(cfg, gate_name)
-    if gates is None:
+    if not isinstance(gates, GateConfig):
         raise ValueError(f"rotation has no gate set {gate_name!r}")
     return gates
 
@@ -289,7 +294,7 @@ def _transition(registry: Registry, proposal: Proposal, verdict: str, why: str,
 
 # -- explain: the same decision again ----------------------------------------------------------
 
-def reevaluate(evidence: dict[str, Any], rows: dict[str, list[dict]],
+def reevaluate(evidence: dict[str, Any], rows: Rows,
                cfg: RotationConfig | None = None) -> dict[str, Any]:
     """Re-judge a stored rotation decision on freshly queried rows (name -> rows of the
     stored SQL): with the stored gate config, and with `cfg`'s gate set when given.
@@ -299,7 +304,7 @@ def reevaluate(evidence: dict[str, Any], rows: dict[str, list[dict]],
     """
     gate_set = evidence.get("gate_set")
     stored_cfg = GateConfig.model_validate(evidence.get("config") or {})
-    candidate_id = evidence.get("candidate")
+    candidate_id = str(evidence.get("candidate"))
     stable_id = evidence.get("stable_version")
     cand, stab = metrics_from_results(candidate_id, stable_id, rows)
     dwell = evidence.get("dwell_s")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -35,14 +36,14 @@ class JoinStats:
     evicted: int = 0  # dropped for room before they completed or expired
 
 
-class _Pending(TTLCache):
+class _Pending(TTLCache[str, Any]):
     """A TTLCache that counts the entries it drops for room (its popitem on a full cache)."""
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float], stats: JoinStats):
         super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
         self._stats = stats
 
-    def popitem(self):
+    def popitem(self) -> tuple[str, Any]:
         item = super().popitem()
         self._stats.evicted += 1
         return item

@@ -93,7 +93,7 @@ def evaluate(version_id: str, row: Mapping[str, Any], objectives: SloObjectives,
     }
     judged = n >= min_samples
     exhausted = [k for k in OBJECTIVES
-                 if judged and budgets[k] is not None and budgets[k] <= 0]
+                 if judged and (left := budgets[k]) is not None and left <= 0]
     status = "insufficient_data" if not judged else ("exhausted" if exhausted else "ok")
 
     def num(x: float | None) -> float | None:

@@ -10,7 +10,7 @@ dips below it for some rates, see tests/test_stats.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from statistics import NormalDist
 
 
@@ -155,7 +155,7 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     return betainc(n - k, k + 1, 1.0 - p)
 
 
-def _solve(f, target: float, lo: float = 0.0, hi: float = 1.0) -> float:
+def _solve(f: Callable[[float], float], target: float, lo: float = 0.0, hi: float = 1.0) -> float:
     """The p in [lo, hi] with f(p) = target, for f decreasing in p (bisection)."""
     for _ in range(100):
         mid = (lo + hi) / 2.0
