@@ -148,7 +148,7 @@ class LiteLLMBackend:
         kwargs: dict[str, Any] = {
             "model": p.model, "messages": messages, "temperature": p.temperature,
             "max_tokens": p.max_tokens, "timeout": p.request_timeout_s,
-            "num_retries": 0, "max_retries": 0,  # our loop retries, with backoff
+            "num_retries": 0, "max_retries": 0,  # we retry (tenacity, _complete), with backoff
             "drop_params": True,  # e.g. a seed where the provider has none
         }
         if p.seed is not None:
