@@ -246,3 +246,30 @@ def test_backend_refuses_bad_params_and_a_missing_state(tmp_path):
         build_backend(VersionSpec(id="l", backend="learner", params={"bogus": 1}))
     with pytest.raises(ConfigError):
         build_backend(VersionSpec(id="l", backend="learner", params={"takeover": 0}))
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def test_cli_eval_prequential(tmp_path, monkeypatch, capsys):
+    import json
+
+    from agents.learning.data import write_rows
+    from streams.cli import main as cli
+
+    from .conftest import isolate_env
+
+    isolate_env(monkeypatch, tmp_path / "home", "learner.")
+    data = tmp_path / "rows.jsonl"
+    write_rows(data, mldata.rows(8, ("org/one", "org/two")))
+    out, png = tmp_path / "report.json", tmp_path / "curve.png"
+    assert cli(["eval", "--dataset", str(data), "--protocol", "prequential", "--warmup", "10",
+                "--refit-every", "10", "--plot", str(png), "--out", str(out),
+                "--format", "json"]) == 0
+    report = json.loads(out.read_text())
+    assert report["protocol"] == "prequential" and report["warmup"] == 10
+    assert set(report) >= {"accuracy", "macro_f1", "per_repo", "curve", "loro", "takeover"}
+    assert [p["labels"] for p in report["per_repo"]["org/one"]["curve"]] == [0, 10]
+    assert png.stat().st_size > 1000
+    assert json.loads(capsys.readouterr().out)["accuracy"] == report["accuracy"]
+    assert cli(["eval", "--dataset", str(data), "--protocol", "static"]) != 0  # needs --version

@@ -100,7 +100,8 @@ class LearnerBackend:
             out.append(self._prediction(change, proba[i], repos.get(change.repo) or {}, subject))
         return out
 
-    def _prediction(self, change: NormalizedChange, p, entry: dict, subject) -> Prediction:
+    def _prediction(self, change: NormalizedChange, p: Any, entry: dict[str, Any],
+                    subject: Any) -> Prediction:
         from ..learning.learner import LABELS
 
         if not all(0.0 <= float(x) <= 1.0 for x in p):

@@ -13,7 +13,7 @@ vector is missing from the cache.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,8 @@ class EmbeddingCache:
         np.save(tmp, np.asarray(vec, dtype=np.float32))
         tmp.replace(path)
 
-    def vectors(self, changes: Sequence[NormalizedChange], progress=None) -> np.ndarray:
+    def vectors(self, changes: Sequence[NormalizedChange],
+                progress: Callable[[int, int], object] | None = None) -> np.ndarray:
         from .text import build_text
 
         out = np.zeros((len(changes), DIM), dtype=np.float32)

@@ -10,7 +10,7 @@ scikit-learn's HashingVectorizer: stateless, identical across processes):
   also in the body: intake masks, `text_fields` masks again);
 - `paths`: each changed path's tokens, directories, file name, extension and path kind
   (`docs`, `test`, `build_ci`, `code`), plus the change's size bucket;
-- `diff`: word unigrams and bigrams of the changed lines (`text.changed_lines`);
+- `diff`: words of the changed lines (`text.changed_lines`, the first 2,000);
 - `numeric`: `text.features` (12 values in [0, ~1.5]).
 A fit turns counts into TF-IDF (sublinear tf, idf over the training rows), L2-normalises every
 field on its own and scales it by its weight. With `embeddings`, the rows' MiniLM vectors are
@@ -31,9 +31,10 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse  # type: ignore[import-untyped]
 
 from schemas import CHANGE_TYPES, NormalizedChange
 
@@ -59,7 +60,7 @@ class LearnerParams:
     max_iter: int = 300
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> LearnerParams:
+    def from_dict(cls, data: dict[str, Any] | None) -> LearnerParams:
         data = dict(data or {})
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
@@ -114,7 +115,7 @@ def field_tokens(change: NormalizedChange) -> tuple[list[str], list[str], list[s
     message, _summary, _diff = text_fields(change)
     diff_words = [w for ln in changed_lines(change.diff).split("\n") if not ln.startswith("file: ")
                   for w in _words(ln)]
-    return _grams(_words(message)), path_tokens(_paths(change)), _grams(diff_words[:1500])
+    return _grams(_words(message)), path_tokens(_paths(change)), diff_words[:2000]
 
 
 def featurize(changes: Sequence[NormalizedChange]) -> sparse.csr_matrix:
@@ -158,7 +159,8 @@ def fit_idf(counts: sparse.csr_matrix) -> np.ndarray:
     """Smoothed idf per column over these rows (columns never seen get the maximum)."""
     n = counts.shape[0]
     df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
-    return np.log((1.0 + n) / (1.0 + df)) + 1.0
+    out: np.ndarray = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    return out
 
 
 def weigh(counts: sparse.csr_matrix, idf: np.ndarray, params: LearnerParams) -> sparse.csr_matrix:
@@ -174,9 +176,9 @@ def weigh(counts: sparse.csr_matrix, idf: np.ndarray, params: LearnerParams) -> 
     field_of = np.searchsorted(np.array([offsets[f] for f in FIELDS] + [numeric]),
                                x.indices, side="right") - 1  # 0..2 text fields, 3 numeric
     row_of = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-    sq = np.zeros((x.shape[0], len(FIELDS) + 1))
-    np.add.at(sq, (row_of, field_of), x.data ** 2)
-    norms = np.sqrt(sq)
+    k = len(FIELDS) + 1
+    norms = np.sqrt(np.bincount(row_of * k + field_of, weights=x.data ** 2,
+                                minlength=x.shape[0] * k)).reshape(x.shape[0], k)
     scale = np.array([weights[f] for f in FIELDS] + [params.numeric_weight])
     denom = np.where(field_of < len(FIELDS), norms[row_of, field_of], 1.0)
     x.data = x.data / np.where(denom > 0, denom, 1.0) * scale[field_of]
@@ -208,13 +210,14 @@ class LinearModel:
     classes: list[str]
     coef: sparse.csr_matrix | np.ndarray
     intercept: np.ndarray
-    card: dict = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
 
     def scores(self, counts: sparse.csr_matrix, embeddings: np.ndarray | None = None) -> np.ndarray:
         x = design(counts, self.idf, self.params, embeddings)
         coef = self.coef
-        z = np.asarray((x @ coef.T).todense() if sparse.issparse(coef) else x @ coef.T)
-        return z + self.intercept
+        z: np.ndarray = np.asarray((x @ coef.T).todense() if sparse.issparse(coef) else x @ coef.T)
+        out: np.ndarray = z + self.intercept
+        return out
 
     def predict_proba(self, counts: sparse.csr_matrix,
                       embeddings: np.ndarray | None = None) -> np.ndarray:
@@ -297,7 +300,7 @@ def fit(counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
         w = w * np.asarray(sample_weight, dtype=np.float64)
     w = w * (len(w) / w.sum())  # mean weight 1: C means the same at any mix
     used = np.unique(x.indices)  # fit on the columns these rows use: fewer parameters
-    clf = LogisticRegression(C=params.c, max_iter=params.max_iter, tol=1e-4, solver="lbfgs")
+    clf = LogisticRegression(C=params.c, max_iter=params.max_iter, tol=1e-3, solver="lbfgs")
     clf.fit(x[:, used], labels, sample_weight=w)
     full = np.zeros((clf.coef_.shape[0], x.shape[1]))
     full[:, used] = clf.coef_
@@ -372,7 +375,8 @@ class LearnerStrategy:
     def fit_base(self, rows: Sequence[int]) -> tuple[LinearModel, list[int]]:
         return self._fit(rows, self.params), list(rows)
 
-    def fit_local(self, base, rows: Sequence[int]) -> dict[str, LinearModel]:
+    def fit_local(self, base: tuple[LinearModel, list[int]],
+                  rows: Sequence[int]) -> dict[str, LinearModel]:
         out = {"local": self._fit(rows, self.local_params)}
         if self.mode == "pooled":
             _model, base_rows = base
@@ -381,7 +385,8 @@ class LearnerStrategy:
             out["pooled"] = self._fit(both, self.params, weight)
         return out
 
-    def predict(self, base, local, seen: int, rows: Sequence[int]) -> dict[str, list[str]]:
+    def predict(self, base: tuple[LinearModel, list[int]], local: dict[str, LinearModel] | None,
+                seen: int, rows: Sequence[int]) -> dict[str, list[str]]:
         model, _rows = base
         g = self._proba(model, rows)
         out = {"global": argmax_labels(g)}

@@ -87,7 +87,8 @@ class LearnerStore:
     def manifest(self) -> dict[str, Any]:
         path = self.dir / "state.json"
         try:
-            return json.loads(path.read_text())
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
         except FileNotFoundError:
             return {}
         except ValueError as exc:
