@@ -5,6 +5,8 @@
                     [--pool-other-repos]
     reviewbus eval --dataset FILE.jsonl --version V [--protocol static|temporal|loro]
                    [--pool-other-repos]
+    reviewbus eval --dataset FILE.jsonl --protocol prequential [--warmup 100] [--refit-every 50]
+                   [--plot FILE.png]
     reviewbus jobs [--format table|json]
 """
 
@@ -53,9 +55,17 @@ def register(cmd) -> None:
     sp = cmd("eval", cmd_eval, "evaluate a version on a labelled dataset")
     sp.add_argument("--dataset", type=Path, required=True,
                     help="JSONL(.gz): message, diff, files, label")
-    sp.add_argument("--version", required=True,
-                    help="version id (versions file or registry), or an adapter directory")
-    sp.add_argument("--protocol", choices=("static", "temporal", "loro"), default="static")
+    sp.add_argument("--version",
+                    help="version id (versions file or registry), or an adapter directory "
+                         "(required except with --protocol prequential)")
+    sp.add_argument("--protocol", choices=("static", "temporal", "loro", "prequential"),
+                    default="static")
+    sp.add_argument("--warmup", type=int, default=100,
+                    help="prequential: commits per repository answered by the global base alone")
+    sp.add_argument("--refit-every", type=int, default=50,
+                    help="prequential: refit the repository's own model every N labels")
+    sp.add_argument("--plot", type=Path, metavar="FILE.png",
+                    help="prequential: draw the learning curve")
     sp.add_argument("--train-fraction", type=float, default=0.7)
     sp.add_argument("--pool-other-repos", action="store_true",
                     help="temporal: each fold also trains on the other repositories' commits "
@@ -109,6 +119,23 @@ def cmd_train(args, settings: Settings) -> int:
 
 
 def cmd_eval(args, settings: Settings) -> int:
+    if args.protocol == "prequential":  # the continuous learner (agents/learning/online_eval.py)
+        from agents.learning import online_eval
+
+        report = online_eval.evaluate_dataset(
+            args.dataset, args.warmup, args.refit_every,
+            learning.json_object(args.params, "--params"), args.repos, args.limit, args.version,
+            log=_log)
+        if args.plot:
+            online_eval.plot_curve({report["version"]: report["curve"]}, args.plot)
+        if args.out:
+            args.out.write_text(to_json(report))
+        print(to_json(report) if args.format == "json" else online_eval.render(report))
+        return 0
+    if not args.version:
+        from agents.errors import ConfigError
+
+        raise ConfigError(f"--version is required with --protocol {args.protocol}")
     report = learning.evaluate(
         settings, args.version, args.dataset, protocol=args.protocol,
         train_fraction=args.train_fraction, batch_size=args.batch_size, repos=args.repos,
