@@ -40,11 +40,6 @@ LATENCY_SAMPLE = 20_000
 S = VersionState
 
 
-def quote(value: str) -> str:
-    """A ClickHouse string literal (values are ids we validated, but never trust that)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 @dataclass(frozen=True)
 class Window:
     """[start, end) in UTC; `scope` says how it was chosen."""
