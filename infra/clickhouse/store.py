@@ -125,14 +125,14 @@ class Store:
             raise StoreUnavailable(f"fault injection: inserts fail while {self.fault_file} "
                                    "exists (REVIEWBUS_FAULT_STORE_DOWN_FILE)")
         batch: dict[str, list[Row]] = {}
-        fresh: list[tuple[str, str]] = []
+        fresh: dict[tuple[str, str], None] = {}  # ordered and O(1): batches are thousands
         for event in events:
             key = (type(event).__name__, event.event_id)
             if key in self._seen or key in fresh:
                 continue
             for table, row in rows_for(event):
                 batch.setdefault(table, []).append(row)
-            fresh.append(key)
+            fresh[key] = None
         written = 0
         for table, rows in batch.items():
             columns = list(rows[0])

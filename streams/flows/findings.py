@@ -1,11 +1,13 @@
-"""findings: publish the served result of each request to the topic users subscribe to."""
+"""findings: the ReviewFindings users subscribe to, built from a served, ok InferenceResult.
+
+Published by the inference hop that holds the result (it used to be an agent of its own on
+`results`: one hop, one parse and one produce-and-ack more per event for nothing)."""
 
 from __future__ import annotations
 
-from schemas import InferenceResult, ReviewFindings, Status
+from schemas import InferenceResult, ReviewFindings
 
-from ..context import AppContext, emit, log
-from ..metrics import EVENTS
+from ..context import AppContext
 
 
 def review_findings(r: InferenceResult) -> ReviewFindings:
@@ -18,15 +20,5 @@ def review_findings(r: InferenceResult) -> ReviewFindings:
 
 
 def register(ctx: AppContext) -> None:
-    @ctx.agent(ctx.topics.results, name="findings")
-    async def findings(stream):
-        async for event in stream.events():
-            try:
-                result = InferenceResult.model_validate_json(event.value)
-                # Failed served results are healing's business: it falls back or reports.
-                if result.role.serves_users and result.status == Status.ok:
-                    await emit([(ctx.topics.findings, result.repo, review_findings(result))])
-                    EVENTS.labels(agent="findings", outcome="published").inc()
-            except Exception as exc:
-                log.exception("findings failed on one event")
-                await ctx.send_to_dlq(event, repr(exc), "findings")
+    """No agent any more: inference publishes the findings of the results it produces
+    (streams/flows/inference.py outputs_for), one hop fewer with nothing lost."""

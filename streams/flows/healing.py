@@ -32,6 +32,7 @@ from infra.kafka import client_kwargs, consumer_lag
 from schemas import AcceptedChange, FailureEvent, HealingAction, ReviewFindings, Role, Status
 
 from .. import names
+from ..batching import dead_letter_all, run_batches
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS
 
@@ -66,19 +67,20 @@ def plan(ctx: AppContext, failure: FailureEvent) -> list:
 
 
 def register(ctx: AppContext) -> None:
+    def handle(event) -> list:
+        failure = FailureEvent.model_validate_json(event.value)
+        if failure.request is None:
+            return []
+        EVENTS.labels(agent="healing", outcome="handled").inc()
+        return plan(ctx, failure)
+
+    async def dead_letter(events, exc: Exception) -> None:
+        await dead_letter_all(ctx, events, repr(exc), "healing")
+
     @ctx.agent(ctx.topics.failures, name="healing")
     async def healing(stream):
         await ctx.registry.ready.wait()
-        async for event in stream.events():
-            try:
-                failure = FailureEvent.model_validate_json(event.value)
-                if failure.request is not None:
-                    await emit(plan(ctx, failure))
-                    EVENTS.labels(agent="healing", outcome="handled").inc()
-            except Exception as exc:
-                log.exception("healing failed on one event")
-                with contextlib.suppress(Exception):
-                    await ctx.send_to_dlq(event, repr(exc), "healing")
+        await run_batches(ctx, stream, "healing", handle, on_send_error=dead_letter)
 
     @ctx.timer(ctx.config.inference.reconcile_interval_s, name="reconcile", on_leader=True)
     async def reconcile_timer() -> None:

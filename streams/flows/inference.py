@@ -33,6 +33,7 @@ from schemas import (
 
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS, INFERENCE_SECONDS
+from .findings import review_findings
 from .healing import plan
 from .quarantine import NO_TRAFFIC
 
@@ -95,7 +96,12 @@ def failure_for(result: InferenceResult, request: InferenceRequest) -> FailureEv
 
 
 def outputs_for(ctx: AppContext, result: InferenceResult, request: InferenceRequest) -> list:
+    """The result; its findings when it serves users and is ok (this hop holds the result, so
+    it publishes them: no findings hop, see docs/concepts/architecture.md); a failure if not."""
     out = [(ctx.topics.results, result.request_id, result)]
+    if result.role.serves_users and result.status == Status.ok:
+        out.append((ctx.topics.findings, result.repo, review_findings(result)))
+        EVENTS.labels(agent="inference", outcome="published").inc()
     if result.status != Status.ok:
         out.append((ctx.topics.failures, result.version_id, failure_for(result, request)))
     return out

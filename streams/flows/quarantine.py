@@ -21,7 +21,6 @@ root cause on record (QuarantineEvent + LifecycleEvent); it leaves by a half-ope
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from schemas import (
     VersionState,
 )
 
+from ..batching import run_batches
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS, LIFECYCLE
 
@@ -152,28 +152,28 @@ def outcome_of(result: InferenceResult) -> Outcome:
                       error=result.error, request_id=result.request_id)
 
 
+async def judge(ctx: AppContext, event) -> list:
+    """One result: observed by the health tracker; a verdict quarantines (rare: awaited)."""
+    result = InferenceResult.model_validate_json(event.value)
+    if result.run_id:  # replays and re-tests measure, they do not judge
+        return []
+    registry = ctx.registry.registry
+    entry = registry.versions.get(result.version_id)
+    if entry is None or entry.state in NO_TRAFFIC:
+        return []
+    verdict = ctx.health.observe(result.version_id, outcome_of(result),
+                                 stable=stable_version(registry))
+    if verdict is not None:
+        trigger, evidence = verdict
+        if result.status != Status.ok:
+            evidence["last_error"] = (result.error or result.status.value)[:300]
+        await quarantine(ctx, result.version_id, trigger, evidence)
+    return []
+
+
 async def judge_results(ctx: AppContext, stream) -> None:
     await ctx.registry.ready.wait()
-    async for event in stream.events():
-        try:
-            result = InferenceResult.model_validate_json(event.value)
-            if result.run_id:  # replays and re-tests measure, they do not judge
-                continue
-            registry = ctx.registry.registry
-            entry = registry.versions.get(result.version_id)
-            if entry is None or entry.state in NO_TRAFFIC:
-                continue
-            verdict = ctx.health.observe(result.version_id, outcome_of(result),
-                                         stable=stable_version(registry))
-            if verdict is not None:
-                trigger, evidence = verdict
-                if result.status != Status.ok:
-                    evidence["last_error"] = (result.error or result.status.value)[:300]
-                await quarantine(ctx, result.version_id, trigger, evidence)
-        except Exception as exc:
-            log.exception("quarantine failed on one event")
-            with contextlib.suppress(Exception):
-                await ctx.send_to_dlq(event, repr(exc), "quarantine")
+    await run_batches(ctx, stream, "quarantine", lambda event: judge(ctx, event))
 
 
 # ---- registry changes ------------------------------------------------------------------------

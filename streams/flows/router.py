@@ -1,4 +1,5 @@
-"""router: send each accepted change to its serving version and mirror it to shadows."""
+"""router: send each accepted change to its serving version and mirror it to shadows
+(batched: streams/batching.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from agents.intake import cohort_of
 from agents.routing import mirrors, plan_route
 from schemas import AcceptedChange, InferenceRequest, ReviewFindings, Role, Status
 
-from ..context import AppContext, emit, log
+from ..batching import dead_letter_all, run_batches
+from ..context import AppContext
 from ..metrics import EVENTS
 
 
@@ -34,18 +36,22 @@ def unserved(accepted: AcceptedChange) -> ReviewFindings:
 
 
 def register(ctx: AppContext) -> None:
+    inference = ctx.topics.inference
+
+    def handle(event) -> list:
+        accepted = AcceptedChange.model_validate_json(event.value)
+        requests = [r for r in requests_for(ctx, accepted) if r.version_id in inference]
+        out: list = []
+        if not any(r.role != Role.shadow for r in requests):
+            out.append((ctx.topics.findings, accepted.change.repo, unserved(accepted)))
+        out += [(inference[r.version_id], r.request_id, r) for r in requests]
+        EVENTS.labels(agent="router", outcome="routed").inc()
+        return out
+
+    async def dead_letter(events, exc: Exception) -> None:
+        await dead_letter_all(ctx, events, repr(exc), "router")
+
     @ctx.agent(ctx.topics.accepted, name="router")
     async def router(stream):
         await ctx.registry.ready.wait()
-        inference = ctx.topics.inference
-        async for event in stream.events():
-            try:
-                accepted = AcceptedChange.model_validate_json(event.value)
-                requests = [r for r in requests_for(ctx, accepted) if r.version_id in inference]
-                if not any(r.role != Role.shadow for r in requests):
-                    await emit([(ctx.topics.findings, accepted.change.repo, unserved(accepted))])
-                await emit([(inference[r.version_id], r.request_id, r) for r in requests])
-                EVENTS.labels(agent="router", outcome="routed").inc()
-            except Exception as exc:
-                log.exception("router failed on one event")
-                await ctx.send_to_dlq(event, repr(exc), "router")
+        await run_batches(ctx, stream, "router", handle, on_send_error=dead_letter)

@@ -6,11 +6,14 @@ no Faust table); `results` is keyed by request id, so each worker joins the part
 
 from __future__ import annotations
 
+import orjson
+
 from agents.routing import answering_versions, cohort_key, stable_version
 from agents.shadow import compare_results
 from schemas import InferenceResult, Role
 
-from ..context import AppContext, emit, log
+from ..batching import dead_letter_all, run_batches
+from ..context import AppContext
 from ..metrics import EVENTS, SHADOW_JOIN_DROPPED, SHADOW_JOIN_PENDING
 
 COMPARED_ROLES = (Role.primary, Role.shadow, Role.canary)
@@ -19,10 +22,15 @@ COMPARED_ROLES = (Role.primary, Role.shadow, Role.canary)
 def answering(ctx: AppContext, result: InferenceResult) -> set[str]:
     """The versions that answer this request while the registry stays as it is (those behind
     an open circuit get no copy); the result's own version always counts."""
+    return _answering(ctx, result.repo, result.pull_request, result.sha, result.version_id)
+
+
+def _answering(ctx: AppContext, repo: str, pull_request: int | None, sha: str,
+               version_id: str) -> set[str]:
     registry = ctx.registry.registry
-    cohort = cohort_key(result.repo, result.pull_request, result.sha)
-    out = set(answering_versions(registry, cohort, repo=result.repo or None))
-    return (out - ctx.unavailable()) | {result.version_id}
+    cohort = cohort_key(repo, pull_request, sha)
+    out = set(answering_versions(registry, cohort, repo=repo or None))
+    return (out - ctx.unavailable()) | {version_id}
 
 
 def comparisons_for(ctx: AppContext, result: InferenceResult, entry: dict[str, str]) -> list:
@@ -52,27 +60,36 @@ def publish_join_metrics(ctx: AppContext) -> None:
 
 
 def register(ctx: AppContext) -> None:
+    def handle(event) -> list:
+        # Most results compare with nothing yet: read the few fields the join needs with
+        # orjson, and build the pydantic model only for a pair (bench/parse.py: the model is
+        # what costs).
+        head = orjson.loads(event.value)
+        if head.get("role") not in COMPARED_ROLES or head.get("run_id"):
+            return []
+        stable = stable_version(ctx.registry.registry)
+        if stable is None:
+            return []
+        version = head["version_id"]
+        entry = ctx.shadow_join.add(
+            head["request_id"], version, event.value.decode(),
+            _answering(ctx, head.get("repo") or "", head.get("pull_request"),
+                       head.get("sha") or "", version))
+        if (version == stable and len(entry) < 2) or (version != stable and stable not in entry):
+            return []
+        outputs = comparisons_for(ctx, InferenceResult.model_validate_json(event.value), entry)
+        if outputs:
+            EVENTS.labels(agent="shadow", outcome="compared").inc(len(outputs))
+        return outputs
+
+    async def dead_letter(events, exc: Exception) -> None:
+        await dead_letter_all(ctx, events, repr(exc), "shadow")
+
     @ctx.agent(ctx.topics.results, name="shadow")
     async def shadow(stream):
         await ctx.registry.ready.wait()
-        async for event in stream.events():
-            try:
-                result = InferenceResult.model_validate_json(event.value)
-                if result.role not in COMPARED_ROLES or result.run_id:
-                    continue
-                if stable_version(ctx.registry.registry) is None:
-                    continue
-                entry = ctx.shadow_join.add(result.request_id, result.version_id,
-                                            event.value.decode(), answering(ctx, result))
-                outputs = comparisons_for(ctx, result, entry)
-                if outputs:
-                    await emit(outputs)
-                    EVENTS.labels(agent="shadow", outcome="compared").inc(len(outputs))
-            except Exception as exc:
-                log.exception("shadow failed on one event")
-                await ctx.send_to_dlq(event, repr(exc), "shadow")
-            finally:
-                publish_join_metrics(ctx)
+        await run_batches(ctx, stream, "shadow", handle, on_send_error=dead_letter,
+                          after=lambda: publish_join_metrics(ctx))
 
     @ctx.timer(ctx.config.shadow.expire_interval_s, name="shadow_join_expiry")
     async def expire_joins() -> None:

@@ -1,0 +1,123 @@
+"""streams/batching.py: a batch's outputs are all on the broker before any source is acked,
+sources are acked in the order taken, and one bad event is dead-lettered with its reason while
+the rest of the batch goes on (no broker: fake stream, topics and context)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from agents.settings import Settings
+from streams.batching import run_batches
+
+
+class FakeTopic:
+    """send() returns at once with a future the 'broker' resolves later, like aiokafka."""
+
+    def __init__(self, log: list) -> None:
+        self.log, self.pending = log, []
+
+    async def send(self, key, value, force):
+        fut = asyncio.get_running_loop().create_future()
+        self.pending.append(fut)
+
+        def acked() -> None:
+            self.log.append(("acked-by-broker", value))
+            fut.set_result(None)
+
+        asyncio.get_running_loop().call_later(0.01, acked)
+        self.log.append(("sent", value))
+        return fut
+
+
+class FakeStream:
+    def __init__(self, batches: list[list], log: list) -> None:
+        self.batches, self.log, self.taken = batches, log, []
+
+    async def noack_take(self, n, within):
+        self.taken.append((n, within))
+        for batch in self.batches:
+            yield batch
+
+    async def ack(self, event) -> None:
+        self.log.append(("ack", event.value))
+
+
+def event(value: bytes, offset: int):
+    return SimpleNamespace(value=value, message=SimpleNamespace(topic="in", partition=0,
+                                                                offset=offset, key=None))
+
+
+def fake_ctx(log: list):
+    dlq: list = []
+
+    async def send_to_dlq(ev, error, agent):
+        dlq.append((ev.value, error, agent))
+        log.append(("dlq", ev.value))
+
+    return SimpleNamespace(settings=Settings(batch_max=3, batch_within_s=0.005),
+                           send_to_dlq=send_to_dlq), dlq
+
+
+def test_acks_follow_every_broker_ack_and_keep_the_order_taken():
+    log: list = []
+    out = FakeTopic(log)
+    ctx, dlq = fake_ctx(log)
+    batches = [[event(b"a", 0), event(b"b", 1), event(b"c", 2)], [event(b"d", 3)]]
+    stream = FakeStream(batches, log)
+
+    def handle(ev):
+        return [(out, None, ev.value + b"1"), (out, None, ev.value + b"2")]
+
+    asyncio.run(run_batches(ctx, stream, "t", handle))
+    assert stream.taken == [(3, 0.005)]  # the settings' N and T, with a `within`
+    assert dlq == []
+    acks = [v for kind, v in log if kind == "ack"]
+    assert acks == [b"a", b"b", b"c", b"d"]  # in the order taken
+    first_ack = log.index(("ack", b"a"))
+    # every output of the first batch was on the broker before its first source was acked
+    broker = [v for kind, v in log[:first_ack] if kind == "acked-by-broker"]
+    assert sorted(broker) == sorted([b"a1", b"a2", b"b1", b"b2", b"c1", b"c2"])
+    # ... and all six were sent before the first broker ack came back: sent without awaiting
+    sends = [i for i, (kind, _) in enumerate(log) if kind == "sent"][:6]
+    assert max(sends) < log.index(next(x for x in log if x[0] == "acked-by-broker"))
+
+
+def test_one_bad_event_is_dead_lettered_with_its_reason_and_the_batch_goes_on():
+    log: list = []
+    out = FakeTopic(log)
+    ctx, dlq = fake_ctx(log)
+    stream = FakeStream([[event(b"a", 0), event(b"bad", 1), event(b"c", 2)]], log)
+
+    def handle(ev):
+        if ev.value == b"bad":
+            raise ValueError("not a commit")
+        return [(out, None, ev.value + b"!")]
+
+    asyncio.run(run_batches(ctx, stream, "intake", handle,
+                            reason=lambda exc: f"invalid: {exc}", expected=(ValueError,)))
+    assert dlq == [(b"bad", "invalid: not a commit", "intake")]
+    assert [v for kind, v in log if kind == "acked-by-broker"] == [b"a!", b"c!"]
+    assert [v for kind, v in log if kind == "ack"] == [b"a", b"bad", b"c"]
+
+
+def test_a_refused_batch_runs_on_send_error_and_is_still_acked_in_order():
+    log: list = []
+    ctx, dlq = fake_ctx(log)
+
+    class Refusing:
+        async def send(self, key, value, force):
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(OSError("broker gone"))
+            return fut
+
+    refused: list = []
+
+    async def on_send_error(events, exc):
+        refused.extend((e.value, repr(exc)) for e in events)
+
+    stream = FakeStream([[event(b"a", 0), event(b"b", 1)]], log)
+    asyncio.run(run_batches(ctx, stream, "router", lambda ev: [(Refusing(), None, ev.value)],
+                            on_send_error=on_send_error))
+    assert [v for v, _ in refused] == [b"a", b"b"]
+    assert [v for kind, v in log if kind == "ack"] == [b"a", b"b"]
