@@ -36,6 +36,8 @@ EMBEDDING_ONLY = {"message_weight": 0.0, "paths_weight": 0.0, "diff_weight": 0.0
 CONFIGS: dict[str, dict] = {
     "lexical": {"params": LEXICAL, "mode": "blend"},
     "lexical-local-only": {"params": LEXICAL, "mode": "blend", "half": 0.0},
+    "lexical-adaptive": {"params": LEXICAL, "mode": "adaptive"},
+    "combo-adaptive": {"params": {"embedding_weight": 0.5}, "mode": "adaptive"},
     "lexical-pooled": {"params": LEXICAL, "mode": "pooled", "own_weight": 3.0},
     "lexical-c10": {"params": {"c": 10.0}, "mode": "blend"},
     "lexical-half30": {"params": LEXICAL, "mode": "blend", "half": 30.0},
@@ -53,6 +55,36 @@ def state_size(examples, params) -> int:
     return len(base.to_bytes()) + sum(len(m.to_bytes()) for m in own.values())
 
 
+def scope_agreement(dataset: Path, history: int = 400) -> dict:
+    """The suggested subject's scope against the real one, prequentially: per repository in
+    author-date order, the scope from the newest `history` earlier commits' paths
+    (subject.scope_from_history), else from the paths alone; no scope counts as a scope."""
+    from agents.learning import subject
+    from agents.learning.data import date_key, read_rows
+
+    repos: dict[str, list[dict]] = {}
+    for _n, row in read_rows(dataset):
+        repos.setdefault(str(row.get("repo")), []).append(row)
+    per_repo = {}
+    for repo, rows in sorted(repos.items()):
+        rows.sort(key=lambda r: (date_key(str(r.get("author_date") or "")), str(r.get("id"))))
+        past: list[tuple[list[str], str | None]] = []
+        hits = rule_hits = 0
+        for r in rows:
+            paths = [f["path"] for f in r.get("files") or []]
+            found, scope = subject.scope_from_history(paths, past[-history:])
+            rule = subject.scope_from_paths(paths)
+            hits += (scope if found else rule) == r.get("scope")
+            rule_hits += rule == r.get("scope")
+            past.append((paths, r.get("scope")))
+        per_repo[repo] = {"n": len(rows), "scope_agreement": round(hits / len(rows), 4),
+                          "rule_only": round(rule_hits / len(rows), 4)}
+    k = len(per_repo)
+    return {"scope_agreement": round(sum(v["scope_agreement"] for v in per_repo.values()) / k, 4),
+            "rule_only": round(sum(v["rule_only"] for v in per_repo.values()) / k, 4),
+            "per_repo": per_repo}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_learner")
     p.add_argument("--dataset", type=Path, default=DATASET)
@@ -63,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-loro", action="store_true")
     p.add_argument("--no-size", action="store_true")
     p.add_argument("--label", default="")
+    p.add_argument("--scopes-only", action="store_true",
+                   help="only measure the suggested subject's scope agreement")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.scopes_only:
+        print(json.dumps(scope_agreement(args.dataset), indent=1))
+        return 0
     from agents.learning.data import load_examples
     from agents.learning.embeddings import EmbeddingCache
     from agents.learning.online_eval import evaluate_prequential, plot_curve, table
@@ -102,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
               f"predictors {report['predictors']}, LORO {lo.get('accuracy')} / "
               f"{lo.get('macro_f1')}, refit {report['refit_seconds_mean']} s, takeover "
               f"{report['takeover']}, state {report.get('state_bytes')} B", flush=True)
+    out["scopes"] = scope_agreement(args.dataset)
     out["load_after"] = os.getloadavg()[0]
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)

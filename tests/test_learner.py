@@ -273,3 +273,16 @@ def test_cli_eval_prequential(tmp_path, monkeypatch, capsys):
     assert png.stat().st_size > 1000
     assert json.loads(capsys.readouterr().out)["accuracy"] == report["accuracy"]
     assert cli(["eval", "--dataset", str(data), "--protocol", "static"]) != 0  # needs --version
+
+
+def test_track_weight_follows_the_better_model():
+    lbl = learner.LABELS
+    good = np.zeros((60, len(lbl)))
+    good[:, lbl.index("docs")] = 0.9
+    good[:, lbl.index("chore")] = 0.1
+    bad = good[:, ::-1].copy()
+    truth = ["docs"] * 60
+    assert learner.track_weight([], 100, 100.0) == 0.5  # no record: n / (n + half)
+    assert learner.track_weight([(bad, good, truth)], 100, 100.0) == 1.0
+    assert learner.track_weight([(good, bad, truth)], 100, 100.0) == 0.0
+    assert learner.track_weight([(good[:10], bad[:10], truth[:10])], 300, 100.0) == 0.75

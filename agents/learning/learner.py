@@ -339,6 +339,10 @@ class LearnerStrategy:
       answers blend(global, own, seen, half).
     - "pooled": the own model is fitted on the base's rows plus the repository's earlier
       commits weighted `own_weight`; the learner answers with it.
+    - "adaptive": as "blend", but the own model's weight is chosen on its track record: the
+      weight of a grid (0, 0.1, ..., 1) whose blend had the lowest log-loss on the commits the
+      repository's earlier models already answered (test-then-train: labels the learner has
+      seen); n / (n + half) until `min_track` such commits exist.
     - "global": the base alone (the fallback, and the LORO protocol's model).
     Every mode also reports `global` and `local` (own commits only), for the takeover point.
     """
@@ -346,7 +350,7 @@ class LearnerStrategy:
     def __init__(self, counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
                  embeddings: np.ndarray | None = None, mode: str = "blend", half: float = 100.0,
                  own_weight: float = 3.0, local_params: LearnerParams | None = None) -> None:
-        if mode not in ("blend", "pooled", "global"):
+        if mode not in ("blend", "adaptive", "pooled", "global"):
             raise ValueError(f"unknown mode {mode!r}")
         self.counts = counts.tocsr()
         self.labels = list(labels)
@@ -356,6 +360,8 @@ class LearnerStrategy:
         self.mode = mode
         self.half = half
         self.own_weight = own_weight
+        self.min_track = 50
+        self.track: dict[int, list[tuple[np.ndarray, np.ndarray, list[str]]]] = {}
 
     def _emb(self, rows: Sequence[int], params: LearnerParams) -> np.ndarray | None:
         if params.embedding_weight <= 0 or self.embeddings is None:
@@ -373,7 +379,9 @@ class LearnerStrategy:
         return model.predict_proba(self.counts[rows], self._emb(rows, model.params))
 
     def fit_base(self, rows: Sequence[int]) -> tuple[LinearModel, list[int]]:
-        return self._fit(rows, self.params), list(rows)
+        base = self._fit(rows, self.params), list(rows)
+        self.track[id(base)] = []
+        return base
 
     def fit_local(self, base: tuple[LinearModel, list[int]],
                   rows: Sequence[int]) -> dict[str, LinearModel]:
@@ -399,6 +407,32 @@ class LearnerStrategy:
             out["learner"] = argmax_labels(self._proba(local["pooled"], rows))
         elif self.mode == "blend":
             out["learner"] = argmax_labels(blend(g, own, seen, self.half))
+        elif self.mode == "adaptive":
+            track = self.track.setdefault(id(base), [])
+            lam = track_weight(track, seen, self.half, self.min_track)
+            out["learner"] = argmax_labels((1 - lam) * g + lam * own)
+            # after answering, these rows' labels join the track record (test, then train)
+            track.append((g, own, [self.labels[i] for i in rows]))
         else:
             out["learner"] = out["global"]
         return out
+
+
+GRID = tuple(i / 10 for i in range(11))
+
+
+def track_weight(track: Sequence[tuple[np.ndarray, np.ndarray, Sequence[str]]], seen: int,
+                 half: float, min_track: int = 50) -> float:
+    """The own model's blend weight from its track record: (global proba, own proba, truth)
+    per answered block. The grid weight with the lowest log-loss; n / (n + half) while the
+    record holds fewer than `min_track` commits."""
+    n = sum(len(t) for _g, _o, t in track)
+    if n < min_track:
+        return seen / (seen + half) if half > 0 else 1.0
+    g = np.vstack([b[0] for b in track])
+    o = np.vstack([b[1] for b in track])
+    truth = np.array([LABELS.index(lbl) for b in track for lbl in b[2]])
+    rows = np.arange(len(truth))
+    losses = [float(-np.log((1 - lam) * g[rows, truth] + lam * o[rows, truth] + 1e-9).mean())
+              for lam in GRID]
+    return GRID[int(np.argmin(losses))]
