@@ -40,11 +40,27 @@ The patches, and where upstream stands:
    fix. The patch notes the lowest thrown-away offset per partition; the next `getmany` seeks
    back to it when the position has passed it (guard `queue_cleared`).
 
+4. `App._consumer_wait_empty` (faust, app/base.py): on every revocation Faust waits, with no
+   bound, until every record a stream took has been acked (`Consumer.wait_empty`). A record
+   that one of several streams of a topic took while flow control dropped the other copies
+   (patch 3), or that an agent holds across the generation change (a sink retrying a store
+   that is down, a slow batch), is never acked in this generation, so the worker never
+   rejoins: with several workers the group rebalances forever and nobody consumes
+   (tests/test_rebalance.py, before this guard). Upstream: robinhood/faust#402 ("Faust hangs
+   with wait_empty: Waiting for [...] tasks", open), faust-streaming#133 (the same hang with
+   two workers, closed for its Cython cause only) and faust-streaming#527 (no-ack streams
+   across a rebalance, open); no fix. The patch bounds the wait during a
+   rebalance (not at shutdown) to `REBALANCE_WAIT_EMPTY_S`, then forgets those records'
+   tracking and commits what was acked (guard `wait_empty_timeout`): nothing past them is
+   committed, so whoever owns their partitions next reads them again (duplicates, not
+   losses).
+
 At-least-once: a record may be processed twice after a guard fires; storage is idempotent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import logging
@@ -59,9 +75,12 @@ log = logging.getLogger("reviewbus")
 
 WRITTEN_AGAINST = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
 MAX_REWINDS = 3
+# Below the group's rebalance timeout (streams/app.py), so a revoking member still rejoins.
+REBALANCE_WAIT_EMPTY_S = 1.0
 _MARK = "_reviewbus_in_order"
 
-GUARDS = ("skip_ahead", "position_ahead", "queue_cleared", "gap_let_through")
+GUARDS = ("skip_ahead", "position_ahead", "queue_cleared", "gap_let_through",
+          "wait_empty_timeout")
 GUARD_FIRINGS = Counter("reviewbus_faust_guard_firings_total",
                         "Times a guard of infra/faust_compat.py corrected Faust's consumer",
                         ["guard"])
@@ -73,7 +92,7 @@ class FaustIncompatible(ReviewbusError):
     """The installed Faust, mode or aiokafka lacks an internal that reviewbus patches."""
 
 
-# (module, class, attribute, parameters it was written against). The first five are replaced;
+# (module, class, attribute, parameters it was written against). The first six are replaced;
 # the rest are called by the replacements.
 CHECKED = (
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer",
@@ -82,7 +101,11 @@ CHECKED = (
     ("faust.transport.consumer", "Consumer", "seek", "(self, partition, offset)"),
     ("faust.transport.consumer", "ThreadDelegateConsumer", "seek_to_committed", "(self)"),
     ("mode.utils.queues", "FlowControlEvent", "clear", "(self)"),
+    ("faust.app.base", "App", "_consumer_wait_empty", "(self, consumer, logger)"),
     ("faust.transport.consumer", "Consumer", "earliest_offsets", "(self, *partitions)"),
+    ("faust.transport.consumer", "Consumer", "commit_and_end_transactions", "(self)"),
+    ("faust.transport.consumer", "Consumer", "_clean_unacked_messages", "(self)"),
+    ("faust.transport.consumer", "Consumer", "_wait_for_ack", "(self, timeout)"),
     ("faust.transport.consumer", "ThreadDelegateConsumer", "assignment", "(self)"),
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer",
      "(self)"),
@@ -141,6 +164,7 @@ def self_check(checked=None) -> None:
 
 def install() -> None:
     """Check, then patch (idempotent: a second call changes nothing)."""
+    from faust.app.base import App
     from faust.transport.consumer import Consumer, ThreadDelegateConsumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
     from mode.utils.queues import FlowControlEvent
@@ -154,6 +178,7 @@ def install() -> None:
         (Consumer, "seek"): _seek,
         (ThreadDelegateConsumer, "seek_to_committed"): _seek_to_committed,
         (FlowControlEvent, "clear"): _clear,
+        (App, "_consumer_wait_empty"): _bounded_wait_empty,
     }
     for (owner, attr), make in replaced.items():
         original = getattr(owner, attr)
@@ -350,6 +375,37 @@ def _in_order_getmany(original):
             yield tp, message
 
     return getmany
+
+
+# ---- 4. the revocation's wait for acks ------------------------------------------------------
+
+
+def _bounded_wait_empty(original):
+    # Faust's own loop (Consumer.wait_empty) cannot be cut from outside: its _wait_for_ack
+    # swallows CancelledError. This is that loop with a deadline; `original` is not called.
+    async def _consumer_wait_empty(self, consumer, logger) -> None:
+        if not self.conf.stream_wait_empty:
+            return
+        logger.info("Wait for streams...")
+        deadline = asyncio.get_running_loop().time() + REBALANCE_WAIT_EMPTY_S
+        while not consumer.should_stop:
+            consumer._clean_unacked_messages()
+            unacked = consumer._unacked_messages
+            if not unacked:
+                break
+            if asyncio.get_running_loop().time() >= deadline:
+                stuck = sorted((m.tp.topic, m.tp.partition, m.offset) for m in list(unacked))
+                unacked.clear()
+                GUARD_FIRINGS.labels(guard="wait_empty_timeout").inc()
+                log.warning("rebalance: %d records taken by the streams were not acked within "
+                            "%g s (first: %s); not waiting for them: they are not committed, "
+                            "whoever owns their partitions next reads them again",
+                            len(stuck), REBALANCE_WAIT_EMPTY_S, stuck[:3])
+                break
+            await consumer._wait_for_ack(timeout=0.2)  # Faust waits at most 1 s in there
+        await consumer.commit_and_end_transactions()
+
+    return _consumer_wait_empty
 
 
 __all__ = ["GUARD_FIRINGS", "MAX_REWINDS", "FaustIncompatible", "expected_after_seek",
