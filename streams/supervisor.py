@@ -123,7 +123,10 @@ class Supervisor:
             "gave_up": "; ".join(gave_up) or None, "stopped": self.stopped})
 
     def spawn(self, slot: Slot) -> None:
-        env = dict(os.environ, REVIEWBUS_HOME=str(self.home))
+        # Which of the N workers this is: the worker's web port and announce file follow it.
+        env = dict(os.environ, REVIEWBUS_HOME=str(self.home),
+                   REVIEWBUS_WORKER_INDEX=str(slot.index),
+                   REVIEWBUS_WORKERS=str(len(self.slots)))
         with open(worker_log(self.home, slot.index), "ab") as out:
             slot.proc = subprocess.Popen(self.command, env=env, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -230,7 +233,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     count = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
-    settings = load_settings()
+    return supervise(load_settings(), count)
+
+
+def supervise(settings: Settings, count: int) -> int:
+    """Run a supervisor of `count` workers in this process until it stops (`reviewbus up
+    --workers N` without --detach runs this in the foreground)."""
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -1,4 +1,5 @@
-"""The worker's web port: /health, /metrics, /registry, and the store proxy for the CLI."""
+"""The worker's web port: /health (with leadership and partitions), /metrics, /registry, and
+the store endpoints (the hosting worker's store, for the CLI and the other workers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agents.registry import traffic_table
 
 from .context import AppContext
+
+
+def membership(ctx: AppContext) -> dict:
+    """This worker's place in the consumer group: Faust's leader flag (the leader timers run
+    where it is true), the partitions assigned to it now, and whether it hosts the store."""
+    app = ctx.app
+    try:
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+    except (AttributeError, RuntimeError, KeyError):  # no consumer before the first join
+        assigned = []
+    try:
+        leader = bool(app.is_leader())
+    except (AttributeError, RuntimeError, KeyError):
+        leader = False
+    store = getattr(ctx.store, "store", None)
+    return {"leader": leader, "partitions": assigned,
+            "worker_index": int(os.environ.get("REVIEWBUS_WORKER_INDEX") or 0),
+            "hosts_store": bool(getattr(store, "hosting", store is not None))}
 
 
 def register(ctx: AppContext) -> None:
@@ -24,8 +43,13 @@ def register(ctx: AppContext) -> None:
             "store": ctx.store is not None, "registry_ready": ready,
             "versions": {v: e.state.value for v, e in ctx.registry.registry.versions.items()},
             "open_circuits": sorted(ctx.unavailable()),
+            **membership(ctx),
         }
         return self.json(body, status=200 if body["status"] == "ok" else 503)
+
+    @app.page("/membership")
+    async def member(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:
+        return self.json({"pid": os.getpid(), **membership(ctx)})
 
     @app.page("/metrics")
     async def metrics(self: faust_web.View, request: faust_web.Request) -> faust_web.Response:

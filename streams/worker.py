@@ -1,8 +1,15 @@
-"""`reviewbus worker`: one Faust worker running every agent, owning the embedded store.
+"""`reviewbus worker`: one Faust worker running every agent; one of several with `--workers N`.
 
 Everything process-wide happens here, in order, and nowhere at import: Faust's patches (with
 their self-check), the event loop policy, the GIL switch interval, log levels; then the topics,
 the store, and `create_app` with the versions to serve; then Faust's worker takes the process.
+
+Several workers of one home (`reviewbus up --workers N`, streams/supervisor.py sets
+REVIEWBUS_WORKER_INDEX and REVIEWBUS_WORKERS) share one consumer group and one store: the
+worker holding the embedded store's lock hosts it and writes `<home>/worker.json`; the others
+reach it over HTTP with the store token (streams/shared_store.py says what happens when the
+host dies). Every worker writes `<home>/workers/<index>.json` (pid, web_url, hosts_store),
+which `reviewbus status` reads to ask each one for its partitions and leadership.
 """
 
 from __future__ import annotations
@@ -11,17 +18,22 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 from agents.config import load_config
 from agents.errors import StoreBusy
 from agents.settings import Settings
 from infra.broker import find_broker
 from infra.kafka import ensure_topics
-from infra.procs import free_port, write_json
+from infra.procs import free_port, read_json, write_json
 
 from . import names
 
-WORKER_FILE = "worker.json"
+WORKER_FILE = "worker.json"  # the worker that hosts the embedded store (or the only one)
+WORKERS_DIR = "workers"  # <index>.json per worker of a multi-worker run
+# A worker of several that starts while the store's host is itself starting (or restarting)
+# waits this long for it before it fails like a single worker (StoreBusy, exit 2).
+STORE_WAIT_S = 120.0
 
 # The worker's threads (Faust's consumer thread, the store thread) hold the GIL for up to the
 # switch interval (5 ms) whenever the event loop waits on a socket; at 0.5 ms a produce ack
@@ -51,6 +63,41 @@ def configure_process(settings: Settings) -> None:
     logging.getLogger("reviewbus").setLevel(settings.log_level.upper())
 
 
+def worker_index() -> int:
+    return int(os.environ.get("REVIEWBUS_WORKER_INDEX") or 0)
+
+
+def worker_count() -> int:
+    return max(1, int(os.environ.get("REVIEWBUS_WORKERS") or 1))
+
+
+def worker_file(home, index: int):
+    return home / WORKERS_DIR / f"{index}.json"
+
+
+def open_shared_store(settings: Settings):
+    """The store, hosted here or by a sibling worker. A single worker (REVIEWBUS_WORKERS
+    unset or 1) refuses to start when another process holds the store and no worker answers
+    for it; one of several waits up to STORE_WAIT_S for its host."""
+    from infra.store import Store, open_store
+
+    from .shared_store import SharedStore
+
+    deadline = time.monotonic() + (STORE_WAIT_S if worker_count() > 1 else 0.0)
+    while True:
+        try:
+            store = open_store(settings)
+            break
+        except StoreBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+    if not isinstance(store, Store) and worker_count() <= 1:
+        store.close()
+        raise StoreBusy(f"the store {settings.resolved_clickhouse()} is held by another worker")
+    return SharedStore(settings, store)
+
+
 def run_worker(settings: Settings) -> int:
     """Prepare topics and store, build the app, then hand the process to Faust until it is
     stopped."""
@@ -59,17 +106,21 @@ def run_worker(settings: Settings) -> int:
     bootstrap = find_broker(settings).address
     asyncio.run(ensure_topics(settings, bootstrap,
                               names.all_topics(settings, [v.id for v in config.versions])))
+    index = worker_index()
+    if settings.web_port and index and not os.environ.get("REVIEWBUS_WORKER_PORT_SET"):
+        # A fixed web port with several workers: worker i listens on port + i.
+        os.environ["REVIEWBUS_WEB_PORT"] = str(settings.web_port + index)
+        os.environ["REVIEWBUS_WORKER_PORT_SET"] = "1"
+        settings = settings.model_copy(update={"web_port": settings.web_port + index})
     if not settings.web_port:
         # In the environment too: a restart in place (exec, streams/flows/healing.py) keeps it.
         os.environ["REVIEWBUS_WEB_PORT"] = str(free_port(settings.web_host))
         settings = settings.model_copy(update={"web_port": int(os.environ["REVIEWBUS_WEB_PORT"])})
     os.environ.setdefault("REVIEWBUS_HOME", str(settings.home))
 
-    from infra.store import AsyncStore, Store, open_store
+    from infra.store import AsyncStore
 
-    store = open_store(settings)
-    if not isinstance(store, Store):
-        raise StoreBusy(f"the store {settings.resolved_clickhouse()} is held by another worker")
+    store = open_shared_store(settings)
     try:
         return _serve(settings, config, bootstrap, store, AsyncStore)
     finally:
@@ -92,17 +143,34 @@ def _serve(settings: Settings, config, bootstrap: str, store, async_store) -> in
     ctx.store = async_store(store)
     app = ctx.app
     web_url = f"http://{settings.web_host}:{app.conf.web_port}"
+    index = worker_index()
+    me = {"pid": os.getpid(), "web_url": web_url, "app_id": app.conf.id, "broker": bootstrap,
+          "index": index}
+
+    def announce_host(_store=None) -> None:
+        write_json(settings.home / WORKER_FILE, me)
+        announce_self()
+
+    def announce_self() -> None:
+        (settings.home / WORKERS_DIR).mkdir(parents=True, exist_ok=True)
+        write_json(worker_file(settings.home, index), me | {"hosts_store": store.hosting})
+
+    store.on_host = announce_host  # a takeover after the host died (streams/shared_store.py)
 
     @ctx.task(name="announce")
     async def announce() -> None:
-        write_json(settings.home / WORKER_FILE, {"pid": os.getpid(), "web_url": web_url,
-                                                 "app_id": app.conf.id, "broker": bootstrap})
+        if store.hosting:
+            announce_host()
+        else:
+            announce_self()
 
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     try:
         worker.execute_from_commandline()
     finally:
-        (settings.home / WORKER_FILE).unlink(missing_ok=True)
+        for path in (settings.home / WORKER_FILE, worker_file(settings.home, index)):
+            if (read_json(path) or {}).get("pid") == os.getpid():  # not a successor's
+                path.unlink(missing_ok=True)
     return 0
 
 

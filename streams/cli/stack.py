@@ -11,6 +11,9 @@ from .render import add_format, to_json
 def register(cmd) -> None:
     sp = cmd("up", cmd_up, "start the embedded broker (unless REVIEWBUS_KAFKA), store, worker")
     sp.add_argument("--detach", action="store_true", help="run in the background")
+    sp.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="N supervised workers of one app: one consumer group, one store "
+                         "(at most the topics' partition count do work)")
     cmd("down", cmd_down, "stop what `up --detach` started")
     add_format(cmd("status", cmd_status, "broker, store, worker, versions, consumer lag"),
                ("text", "json"))
@@ -18,7 +21,10 @@ def register(cmd) -> None:
 
 
 def cmd_up(args, settings: Settings) -> int:
-    result = stack.up(settings, detach=args.detach)
+    if args.workers < 1:
+        print("reviewbus: --workers must be at least 1")
+        return 2
+    result = stack.up(settings, detach=args.detach, workers=args.workers)
     if not args.detach:
         return int(result.get("exit", 0))
     versions = (result["health"] or {}).get("versions", {})
@@ -31,8 +37,9 @@ def cmd_up(args, settings: Settings) -> int:
     elif result.get("already_running"):
         print(f"already running: supervisor pid {sup['pid']}; not starting another")
     else:
-        print(f"supervisor pid {sup['pid']} restarts the worker if it fails; "
-              f"log: {sup.get('log')}")
+        n = len(sup.get("workers") or [])
+        print(f"supervisor pid {sup['pid']} restarts the worker{'s' if n > 1 else ''} if "
+              f"{'one' if n > 1 else 'it'} fails; log: {sup.get('log')}")
     return 0
 
 
@@ -88,7 +95,12 @@ def supervision_lines(info: dict) -> list[str]:
         state = (f"pid {w['pid']} alive, up {duration(w.get('uptime_s'))}" if w.get("alive")
                  else str(w.get("state")))
         last = w.get("last_exit")
+        roles = [r for r, on in (("leader", w.get("leader")), ("store host", w.get("hosts_store")))
+                 if on]
+        parts = w.get("partitions")
         lines.append(f"worker {w['index']}: {state}, {n} restart{'s' if n != 1 else ''}"
+                     + (f", {len(parts)} partitions" if parts is not None else "")
+                     + (f", {' and '.join(roles)}" if roles else "")
                      + (f", last exit: {last['reason']} ({last.get('log', '')})" if last else ""))
     return lines
 

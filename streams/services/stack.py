@@ -21,7 +21,7 @@ from infra.procs import pid_alive, read_json, stop_pid
 
 from .. import names
 from ..supervisor import SUPERVISOR_FILE, SUPERVISOR_LOG, supervisor_state
-from ..worker import WORKER_FILE
+from ..worker import WORKER_FILE, WORKERS_DIR
 
 
 def worker_info(settings: Settings) -> dict | None:
@@ -44,8 +44,10 @@ def worker_health(info: dict, timeout: float = 2.0) -> dict | None:
         return None
 
 
-def up(settings: Settings, detach: bool, wait_s: float = 120.0) -> dict:
-    """Start what is missing: embedded broker (unless REVIEWBUS_KAFKA), topics, worker."""
+def up(settings: Settings, detach: bool, wait_s: float = 120.0, workers: int = 1) -> dict:
+    """Start what is missing: embedded broker (unless REVIEWBUS_KAFKA), topics, worker(s).
+    With workers > 1, a supervisor of that many workers of one app (in the foreground
+    without `detach`): one consumer group, one store hosted by one of them."""
     settings.home.mkdir(parents=True, exist_ok=True)
     config = load_config(settings.config)
     started_broker = False
@@ -56,16 +58,18 @@ def up(settings: Settings, detach: bool, wait_s: float = 120.0) -> dict:
     asyncio.run(ensure_topics(settings, bootstrap,
                               names.all_topics(settings, [v.id for v in config.versions])))
     if not detach:
+        from ..supervisor import supervise
         from ..worker import run_worker
 
         try:
-            return {"exit": run_worker(settings)}
+            return {"exit": run_worker(settings) if workers <= 1
+                    else supervise(settings, workers)}
         finally:
             if started_broker:
                 stop_embedded_broker(settings.home)
     sup = supervisor_state(settings.home)
     if sup and sup["running"]:  # already supervised: report it, start nothing
-        info = wait_healthy(settings, int(sup["pid"]), wait_s)
+        info = wait_healthy(settings, int(sup["pid"]), wait_s, len(sup.get("workers") or [1]))
         return {"broker": bootstrap, "worker": info[0], "health": info[1],
                 "supervisor": sup, "already_running": True}
     info = worker_info(settings)
@@ -73,8 +77,8 @@ def up(settings: Settings, detach: bool, wait_s: float = 120.0) -> dict:
         return {"broker": bootstrap, "worker": info, "health": worker_health(info),
                 "supervisor": None, "already_running": True}
     (settings.home / SUPERVISOR_FILE).unlink(missing_ok=True)  # stale: a new one writes it
-    pid = spawn_supervisor(settings)
-    info, health = wait_healthy(settings, pid, wait_s)
+    pid = spawn_supervisor(settings, workers)
+    info, health = wait_healthy(settings, pid, wait_s, workers)
     return {"broker": bootstrap, "worker": info, "health": health,
             "supervisor": supervisor_state(settings.home), "already_running": False}
 
@@ -90,9 +94,11 @@ def spawn_supervisor(settings: Settings, workers: int = 1) -> int:
     return proc.pid
 
 
-def wait_healthy(settings: Settings, supervisor_pid: int, wait_s: float) -> tuple[dict, dict]:
-    """Until the supervisor's worker answers /health with ok: (worker.json, health). Fails
-    at once when the supervisor exits (e.g. it gave up on a worker that dies at start-up)."""
+def wait_healthy(settings: Settings, supervisor_pid: int, wait_s: float,
+                 workers: int = 1) -> tuple[dict, dict]:
+    """Until the supervisor's worker that hosts the store answers /health with ok, and as
+    many of its workers as `workers` do: (worker.json, health). Fails at once when the
+    supervisor exits (e.g. it gave up on a worker that dies at start-up)."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         sup = read_json(settings.home / SUPERVISOR_FILE) or {}
@@ -105,12 +111,29 @@ def wait_healthy(settings: Settings, supervisor_pid: int, wait_s: float) -> tupl
         current = read_json(settings.home / WORKER_FILE)
         if current and current.get("pid") in pids:
             health = worker_health(current)
-            if health and health.get("status") == "ok":
+            if health and health.get("status") == "ok" and (
+                    workers <= 1 or healthy_workers(settings, pids) >= workers):
                 return current, health
         time.sleep(0.3)
     raise ReviewbusError(f"the worker did not become healthy within {wait_s:g} s; "
                          f"see {settings.home / 'worker.log'} and "
                          f"{settings.home / SUPERVISOR_LOG}")
+
+
+def announced_workers(settings: Settings) -> dict[int, dict]:
+    """<home>/workers/<index>.json of the workers alive now: index -> {pid, web_url, ...}."""
+    found = {}
+    for path in sorted((settings.home / WORKERS_DIR).glob("*.json")):
+        info = read_json(path)
+        if info and info.get("pid") and pid_alive(int(info["pid"])):
+            found[int(info.get("index", path.stem))] = info
+    return found
+
+
+def healthy_workers(settings: Settings, pids: set) -> int:
+    return sum(1 for info in announced_workers(settings).values()
+               if info.get("pid") in pids
+               and (worker_health(info) or {}).get("status") == "ok")
 
 
 def down(settings: Settings) -> dict:
@@ -124,6 +147,7 @@ def down(settings: Settings) -> dict:
                                          grace_s=settings.supervisor_stop_grace_s + 10)
         stopped["worker"] = any(w.get("alive") for w in workers)
     pids = {int(w["pid"]) for w in workers if w.get("pid")}
+    pids |= {int(w["pid"]) for w in announced_workers(settings).values()}
     info = read_json(settings.home / WORKER_FILE)
     if info and info.get("pid"):
         pids.add(int(info["pid"]))
@@ -134,6 +158,8 @@ def down(settings: Settings) -> dict:
             stopped["worker"] = True
     (settings.home / SUPERVISOR_FILE).unlink(missing_ok=True)
     (settings.home / WORKER_FILE).unlink(missing_ok=True)
+    for path in (settings.home / WORKERS_DIR).glob("*.json"):
+        path.unlink(missing_ok=True)
     if not settings.kafka:
         stopped["broker"] = stop_embedded_broker(settings.home)
     return stopped
@@ -154,6 +180,7 @@ def status(settings: Settings) -> dict:
                      "web_url": info and info.get("web_url"),
                      "status": health.get("status") if health else None}
     out.update(workers_status(settings, info))
+    out["leader"] = leader_of(out["workers"])
     if out["workers"] and out["workers"][0].get("supervised"):
         first = out["workers"][0]
         out["worker"].update(uptime_s=first["uptime_s"], restarts=first["restarts"],
@@ -190,6 +217,7 @@ def workers_status(settings: Settings, info: dict | None, now: float | None = No
         workers = [] if info is None else [
             {"index": 0, "pid": info.get("pid"), "alive": True, "state": "running",
              "uptime_s": None, "restarts": None, "last_exit": None, "supervised": False}]
+        add_membership(settings, workers)
         return {"supervisor": {"running": False, "pid": None, "gave_up": None,
                                "stopped": None}, "workers": workers}
     workers = []
@@ -205,6 +233,7 @@ def workers_status(settings: Settings, info: dict | None, now: float | None = No
             "restarts": w.get("restarts", 0), "last_exit": w.get("last_exit"),
             "next_start_at": w.get("next_start_at") if sup["running"] else None,
             "gave_up": w.get("gave_up"), "supervised": True})
+    add_membership(settings, workers)
     started = sup.get("started_at")
     return {"supervisor": {
         "running": sup["running"], "pid": sup.get("pid"),
@@ -213,6 +242,27 @@ def workers_status(settings: Settings, info: dict | None, now: float | None = No
         "stopped": sup.get("stopped") or (None if sup["running"] else
                                           "not running (stale supervisor.json)"),
         "log": sup.get("log"), "policy": sup.get("policy")}, "workers": workers}
+
+
+def add_membership(settings: Settings, workers: list[dict]) -> None:
+    """Each alive worker's `partitions`, `leader` and `hosts_store`, from its /health."""
+    announced = {int(i["pid"]): i for i in announced_workers(settings).values()}
+    for w in workers:
+        info = announced.get(int(w["pid"])) if w.get("pid") and w.get("alive") else None
+        health = worker_health(info) if info else None
+        w["partitions"] = (health or {}).get("partitions") if health else None
+        w["leader"] = bool(health and health.get("leader"))
+        w["hosts_store"] = bool(health and health.get("hosts_store"))
+
+
+def leader_of(workers: list[dict]) -> dict | None:
+    leaders = [w for w in workers if w.get("leader")]
+    if not leaders:
+        return None
+    # Two at once is possible for a moment (a stopped leader that has not seen the
+    # rebalance yet): report them all, the decisions are fenced (docs/operations/failure-modes.md)
+    return {"index": leaders[0]["index"], "pid": leaders[0]["pid"],
+            "also_claiming": [w["pid"] for w in leaders[1:]]}
 
 
 def _tail(path, lines: int = 1) -> str:
