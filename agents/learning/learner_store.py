@@ -78,6 +78,7 @@ class LearnerStore:
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory).expanduser()
         self._cache: dict[Path, tuple[float, LinearModel]] = {}
+        self._manifest: tuple[float, dict[str, Any]] | None = None
 
     @staticmethod
     def default_dir(version_id: str) -> Path:
@@ -85,14 +86,19 @@ class LearnerStore:
         return home / "learner" / version_id
 
     def manifest(self) -> dict[str, Any]:
+        """state.json, re-read only when it changed ({} when there is none)."""
         path = self.dir / "state.json"
         try:
+            mtime = path.stat().st_mtime
+            if self._manifest is not None and self._manifest[0] == mtime:
+                return self._manifest[1]
             data: dict[str, Any] = json.loads(path.read_text())
-            return data
         except FileNotFoundError:
             return {}
         except ValueError as exc:
             raise ValueError(f"{path}: not JSON: {exc}") from exc
+        self._manifest = (mtime, data)
+        return data
 
     def _load(self, path: Path) -> LinearModel | None:
         try:
