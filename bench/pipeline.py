@@ -163,6 +163,51 @@ class Relay:
         return {"rate": rate, "events": n, "achieved_per_s": wall["events_per_s"], "hop": hop}
 
 
+# ---- the raw pipeline: the same hops and batching in aiokafka (bench/rawpipe.py) -----------
+
+
+class RawPipeline:
+    """The second ceiling: intake, router and inference hops as raw aiokafka consumers."""
+
+    HOPS = ("commits", "accepted", f"inference.{STABLE}", "results", "findings")
+
+    def __init__(self, broker: str, partitions: int, batch: int, within_ms: int) -> None:
+        self.settings = Settings(kafka=broker, partitions=partitions)
+        self.broker, self.partitions = broker, partitions
+        self.batch, self.within_ms = batch, within_ms
+
+    async def throughput(self, n: int, log) -> dict:
+        prefix = f"raw{uuid.uuid4().hex[:8]}."
+        await ensure_topics(self.settings, self.broker,
+                            {prefix + t: self.partitions for t in self.HOPS})
+        proc = await asyncio.to_thread(self._start, prefix)
+        try:
+            run = f"rp{uuid.uuid4().hex[:6]}"
+            messages = load.commit_events(n, run)
+            wall = await load.run_load(self.settings, self.broker, prefix + "commits",
+                                       prefix + "findings", messages, load.request_id_of,
+                                       timeout=300.0)
+        finally:
+            Relay.stop(proc)
+        out = await load.timestamps(self.settings, self.broker, prefix + "findings",
+                                    load.request_id_of, prefix=run)
+        rate = _span_rate(out)
+        log(f"  raw pipeline {n} events: {rate or 0:,.0f} events/s "
+            f"(wall {wall['events_per_s']:,.0f}/s)")
+        return {"events": n, "events_per_s": rate, "events_per_s_wall": wall["events_per_s"]}
+
+    def _start(self, prefix: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.rawpipe", self.broker, prefix, f"g-{prefix}",
+             str(self.batch), str(self.within_ms)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline() if proc.stdout else ""
+        if line.strip() != "ready":
+            proc.kill()
+            raise RuntimeError("raw pipeline did not start")
+        return proc
+
+
 # ---- the whole of 1, 2, 3 and 7 ------------------------------------------------------------
 
 
@@ -201,6 +246,12 @@ def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials:
     log("1. bus throughput: raw relay (ceiling)")
     relay_tp = [asyncio.run(relay.throughput(events, log))["events_per_s"] for _ in range(trials)]
 
+    log("1. bus throughput: raw aiokafka pipeline, same hops and batching (ceiling 2)")
+    defaults = Settings()
+    raw = RawPipeline(broker, partitions, defaults.batch_max,
+                      max(1, int(defaults.batch_within_s * 1000)))
+    raw_tp = [asyncio.run(raw.throughput(events, log))["events_per_s"] for _ in range(trials)]
+
     log("1. bus throughput: pipeline, stable no-op version, 0 shadows")
     w0 = _worker(home / "s0", broker, noop_config(0), partitions, log)
     try:
@@ -213,8 +264,10 @@ def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials:
         out["throughput"] = {
             "events": events, "pipeline_events_per_s": tp0, "relay_events_per_s": ceiling,
             "ratio": ratio(tp0["median"], ceiling["median"]),
+            "raw_pipeline_events_per_s": trials_summary(raw_tp),
+            "ratio_to_raw_pipeline": ratio(tp0["median"], trials_summary(raw_tp)["median"]),
             "pipeline_wall_events_per_s": trials_summary([r["events_per_s_wall"] for r in runs0]),
-            "hops": {"pipeline": 4, "relay": 1},
+            "hops": {"pipeline": 3, "raw_pipeline": 3, "relay": 1},
         }
         log("2. routing overhead at 50% of the measured maximum rate")
         rate = 0.5 * (tp0["median"] or 100.0)

@@ -23,6 +23,11 @@ def rows(result: dict) -> list[list[Any]]:
         out.append(["1 bus throughput", f"{tp['events']} events, commits->findings",
                     _get(tp, "pipeline_events_per_s", "median"),
                     _get(tp, "relay_events_per_s", "median"), tp.get("ratio"), "events/s"])
+        if tp.get("raw_pipeline_events_per_s"):
+            out.append(["1 bus throughput", "vs raw aiokafka pipeline, same hops and batching",
+                        _get(tp, "pipeline_events_per_s", "median"),
+                        _get(tp, "raw_pipeline_events_per_s", "median"),
+                        tp.get("ratio_to_raw_pipeline"), "events/s"])
     ro = result.get("routing_overhead")
     if ro:
         route = ro["pipeline"]["commit_to_inference_request"]
@@ -40,6 +45,10 @@ def rows(result: dict) -> list[list[Any]]:
             if v is not None:
                 out.append(["3 shadow cost", f"throughput, {k.replace('_', ' ')}", v, base,
                             _get(sc, "ratio_to_0_shadows", k), "events/s"])
+        fresh = _get(result, "throughput", "pipeline_events_per_s", "median")
+        if base is not None and fresh:
+            out.append(["3 shadow cost", "same worker after the long run of 1 vs fresh", base,
+                        fresh, base / fresh, "events/s"])
         rate = _get(sc, "stable_latency", "rate")
         out.append(["3 shadow cost", f"stable p99 end-to-end @ {fmt(rate)}/s, slow vs fast shadow",
                     sc.get("stable_p99_ms_slow_shadow"), sc.get("stable_p99_ms_fast_shadow"),
