@@ -24,7 +24,7 @@ from urllib.parse import quote
 from schemas import Dimension, Finding, ReviewFindings, Severity, Status
 
 TABLE = ("table", "json")
-FINDINGS = ("text", "json", "sarif")
+FINDINGS = ("text", "json", "sarif", "rdjsonl", "gitlab", "github")
 
 
 def add_format(parser: argparse.ArgumentParser, choices: Sequence[str] = TABLE) -> None:
@@ -251,7 +251,9 @@ class _Run:
 
     def add(self, review: ReviewFindings) -> None:
         self.requests.append(review)
-        for f in review.findings:
+        from .ci import unique_fingerprints  # the fingerprints of every CI format
+
+        for f, fp in zip(review.findings, unique_fingerprints(review.findings)):
             uri = sarif_uri(f.path)
             if not uri:  # commit-level findings have no file to point at
                 self.without_location += 1
@@ -271,7 +273,7 @@ class _Run:
                         "region": region,
                     },
                 }],
-                "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
+                "partialFingerprints": {FINGERPRINT_KEY: fp},
                 "properties": {
                     "severity": f.severity.value,
                     "dimension": f.dimension.value,

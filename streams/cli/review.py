@@ -10,12 +10,22 @@ from pathlib import Path
 from agents.config import load_config
 from agents.errors import ReviewbusError
 from agents.settings import Settings
+from schemas import Severity
 
 from ..services import bus, stack
 from ..services import demo as demo_steps
 from ..services.common import parse_time, store_for
 from ..services.replay import replay
 from ..services.reports import COMPARE_COLUMNS, compare
+from .ci import (
+    EXIT_FINDINGS,
+    EXIT_NOT_REVIEWED,
+    gate,
+    summary_md,
+    to_github,
+    to_gitlab,
+    to_rdjsonl,
+)
 from .render import (
     FINDINGS,
     Progress,
@@ -39,19 +49,39 @@ def pull_request_number(text: str) -> int:
     return number
 
 
+SUBMIT_EPILOG = f"""\
+exit codes (with --wait or --fail-on):
+  0  reviewed; no finding at or above --fail-on (or no --fail-on)
+  {EXIT_FINDINGS}  a served finding at or above --fail-on (reviewdog's -fail-level)
+  2  bad arguments
+  {EXIT_NOT_REVIEWED}  reviewbus could not review: no broker, --timeout passed, no commits, or a
+     commit was answered with an error status (and no finding reached --fail-on)
+without --wait: 0 published, 1 an error (no broker, no commits)
+"""
+
+
 def register(cmd) -> None:
     sp = cmd("submit", cmd_submit, "publish commits of a git repository for review")
+    sp.formatter_class = argparse.RawDescriptionHelpFormatter
+    sp.epilog = SUBMIT_EPILOG
     sp.add_argument("rev", nargs="?", help="REV or A..B (default: HEAD, or --last N)")
     sp.add_argument("--repo", type=Path, default=Path("."))
     sp.add_argument("--last", type=int, help="the last N commits")
     sp.add_argument("--pr", type=pull_request_number, help="pull request number")
     sp.add_argument("--wait", action="store_true", help="print the findings of these commits")
     sp.add_argument("--timeout", type=float, default=300.0)
+    sp.add_argument("--fail-on", type=Severity, choices=list(Severity), metavar="LEVEL",
+                    help="exit 1 when a served finding is at or above LEVEL: info, low, medium, "
+                         "high, critical (implies --wait)")
     add_format(sp, FINDINGS)
+    sp.add_argument("--summary-md", type=Path, metavar="FILE",
+                    help="append a Markdown summary to FILE (e.g. $GITHUB_STEP_SUMMARY)")
 
     sp = cmd("findings", cmd_findings, "read the findings topic")
     sp.add_argument("--follow", action="store_true")
     add_format(sp, FINDINGS)
+    sp.add_argument("--summary-md", type=Path, metavar="FILE",
+                    help="append a Markdown summary to FILE (e.g. $GITHUB_STEP_SUMMARY)")
 
     sp = cmd("replay", cmd_replay, "re-send archived input events to one version as a run")
     sp.add_argument("--to", dest="version", required=True)
@@ -67,28 +97,66 @@ def register(cmd) -> None:
     sp.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
 
 
+STREAMED = ("text", "json", "rdjsonl", "github")  # one result at a time; the rest at the end
+
+
 def _show(fmt: str):
-    """Print one result as it comes (text, json); SARIF is one document at the end."""
+    """Print one result as it comes (text, json, rdjsonl, github); SARIF and GitLab are one
+    document at the end (`_finish`)."""
     def show(r) -> None:
-        if fmt != "sarif":
-            print(findings_text(r) if fmt == "text" else findings_json(r), flush=True)
+        if fmt == "text":
+            out = findings_text(r)
+        elif fmt == "json":
+            out = findings_json(r)
+        elif fmt == "rdjsonl":
+            out = to_rdjsonl([r])
+        elif fmt == "github":
+            out = to_github([r])
+        else:
+            return
+        if out:
+            print(out, flush=True)
     return show
+
+
+def _finish(fmt: str, results: list, summary_file: Path | None,
+            fail_on: Severity | None = None) -> None:
+    if fmt == "sarif":
+        print(to_json(to_sarif(results)))
+    elif fmt == "gitlab":
+        print(to_json(to_gitlab(results)))
+    if summary_file is not None:
+        _append(summary_file, summary_md(results, fail_on))
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text + "\n")
 
 
 def cmd_submit(args, settings: Settings) -> int:
     from infra.gitsource import commit_events
 
+    wait = args.wait or args.fail_on is not None
     spec = args.rev if args.rev or args.last else "HEAD"
-    events = commit_events(args.repo, spec, last=args.last, pull_request=args.pr)
-    if not events:
-        raise ReviewbusError("no commits to submit")
-    results = asyncio.run(bus.submit(settings, events, wait=args.wait, timeout=args.timeout,
-                                     on_result=_show(args.format)))
-    if not args.wait:
+    try:
+        events = commit_events(args.repo, spec, last=args.last, pull_request=args.pr)
+        if not events:
+            raise ReviewbusError("no commits to submit")
+        results = asyncio.run(bus.submit(settings, events, wait=wait, timeout=args.timeout,
+                                         on_result=_show(args.format)))
+    except ReviewbusError as exc:
+        if not wait:
+            raise  # exit 1, as before
+        print(f"reviewbus: {exc}", file=sys.stderr)
+        if args.summary_md is not None:
+            _append(args.summary_md, f"## reviewbus\n\nNot reviewed: {exc}\n")
+        return EXIT_NOT_REVIEWED
+    if not wait:
         print(f"submitted {len(events)} commits", file=sys.stderr)
-    elif args.format == "sarif":
-        print(to_json(to_sarif(results)))
-    return 0
+        return 0
+    _finish(args.format, results, args.summary_md, args.fail_on)
+    return gate(results, args.fail_on)
 
 
 def cmd_findings(args, settings: Settings) -> int:
@@ -97,15 +165,13 @@ def cmd_findings(args, settings: Settings) -> int:
     async def read() -> list:
         out = []
         async for r in bus.follow_findings(settings, args.follow):
-            if args.format == "sarif":
+            if args.format not in STREAMED or args.summary_md is not None:
                 out.append(r)
-            else:
-                show(r)
+            show(r)
         return out
 
     results = asyncio.run(read())
-    if args.format == "sarif":
-        print(to_json(to_sarif(results)))
+    _finish(args.format, results, args.summary_md)
     return 0
 
 
