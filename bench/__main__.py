@@ -31,8 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
-    p.add_argument("--events", type=int, default=20_000, help="events per throughput trial (1)")
-    p.add_argument("--shadow-events", type=int, default=3_000,
+    p.add_argument("--events", type=int, default=5_000, help="events per throughput trial (1)")
+    p.add_argument("--shadow-events", type=int, default=1_000,
                    help="events per throughput trial with shadows (3)")
     p.add_argument("--trials", type=int, default=3, help="repeated trials; medians reported")
     p.add_argument("--pipeline-trials", type=int, default=1,
