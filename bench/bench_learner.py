@@ -37,6 +37,7 @@ CONFIGS: dict[str, dict] = {
     "lexical": {"params": LEXICAL, "mode": "blend"},
     "lexical-local-only": {"params": LEXICAL, "mode": "blend", "half": 0.0},
     "lexical-adaptive": {"params": LEXICAL, "mode": "adaptive"},
+    "combo-e1": {"params": {"embedding_weight": 1.0}, "mode": "blend"},
     "combo-adaptive": {"params": {"embedding_weight": 0.5}, "mode": "adaptive"},
     "lexical-pooled": {"params": LEXICAL, "mode": "pooled", "own_weight": 3.0},
     "lexical-c10": {"params": {"c": 10.0}, "mode": "blend"},
