@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     sink_within_s: float = 1.0
     # Every hop takes what is there, up to batch_max events or batch_within_s (streams/batching.py).
     batch_max: int = Field(default=500, ge=1)
-    batch_within_s: float = Field(default=0.01, gt=0)
+    batch_within_s: float = Field(default=0.05, gt=0)
     litellm_api_key: SecretStr | None = None
     # Broker watchdog (streams/flows/healing.py): how often the worker checks that its topics
     # still exist, and recreates them (a restarted embedded broker forgets every topic).
