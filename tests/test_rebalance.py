@@ -322,13 +322,18 @@ def test_rebalances_under_load_lose_nothing(tmp_path, broker, reconcile):
             published = findings_on_topic(fleet.settings)
         assert set(published) >= sent
         topic_dupes = len(published) - len(set(published))
-        # What repeats is what was in flight (taken, not committed) at a generation change:
-        # its next owner processes it again. So no request is published more often than once
-        # per generation of the group, plus its first time.
+        # What repeats is what was in flight (taken, not committed) when the group changed
+        # generation or a delivery guard sought back (infra/faust_compat.py), and what the
+        # end-to-end repair routed again: no request is published more often than once per
+        # such event, plus its first time.
         generations = max_generation(fleet.home)
+        rewinds = log_count(fleet.home, ": re-reading from", "instead of skipping",
+                            "not acked within")
+        reroutes = fleet.query("SELECT count() AS n FROM healing_actions FINAL "
+                               "WHERE action = 'reroute'")[0]["n"]
         copies = max(Counter(published).values())
-        bound = generations + 1
-        assert copies <= bound, (copies, bound)
+        bound = 1 + generations + rewinds + reroutes
+        assert copies <= bound, (copies, generations, rewinds, reroutes)
 
         # One leader at a time: every rotation decision applied once; what the SIGSTOPped
         # leader (or any other) decided on a registry that moved on is skipped, never applied.
@@ -346,7 +351,8 @@ def test_rebalances_under_load_lose_nothing(tmp_path, broker, reconcile):
         run = {"reconcile": reconcile, "requests": len(sent), "duplicates_interactions_final":
                dupes_final, "duplicates_interactions_raw": dupes_raw,
                "findings_topic_duplicates": topic_dupes, "findings_max_copies": copies,
-               "group_generations": generations,
+               "group_generations": generations, "guard_rewinds_in_logs": rewinds,
+               "reroutes": reroutes,
                "guard_firings": firings, "rotation_applied": applied,
                "rotation_skipped": [c.value for c in skipped],
                "takeovers": takeovers(fleet.home), "seconds": round(time.monotonic() - t0, 1),
@@ -379,3 +385,10 @@ def max_generation(home: Path) -> int:
              for m in re.findall(r"Successfully synced group \S+ with generation (\d+)",
                                  path.read_text(errors="replace"))]
     return max(found, default=0)
+
+
+def log_count(home: Path, *needles: str) -> int:
+    """Lines of every worker's log (dead ones too) that contain one of needles."""
+    return sum(1 for path in home.glob("worker-*.log")
+               for line in path.read_text(errors="replace").splitlines()
+               if any(n in line for n in needles))
