@@ -23,7 +23,8 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) -m bench
 
 lint: setup
-	$(VENV)/bin/ruff check schemas agents streams infra tests
+	$(VENV)/bin/ruff check schemas agents streams infra tests bench
+	$(VENV)/bin/mypy schemas agents
 
 clean:
 	rm -rf $(VENV) .reviewbus
