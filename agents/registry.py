@@ -366,22 +366,3 @@ def traffic_table(registry: Registry) -> dict[str, float]:
     if stable is not None:
         table[stable] = max(0.0, 100.0 - used)
     return table
-
-
-
-
-# Moved to agents/lifecycle_commands.py; still importable from here for callers outside agents/
-# until they import them from there.
-_MOVED = frozenset({
-    "DEFAULT_CANARY_STEPS", "MANUAL_COMMANDS", "check_applies", "manual_event",
-    "next_canary_step", "previous_canary_step", "register_event", "register_event_id",
-    "register_events", "register_request", "transition_event_id",
-})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from . import lifecycle_commands
-
-        return getattr(lifecycle_commands, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

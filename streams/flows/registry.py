@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from agents.blocklist import blocked_by, describe
-from agents.registry import apply_event, register_events, traffic_table
+from agents.lifecycle_commands import register_events
+from agents.registry import apply_event, traffic_table
 from infra.kafka import start_tail_consumer, true_end_offsets
 from infra.readback import lifecycle_event_from_row, lifecycle_sql
 from schemas import LifecycleEvent
