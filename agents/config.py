@@ -189,14 +189,14 @@ class ReviewbusConfig(_Strict):
         return next((v for v in self.versions if v.id == version_id), None)
 
 
-def load_config(path: Path | None = None) -> ReviewbusConfig:
-    path = Path(path) if path else DEFAULT_CONFIG
+def parse_config(text: str, source: str = "<versions file>") -> ReviewbusConfig:
+    """A versions file's text -> the validated config (pure: infra/config_file.py reads files)."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read versions file {path}: {exc.strerror}") from exc
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"versions file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"versions file {source} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"versions file {source}: expected a mapping at the top level")
     task = data.get("task", "code-review")
     for version in data.get("versions") or []:
         if isinstance(version, dict):
@@ -206,4 +206,4 @@ def load_config(path: Path | None = None) -> ReviewbusConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"versions file {path}: {where}: {first['msg']}") from exc
+        raise ConfigError(f"versions file {source}: {where}: {first['msg']}") from exc

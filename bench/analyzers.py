@@ -25,9 +25,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agents.config import load_config
 from agents.intake import accept_input
 from agents.settings import Limits
+from infra.config_file import load_config
 from schemas import ChangedFile, CommitEvent, NormalizedChange
 
 from . import load

@@ -49,7 +49,7 @@ def changes(n: int, dataset: Path | None):
 
 def default_spec(adapter: str | None, batch: int):
     """The transformers version of the default versions file (the shipped adapter)."""
-    from agents.config import load_config
+    from infra.config_file import load_config
     from schemas import VersionSpec
 
     spec = next((v for v in load_config().versions if v.backend == "transformers"), None)

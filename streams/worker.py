@@ -20,10 +20,10 @@ import os
 import sys
 import time
 
-from agents.config import load_config
 from agents.errors import StoreBusy
 from agents.settings import Settings
 from infra.broker import find_broker
+from infra.config_file import load_config
 from infra.kafka import ensure_topics
 from infra.procs import free_port, read_json, write_json
 

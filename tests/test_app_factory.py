@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import streams
-from agents.config import load_config
 from agents.settings import Settings
+from infra.config_file import load_config
 from schemas import VersionSpec
 
 ROOT = Path(__file__).resolve().parent.parent

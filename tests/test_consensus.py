@@ -13,9 +13,9 @@ import yaml
 from agents.backends.base import build_backend
 from agents.backends.consensus import ConsensusBackend, group_findings, merge_change_type
 from agents.breaker import CircuitBreaker
-from agents.config import load_config
 from agents.errors import ConfigError
 from agents.inference import run_batch
+from infra.config_file import load_config
 from schemas import (
     ChangedFile,
     ChangeType,

@@ -211,7 +211,7 @@ def test_config_rejects_nonsense():
 # -- the original design's rules (shipped as the default config) ----------------------------
 
 def default_gates():
-    from agents.config import load_config
+    from infra.config_file import load_config
 
     return load_config().rotation
 

@@ -358,7 +358,7 @@ def test_adapter_spec_and_default_ids(tmp_path):
 
 
 def test_registered_versions_come_from_the_lifecycle_history(store):
-    from agents.config import load_config
+    from infra.config_file import load_config
     from streams.registered import registered_specs
 
     config = load_config()
@@ -387,8 +387,8 @@ def test_registered_versions_come_from_the_lifecycle_history(store):
 
 
 def test_eval_finds_registered_versions_and_names_them_when_the_id_is_unknown(tmp_path, monkeypatch):
-    from agents.config import load_config
     from agents.settings import Settings
+    from infra.config_file import load_config
     from infra.store import open_store
     from streams.services.learning import find_spec
 

@@ -21,10 +21,10 @@ from agents.backends.litellm import (
     prompt_hash,
 )
 from agents.breaker import CircuitBreaker
-from agents.config import load_config
 from agents.errors import ConfigError, InvalidOutput
 from agents.fingerprint import fingerprint
 from agents.inference import run_batch
+from infra.config_file import load_config
 from schemas import ChangedFile, InferenceRequest, NormalizedChange, Role, Status, VersionSpec
 
 from .llmserver import COMPLETION_TOKENS, PROMPT_TOKENS, FakeLLMServer, user_text

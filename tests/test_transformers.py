@@ -200,7 +200,7 @@ def test_shipped_adapter_is_a_ready_shadow_candidate():
     import tomllib
 
     from agents.backends.transformers import MODELS_DIR
-    from agents.config import load_config
+    from infra.config_file import load_config
 
     config = load_config()
     spec = next((v for v in config.versions if v.backend == "transformers"), None)
@@ -370,8 +370,8 @@ def test_train_records_job_events_and_registers_a_scoped_shadow(data, capsys, tm
     assert ok["version_id"] == "ct-one" and ok["repos"] == "org/one"
     assert ok["val_macro_f1"] is not None
 
-    from agents.config import load_config
     from agents.settings import load_settings
+    from infra.config_file import load_config
     from infra.store import open_store
     from streams.registered import registered_specs
 

@@ -290,7 +290,7 @@ class ConsensusBackend:
             raise ConfigError(f"version {spec.id}: consensus params.{where}: {first['msg']}") from exc
         if not self.params.member_specs:
             raise ConfigError(f"version {spec.id}: consensus members {self.params.members} are "
-                              "not resolved; load the versions file with agents.config.load_config "
+                              "not resolved; load the versions file with infra.config_file.load_config "
                               "(or give member_specs inline)")
         self.filters = validate_filters(spec.id, list(spec.filters))
         self.members = list(self.params.member_specs)

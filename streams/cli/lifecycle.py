@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.config import load_config
 from agents.lifecycle_commands import MANUAL_COMMANDS
 from agents.settings import Settings
+from infra.config_file import load_config
 
 from ..services import lifecycle
 from ..services.common import current_registry, default_actor, store_for

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from agents.config import load_config
 from agents.errors import ReviewbusError
 from agents.settings import Settings
+from infra.config_file import load_config
 
 from ..services import reports
 from ..services.common import parse_window, store_for

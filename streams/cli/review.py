@@ -7,9 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agents.config import load_config
 from agents.errors import ReviewbusError
 from agents.settings import Settings
+from infra.config_file import load_config
 from schemas import Severity
 
 from ..services import bus, stack

@@ -52,8 +52,8 @@ async def publish(settings: Settings, topic: str,
 
 def current_registry(settings: Settings) -> Registry:
     """From the lifecycle topic when a broker runs, else from the store's history."""
-    from agents.config import load_config
     from agents.registry import fold
+    from infra.config_file import load_config
     from infra.kafka import read_to_end
     from infra.readback import registry_from_store
     from schemas import LifecycleEvent

@@ -37,8 +37,8 @@ def json_object(text: str, what: str) -> dict[str, Any]:
 
 def export(settings: Settings, out: Path, since: datetime | None) -> dict[str, Any]:
     """Labelled interactions as training JSONL; returns the counts written."""
-    from agents.config import load_config
     from agents.learning.data import write_rows
+    from infra.config_file import load_config
     from infra.training_data import export_rows
 
     task = load_config(settings.config).task
@@ -55,7 +55,7 @@ def record(settings: Settings, event) -> None:
 
 
 def jobs(settings: Settings) -> list[dict[str, Any]]:
-    from agents.config import load_config
+    from infra.config_file import load_config
     from infra.queries import training_jobs
 
     task = load_config(settings.config).task
@@ -76,10 +76,10 @@ def train(settings: Settings, *, data: Path, out: Path, base: Path | None = None
           log: Log = lambda _: None, progress: Callable[[int, str], Any] = Quiet) -> dict[str, Any]:
     """A LoRA fine-tune job, recorded queued -> running -> succeeded|failed; the adapter is
     registered in shadow unless `register` is false."""
-    from agents.config import load_config
     from agents.learning.data import load_examples, validation_split
     from agents.learning.jobs import adapter_spec, default_version_id, job_event
     from agents.learning.train import TrainParams
+    from infra.config_file import load_config
 
     config = load_config(settings.config)
     overrides = dict(overrides or {})
@@ -177,7 +177,7 @@ def _register_in_store(settings: Settings, config, spec: VersionSpec, actor: str
 
 def find_spec(settings: Settings, version: str) -> VersionSpec:
     """A version of the versions file, of the registry (store), or an adapter directory."""
-    from agents.config import load_config
+    from infra.config_file import load_config
 
     config = load_config(settings.config)
     spec = config.spec(version)
@@ -210,9 +210,9 @@ def evaluate(settings: Settings, version: str, dataset: Path, *, protocol: str =
              overrides: dict[str, Any] | None = None, log: Log = lambda _: None,
              progress: Callable[[int, str], Any] = Quiet) -> dict[str, Any]:
     """A version on a labelled dataset under a protocol (static, temporal, loro): the report."""
-    from agents.config import load_config
     from agents.learning.data import load_examples
     from agents.learning.evaluate import evaluate_protocol
+    from infra.config_file import load_config
 
     spec = find_spec(settings, version)
     batch = batch_size if batch_size is not None else load_config(settings.config).inference.batch_size

@@ -16,12 +16,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from agents.config import load_config
 from agents.errors import ConfigError, IllegalTransition, ReviewbusError, StoreError
 from agents.lifecycle_commands import check_applies, manual_event, register_request
 from agents.registry import IN_PLACE, Skip, fold, fold_annotated
 from agents.settings import Settings
 from infra import queries_cli as q
+from infra.config_file import load_config
 from schemas import LifecycleEvent, Registry, VersionSpec
 
 from .. import names

@@ -72,7 +72,7 @@ def _change_type_request(store, fingerprint: str, request: str | None, force: bo
 def slo_rows(settings: Settings, versions: list[str], window_s: float | None = None
              ) -> list[dict[str, Any]]:
     from agents import slo
-    from agents.config import load_config
+    from infra.config_file import load_config
 
     config = load_config(settings.config)
     cfg = config.slo if window_s is None else config.slo.model_copy(update={"window_s": window_s})

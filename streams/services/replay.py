@@ -8,10 +8,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from agents.config import load_config
 from agents.errors import ReviewbusError
 from agents.settings import Settings
 from infra import queries_cli as q
+from infra.config_file import load_config
 from schemas import Registry
 
 from ..registered import unlisted_specs

@@ -12,10 +12,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from agents.config import load_config
 from agents.errors import BrokerUnavailable, ReviewbusError
 from agents.settings import Settings
 from infra.broker import embedded_broker, find_broker, start_embedded_broker, stop_embedded_broker
+from infra.config_file import load_config
 from infra.kafka import consumer_lag, ensure_topics
 from infra.procs import pid_alive, read_json, stop_pid
 
