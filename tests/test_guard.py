@@ -59,3 +59,25 @@ def test_injected_faults_raise_before_the_body():
     assert asyncio.run(run_guarded("any", body, faulty("*"))) is False
     assert ran == [1] and errors("rotation") >= 1
     assert issubclass(InjectedFault, RuntimeError)
+
+
+def test_a_task_that_raises_is_started_again_after_restart_s():
+    """guarded_task: the task body raises twice, is restarted each time, then returns."""
+    from streams.guard import guarded_task
+
+    class FakeApp:
+        def task(self, fn):
+            self.registered = fn
+            return fn
+
+    app, calls = FakeApp(), []
+
+    async def body() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("lost the broker")
+
+    before = errors("t-task")
+    guarded_task(app, name="t-task", restart_s=0.01)(body)
+    asyncio.run(asyncio.wait_for(app.registered(), timeout=5))
+    assert len(calls) == 3 and errors("t-task") == before + 2
