@@ -6,7 +6,6 @@ from __future__ import annotations
 from ..context import AppContext
 from . import (
     feedback,
-    findings,
     healing,
     inference,
     intake,
@@ -19,7 +18,7 @@ from . import (
 )
 
 # The order the agents, timers and tasks were declared in when importing declared them.
-MODULES = (feedback, findings, healing, quarantine, inference, intake, registry, rotation, router,
+MODULES = (feedback, healing, quarantine, inference, intake, registry, rotation, router,
            shadow, sink)
 
 

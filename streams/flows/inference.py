@@ -26,6 +26,7 @@ from schemas import (
     FailureEvent,
     InferenceRequest,
     InferenceResult,
+    ReviewFindings,
     Role,
     Status,
     VersionSpec,
@@ -33,12 +34,23 @@ from schemas import (
 
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS, INFERENCE_SECONDS
-from .findings import review_findings
 from .healing import plan
 from .quarantine import NO_TRAFFIC
 
 # Replays and re-tests never trip (nor are refused by) the circuit that guards user traffic.
 _REPLAY_BREAKER = CircuitBreaker(failure_threshold=2**31, cooldown_s=0)
+
+
+
+def review_findings(r: InferenceResult) -> ReviewFindings:
+    """The ReviewFindings users subscribe to, from a served, ok result (published by this hop:
+    a findings agent on `results` was one hop, one parse and one produce more per event)."""
+    return ReviewFindings(
+        request_id=r.request_id, task=r.task, repo=r.repo, sha=r.sha,
+        pull_request=r.pull_request, version_id=r.version_id, role=r.role, status=r.status,
+        fallback_from=r.fallback_from, change_type=r.change_type, risk=r.risk,
+        findings=r.findings, suggested_message=r.suggested_message, latency_ms=r.latency_ms,
+        error=r.error)
 
 
 def current_spec(ctx: AppContext, version_id: str) -> VersionSpec | None:
