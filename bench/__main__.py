@@ -5,6 +5,7 @@
     python -m bench --quick              # small sizes, to check that it runs
     python -m bench --label before       # name the JSON file bench/results/<time>-before.json
     python -m bench soak --minutes 60    # the long-running worker under steady load (bench/soak.py)
+    python -m bench rdkafka-join         # a new group's first message: aiokafka vs librdkafka
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from .soak import main as soak
 
         return soak(argv[1:])
+    if argv[:1] == ["rdkafka-join"]:
+        from .rdkafka_join import main as rdkafka_join
+
+        return rdkafka_join(argv[1:])
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.time()
