@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
     finally:
         broker.stop()
+        shutil.rmtree(home, ignore_errors=True)
     for d in out["variants"].values():
         d["summary"] = trials_summary(d["seconds"])
         held = [max(rtts) for rtts in d["join_rtts_ms"] if rtts]
