@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Limits(BaseSettings):
     """Input limits, enforced at intake (REVIEWBUS_LIMIT_*)."""
 
-    model_config = SettingsConfigDict(env_prefix="REVIEWBUS_LIMIT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="REVIEWBUS_LIMIT_", extra="ignore",
+                                      env_ignore_empty=True)
 
     max_message_bytes: int = 8_000_000  # whole Kafka message
     max_diff_chars: int = 400_000  # longer diffs are truncated, not rejected
@@ -23,7 +24,10 @@ class Limits(BaseSettings):
 class Settings(BaseSettings):
     """Runtime settings. `REVIEWBUS_KAFKA` unset means: use the embedded broker."""
 
-    model_config = SettingsConfigDict(env_prefix="REVIEWBUS_", extra="ignore")
+    # An empty variable counts as unset: a CI recipe that passes an unset secret or variable
+    # (`${{ vars.X }}` is "" then) gets the default, not an empty value.
+    model_config = SettingsConfigDict(env_prefix="REVIEWBUS_", extra="ignore",
+                                      env_ignore_empty=True)
 
     home: Path = Path(".reviewbus")
     kafka: str | None = None  # host:port[,host:port]; None -> embedded Tansu
@@ -38,6 +42,15 @@ class Settings(BaseSettings):
     topic_prefix: str = "reviewbus."
     app_id: str | None = None  # Faust app/consumer group id; None -> derived from prefix
     partitions: int = Field(default=4, ge=1)
+    # The consumer group (REVIEWBUS_BROKER_*): a worker that sends no heartbeat for
+    # session_timeout_s is dropped from the group and its partitions move to the others; a
+    # rebalance waits at most rebalance_timeout_s for the members to join again. The embedded
+    # broker (Tansu) holds every JoinGroup for half the session timeout, so a worker's first
+    # join there takes about session_timeout_s / 2 (bench/rdkafka_join.py). heartbeat_interval_s
+    # stays well below the session timeout (Kafka's rule of thumb: a third at most).
+    broker_session_timeout_s: float = Field(default=10.0, gt=0)
+    broker_rebalance_timeout_s: float = Field(default=2.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)
     web_port: int = 0  # 0 -> a free port, written to <home>/worker.json
     web_host: str = "127.0.0.1"
     log_level: str = "warning"
@@ -75,6 +88,20 @@ class Settings(BaseSettings):
     fault_timer_errors: str = ""
     # A background task that raised starts again after this many seconds (streams/guard.py).
     task_restart_s: float = Field(default=5.0, gt=0)
+    # The worker's memory (streams/memory.py): a JSON line of RSS, glibc heap (in use, free)
+    # and, with memory_trace, tracemalloc's growth by site, every report interval (0: off); and
+    # glibc's malloc_trim every trim interval (0: off), which hands free heap pages back.
+    memory_report_interval_s: float = Field(default=0.0, ge=0)
+    memory_trace: bool = False
+    malloc_trim_interval_s: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> Settings:
+        if self.broker_heartbeat_interval_s * 3 > self.broker_session_timeout_s:
+            raise ValueError(
+                f"broker_heartbeat_interval_s ({self.broker_heartbeat_interval_s:g}) must be at "
+                f"most a third of broker_session_timeout_s ({self.broker_session_timeout_s:g})")
+        return self
 
     def resolved_clickhouse(self) -> str:
         if self.clickhouse:

@@ -47,9 +47,9 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         # Join fast: the rebalance timeout bounds how long the first group join waits.
-        broker_rebalance_timeout=2,
-        broker_session_timeout=10,
-        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_commit_every=100,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
@@ -72,11 +72,12 @@ def create_app(settings: Settings, config, bootstrap: str,
                serving_specs: Iterable[VersionSpec]) -> AppContext:
     """The app with every topic, agent (one `inference.<version>` per served spec), timer,
     task and web page registered; `ctx.app` is the faust.App, `ctx.agents` its agents."""
-    from . import flows, web
+    from . import flows, memory, web
 
     app = faust_app(settings, bootstrap)
     ctx = AppContext(app, settings, config, bootstrap, Topics(app, settings, serving_specs))
     flows.register(ctx)
+    memory.register(ctx)
     web.register(ctx)
     return ctx
 

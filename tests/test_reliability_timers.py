@@ -8,6 +8,7 @@ every request, compares the fast shadow, and its join state empties by itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import urllib.request
@@ -47,6 +48,9 @@ CONFIG = {
 def stack(tmp_path_factory, broker):
     s = Stack(tmp_path_factory.mktemp("timers"), broker, CONFIG)
     s.env["REVIEWBUS_FAULT_TIMER_ERRORS"] = ",".join(FAULTY)
+    # the memory timers (streams/memory.py) run beside them, every half second
+    s.env.update({"REVIEWBUS_MEMORY_REPORT_INTERVAL_S": "0.5", "REVIEWBUS_MEMORY_TRACE": "1",
+                  "REVIEWBUS_MALLOC_TRIM_INTERVAL_S": "0.5"})
     s.start()
     yield s
     s.stop()
@@ -104,3 +108,22 @@ def test_raising_timers_and_join_expiry_leave_the_worker_serving(stack, tmp_path
     more = asyncio.run(submit(stack.settings, commit_events(repo, None, last=2), wait=True,
                               timeout=60))
     assert len(more) == 2 and stack.proc.poll() is None
+
+
+def test_memory_report_and_malloc_trim_run_on_their_timers(stack):
+    m = wait_metrics(stack, lambda m: m.get(
+        'reviewbus_timer_seconds_count{timer="malloc_trim"}', 0) >= 2 and m.get(
+        'reviewbus_timer_seconds_count{timer="memory_report"}', 0) >= 3)
+    assert m['reviewbus_timer_seconds_count{timer="malloc_trim"}'] >= 2, m
+    assert 'reviewbus_timer_errors_total{timer="memory_report"}' not in m
+    assert 'reviewbus_timer_errors_total{timer="malloc_trim"}' not in m
+    assert m['reviewbus_malloc_bytes{kind="in_use"}'] > 1_000_000
+    assert "reviewbus_malloc_trimmed_bytes_total" in m
+    lines = [json.loads(line) for line in
+             (stack.home / f"memory-{stack.proc.pid}.jsonl").read_text().splitlines()]
+    assert len(lines) >= 3
+    assert all(line["rss"] > line["heap"]["in_use"] > 0 for line in lines)
+    assert lines[-1]["traced"]["current"] > 0
+    assert "grew" not in lines[0] and len(lines[1]["grew"]) > 0  # sites against the first
+    where, size, count = lines[-1]["grew"][0]
+    assert ":" in where and isinstance(size, int) and isinstance(count, int)
