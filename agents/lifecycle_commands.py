@@ -106,7 +106,7 @@ def transition_event_id(
 # -- a person's commands -------------------------------------------------------------------
 
 MANUAL_COMMANDS = ("promote", "demote", "rollback", "pause", "resume", "canary", "quarantine",
-                   "restore", "archive", "block", "unblock")
+                   "restore", "archive", "block", "unblock", "abort")
 
 
 def _entry(registry: Registry, version_id: str | None) -> VersionEntry:
@@ -130,8 +130,10 @@ def manual_event(registry: Registry, command: str, version_id: str | None, *, ac
     it reaches the topic.
     """
     A = LifecycleAction
-    if command not in MANUAL_COMMANDS:
-        raise IllegalTransition(f"unknown command {command!r}")
+    if command not in MANUAL_COMMANDS or command == "abort":
+        raise IllegalTransition(f"unknown command {command!r}"
+                                + (" (it is several events: manual_events)"
+                                   if command == "abort" else ""))
     if command == "rollback" and not version_id:
         version_id = stable_version(registry)
         if version_id is None:
@@ -202,6 +204,66 @@ def manual_event(registry: Registry, command: str, version_id: str | None, *, ac
         position=registry.applied, **extra)
     check_applies(registry, event, label=command)
     return event
+
+
+def manual_events(registry: Registry, command: str, version_id: str | None, *, actor: str,
+                  reason: str, percent: float | None = None, full: bool = False,
+                  canary_steps: Sequence[float] = DEFAULT_CANARY_STEPS,
+                  now: datetime | None = None) -> list[LifecycleEvent]:
+    """The events a command means, each checked on the registry the previous ones produce.
+
+    One event for most commands. Two shortcuts, after Argo Rollouts, are several:
+
+    - `promote --full`: every remaining step up to stable, one event each (registered ->
+      shadow -> each canary step -> stable), so the history shows the steps it skipped the
+      waiting for, and each can be rolled back as usual;
+    - `abort`: a canary straight back to shadow (one demote event, whatever its step), then
+      paused, so the rotation agent does not promote it again on the same evidence;
+      `versions resume` lets it move again (Argo's `retry`).
+
+    Each event carries the registry position it was checked on, so a decision that reached
+    the topic between them makes the rest stale (skipped, never half-applied out of order).
+    """
+    kw = {"actor": actor, "canary_steps": canary_steps, "now": now}
+    if command == "promote" and full:
+        events: list[LifecycleEvent] = []
+        current = registry
+        entry = _entry(current, version_id)
+        if entry.state == S.stable:
+            raise IllegalTransition(f"promote --full {version_id}: already stable")
+        for _ in range(len(canary_steps) + 3):  # registered, shadow, each step, stable
+            step = len(events) + 1
+            event = manual_event(current, "promote", version_id,
+                                 reason=f"{reason} (promote --full, step {step})", **kw)
+            current = check_applies(current, event)
+            events.append(event)
+            if current.versions[event.version_id].state == S.stable:
+                return events
+        raise IllegalTransition(f"promote --full {version_id}: stable not reached")  # pragma: no cover
+    if command != "abort":
+        return [manual_event(registry, command, version_id, reason=reason, percent=percent,
+                             **kw)]
+    entry = _entry(registry, version_id)
+    assert version_id is not None
+    if entry.state != S.canary:
+        raise IllegalTransition(f"abort {version_id}: only a canary can be aborted; it is "
+                                f"{entry.state.value}")
+    extra = {"occurred_at": now} if now is not None else {}
+    back = LifecycleEvent(
+        event_id=new_id(), task=registry.task, version_id=version_id,
+        action=LifecycleAction.demote, from_state=S.canary, to_state=S.shadow,
+        traffic_percent=0.0, actor=actor, reason=f"abort: {reason}",
+        position=registry.applied, **extra)
+    current = check_applies(registry, back, label="abort")
+    if entry.paused:
+        return [back]
+    pause = LifecycleEvent(
+        event_id=new_id(), task=registry.task, version_id=version_id,
+        action=LifecycleAction.pause, from_state=S.shadow, to_state=S.shadow,
+        traffic_percent=0.0, actor=actor, reason=f"abort: {reason}",
+        position=current.applied, **extra)
+    check_applies(current, pause, label="abort")
+    return [back, pause]
 
 
 def check_applies(registry: Registry, event: LifecycleEvent, label: str | None = None

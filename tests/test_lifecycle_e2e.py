@@ -257,6 +257,16 @@ def test_manual_commands(stack, rollout, capsys, monkeypatch, tmp_path):
     paused = [e for e in lifecycle(stack) if e.action.value == "pause"]
     assert [(e.version_id, e.actor, e.reason) for e in paused] == [
         ("twin", "user:ann", "investigating")]
+    # Argo's abort: a canary straight back to shadow. twin is paused, so the rotation agent
+    # cannot move it between the two commands; the abort is then its demote alone.
+    assert cli(["versions", "canary", "twin", "10", "--reason", "try it"]) == 0
+    capsys.readouterr()
+    assert cli(["versions", "abort", "twin", "--reason", "p99 doubled"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("abort twin: canary 10% (paused) -> shadow (paused)"), out
+    assert states(stack)["twin"] == "shadow"
+    assert cli(["versions", "abort", "twin", "--reason", "again"]) == 1
+    assert "only a canary can be aborted; it is shadow" in capsys.readouterr().err
     assert cli(["versions", "resume", "twin", "--reason", "done"]) == 0
     capsys.readouterr()
 
@@ -299,3 +309,23 @@ def test_rollback_restores_the_previous_stable(stack, rollout, capsys, monkeypat
     assert cli(["versions", "--format", "json"]) == 0
     shares = {r["version_id"]: r["traffic_percent"] for r in json.loads(capsys.readouterr().out)}
     assert shares == {"base": 100.0, "better": 0.0, "twin": 0.0, "worse": 0.0, "fresh": 0.0}
+
+
+def test_promote_full_walks_every_step_in_one_command(stack, rollout, capsys, monkeypatch):
+    """Runs last: it changes the stable version. twin is paused first, so the rotation agent
+    leaves it alone; each step is its own event, on consecutive registry positions."""
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    assert cli(["versions", "pause", "twin", "--reason", "hands off"]) == 0
+    capsys.readouterr()
+    before = {e.event_id for e in lifecycle(stack)}
+    assert cli(["versions", "promote", "twin", "--full", "--reason", "hotfix"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("promote --full twin: shadow (paused) -> stable (paused)"), out
+    assert "steps, one event each: canary 25% -> canary 50% -> stable" in out
+    mine = [e for e in lifecycle(stack) if e.event_id not in before and e.actor != "rotation"]
+    assert [(e.action.value, e.to_state.value, e.traffic_percent) for e in mine] == [
+        ("promote", "canary", 25.0), ("promote", "canary", 50.0), ("promote", "stable", 0.0)]
+    assert [e.position - mine[0].position for e in mine] == [0, 1, 2]
+    assert states(stack)["twin"] == "stable" and states(stack)["base"] == "deprecated"
+    assert worker_states(stack, lambda v: v.get("twin") == "stable")["base"] == "deprecated"

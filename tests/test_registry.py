@@ -321,6 +321,7 @@ from agents.errors import UnknownVersion  # noqa: E402
 from agents.lifecycle_commands import (  # noqa: E402
     check_applies,
     manual_event,
+    manual_events,
     previous_canary_step,
     register_request,
 )
@@ -511,6 +512,49 @@ def test_manual_rollback():
     assert states(r) == {"v1": ("deprecated", 0.0), "v2": ("stable", 0.0)}
     with pytest.raises(IllegalTransition, match="not a archived one|not a deprecated"):
         manual(check_applies(r, manual(r, "archive", "v1")), "rollback", "v1")
+
+
+def test_promote_full_records_every_remaining_step():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 25.0))
+    events = manual_events(r, "promote", "v2", actor="user:ann", reason="hotfix", full=True)
+    # canary 25 -> 50 -> 75 -> stable: one event each, each on the position the last made
+    assert [(e.to_state.value, e.traffic_percent) for e in events] == [
+        ("canary", 50.0), ("canary", 75.0), ("stable", 0.0)]
+    assert [e.position for e in events] == [r.applied, r.applied + 1, r.applied + 2]
+    assert all(e.reason.startswith("hotfix (promote --full, step") for e in events)
+    after = r
+    for e in events:
+        after = check_applies(after, e)
+    assert states(after) == {"v1": ("deprecated", 0.0), "v2": ("stable", 0.0)}
+    # from registered: shadow first, then every canary step
+    r2 = boot(spec("v1", S.stable), spec("v3", S.registered))
+    steps = manual_events(r2, "promote", "v3", actor="a", reason="r", full=True,
+                          canary_steps=(10, 90))
+    assert [e.to_state.value for e in steps] == ["shadow", "canary", "canary", "stable"]
+    with pytest.raises(IllegalTransition, match="already stable"):
+        manual_events(after, "promote", "v2", actor="a", reason="r", full=True)
+    # a decision that got there first makes the rest stale: nothing applies out of order
+    moved = check_applies(r, manual(r, "demote", "v2"))
+    _, skip = apply_event(moved, events[0])
+    assert skip is not None and skip.code == SkipCode.stale
+
+
+def test_abort_sends_a_canary_back_to_shadow_and_pauses_it():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 50.0))
+    events = manual_events(r, "abort", "v2", actor="user:ann", reason="p99 doubled")
+    assert [e.action for e in events] == [A.demote, A.pause]
+    for e in events:
+        assert e.reason == "abort: p99 doubled"
+        r = check_applies(r, e)
+    assert states(r)["v2"] == ("shadow", 0.0) and r.versions["v2"].paused
+    with pytest.raises(IllegalTransition, match="only a canary can be aborted; it is shadow"):
+        manual_events(r, "abort", "v2", actor="a", reason="r")
+    # already paused: the demote alone
+    r = check_applies(r, manual(r, "canary", "v2", percent=5))
+    assert [e.action for e in manual_events(r, "abort", "v2", actor="a", reason="r")] == [
+        A.demote]
+    with pytest.raises(IllegalTransition, match="unknown command 'abort'"):
+        manual(r, "abort", "v2")
 
 
 def test_manual_refusals_are_one_line():

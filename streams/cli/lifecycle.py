@@ -30,6 +30,8 @@ HELPS = {
     "archive": "retire a version for good",
     "block": "put this version's backend/parameters on the blocklist",
     "unblock": "take this version's backend/parameters off the blocklist",
+    "abort": "a canary straight back to shadow, and paused so the rotation agent leaves it "
+             "there (`versions resume` lets it move again)",
 }
 
 
@@ -54,6 +56,10 @@ def register(cmd) -> None:
         sp.add_argument("version", nargs="?" if name == "rollback" else None)
         if name == "canary":
             sp.add_argument("percent", type=float)
+        if name == "promote":
+            sp.add_argument("--full", action="store_true",
+                            help="straight to stable through every remaining step, one "
+                                 "recorded event each (Argo Rollouts' promote --full)")
         common(sp)
         sp.set_defaults(func=cmd_manual)
 
@@ -75,10 +81,14 @@ def cmd_versions(args, settings: Settings) -> int:
 def cmd_manual(args, settings: Settings) -> int:
     done = lifecycle.manual(settings, args.lifecycle_command, getattr(args, "version", None),
                             actor=args.actor, reason=args.reason,
-                            percent=getattr(args, "percent", None))
+                            percent=getattr(args, "percent", None),
+                            full=getattr(args, "full", False))
     event = done["event"]
-    print(f"{args.lifecycle_command} {event.version_id}: {done['before']} -> {done['after']} "
+    command = args.lifecycle_command + (" --full" if getattr(args, "full", False) else "")
+    print(f"{command} {event.version_id}: {done['before']} -> {done['after']} "
           f"(event {event.event_id}, {event.actor}: {event.reason})")
+    if len(done["events"]) > 1:
+        print("  steps, one event each: " + " -> ".join(done["steps"]))
     if done["stable"] and done["stable"] != event.version_id and args.lifecycle_command == "rollback":
         print(f"stable version: {done['stable']}")
     return 0

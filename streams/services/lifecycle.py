@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from agents.errors import ConfigError, IllegalTransition, ReviewbusError, StoreError
-from agents.lifecycle_commands import check_applies, manual_event, register_request
+from agents.lifecycle_commands import check_applies, manual_events, register_request
 from agents.registry import IN_PLACE, Skip, fold, fold_annotated
 from agents.settings import Settings
 from infra import queries_cli as q
@@ -85,20 +85,38 @@ def _not_applied(command: str, event: LifecycleEvent, skipped: Skip | str) -> Il
 
 
 def manual(settings: Settings, command: str, version: str | None, *, actor: str, reason: str,
-           percent: float | None = None) -> dict[str, Any]:
-    """One manual command (promote, demote, rollback, ...): published, read back, applied."""
+           percent: float | None = None, full: bool = False) -> dict[str, Any]:
+    """A manual command (promote, demote, rollback, abort, promote --full, ...): its events
+    published, read back and applied, all of them or the command fails naming the first that
+    was not."""
     config = load_config(settings.config)
     registry, address = read_registry(settings, config.task)
-    event = manual_event(registry, command, version, actor=actor, reason=reason,
-                         percent=percent, canary_steps=config.rotation.canary_steps)
+    events = manual_events(registry, command, version, actor=actor, reason=reason,
+                           percent=percent, full=full, canary_steps=config.rotation.canary_steps)
+    event = events[0]
     before = describe_state(registry, event.version_id)
-    after, outcome = publish_and_confirm(settings, address, config.task, [event])
-    skipped = outcome.get(event.event_id, "not found on the topic after publishing")
-    if skipped:
-        raise _not_applied(command, event, skipped)
+    after, outcome = publish_and_confirm(settings, address, config.task, events)
+    for i, e in enumerate(events):
+        skipped = outcome.get(e.event_id, "not found on the topic after publishing")
+        if skipped:
+            error = _not_applied(command, e, skipped)
+            if i:
+                error = IllegalTransition(f"{error} (the first {i} of its {len(events)} "
+                                          "events applied: it is now "
+                                          f"{describe_state(after, e.version_id)})")
+            raise error
     stable = next((v for v, e in after.versions.items() if e.state.value == "stable"), None)
-    return {"event": event, "before": before, "after": describe_state(after, event.version_id),
-            "stable": stable}
+    return {"event": event, "events": events, "before": before,
+            "after": describe_state(after, event.version_id), "stable": stable,
+            "steps": [describe_step(e) for e in events]}
+
+
+def describe_step(event: LifecycleEvent) -> str:
+    if event.action.value in ("pause", "resume"):
+        return event.action.value + "d"
+    if event.to_state.value == "canary":
+        return f"canary {event.traffic_percent:g}%"
+    return event.to_state.value
 
 
 def load_specs(path: Path, task: str) -> list[VersionSpec]:
