@@ -50,7 +50,7 @@ def pull_request_number(text: str) -> int:
 
 
 SUBMIT_EPILOG = f"""\
-exit codes (with --wait or --fail-on):
+exit codes (with --wait, --fail-on or --report):
   0  reviewed; no finding at or above --fail-on (or no --fail-on)
   {EXIT_FINDINGS}  a served finding at or above --fail-on (reviewdog's -fail-level)
   2  bad arguments
@@ -58,6 +58,24 @@ exit codes (with --wait or --fail-on):
      commit was answered with an error status (and no finding reached --fail-on)
 without --wait: 0 published, 1 an error (no broker, no commits)
 """
+
+
+def report_target(text: str) -> tuple[str, Path]:
+    """`FORMAT:FILE` of --report: a format of FINDINGS and the file it is written to."""
+    fmt, sep, path = text.partition(":")
+    if not sep or fmt not in FINDINGS or not path:
+        raise argparse.ArgumentTypeError(
+            f"--report wants FORMAT:FILE with FORMAT one of {', '.join(FINDINGS)}; got {text!r}")
+    return fmt, Path(path)
+
+
+def add_reports(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--report", type=report_target, action="append", default=[],
+                    metavar="FORMAT:FILE",
+                    help="also write the findings as FORMAT to FILE (repeatable; e.g. "
+                         "sarif:reviewbus.sarif for code scanning beside --format github)")
+    sp.add_argument("--summary-md", type=Path, metavar="FILE",
+                    help="append a Markdown summary to FILE (e.g. $GITHUB_STEP_SUMMARY)")
 
 
 def register(cmd) -> None:
@@ -74,14 +92,12 @@ def register(cmd) -> None:
                     help="exit 1 when a served finding is at or above LEVEL: info, low, medium, "
                          "high, critical (implies --wait)")
     add_format(sp, FINDINGS)
-    sp.add_argument("--summary-md", type=Path, metavar="FILE",
-                    help="append a Markdown summary to FILE (e.g. $GITHUB_STEP_SUMMARY)")
+    add_reports(sp)
 
     sp = cmd("findings", cmd_findings, "read the findings topic")
     sp.add_argument("--follow", action="store_true")
     add_format(sp, FINDINGS)
-    sp.add_argument("--summary-md", type=Path, metavar="FILE",
-                    help="append a Markdown summary to FILE (e.g. $GITHUB_STEP_SUMMARY)")
+    add_reports(sp)
 
     sp = cmd("replay", cmd_replay, "re-send archived input events to one version as a run")
     sp.add_argument("--to", dest="version", required=True)
@@ -119,14 +135,28 @@ def _show(fmt: str):
     return show
 
 
-def _finish(fmt: str, results: list, summary_file: Path | None,
-            fail_on: Severity | None = None) -> None:
+def render_findings(fmt: str, results: list) -> str:
+    """All results in one format, as one text (the --report files)."""
     if fmt == "sarif":
-        print(to_json(to_sarif(results)))
-    elif fmt == "gitlab":
-        print(to_json(to_gitlab(results)))
-    if summary_file is not None:
-        _append(summary_file, summary_md(results, fail_on))
+        return to_json(to_sarif(results))
+    if fmt == "gitlab":
+        return to_json(to_gitlab(results))
+    if fmt == "rdjsonl":
+        return to_rdjsonl(results)
+    if fmt == "github":
+        return to_github(results)
+    show = findings_json if fmt == "json" else findings_text
+    return "\n".join(show(r) for r in results)
+
+
+def _finish(args, results: list) -> None:
+    if args.format in ("sarif", "gitlab"):
+        print(render_findings(args.format, results))
+    for fmt, path in args.report:
+        text = render_findings(fmt, results)
+        path.write_text(text + "\n" if text else "", encoding="utf-8")
+    if args.summary_md is not None:
+        _append(args.summary_md, summary_md(results, getattr(args, "fail_on", None)))
 
 
 def _append(path: Path, text: str) -> None:
@@ -137,7 +167,7 @@ def _append(path: Path, text: str) -> None:
 def cmd_submit(args, settings: Settings) -> int:
     from infra.gitsource import commit_events
 
-    wait = args.wait or args.fail_on is not None
+    wait = args.wait or args.fail_on is not None or bool(args.report)
     spec = args.rev if args.rev or args.last else "HEAD"
     try:
         events = commit_events(args.repo, spec, last=args.last, pull_request=args.pr)
@@ -155,7 +185,7 @@ def cmd_submit(args, settings: Settings) -> int:
     if not wait:
         print(f"submitted {len(events)} commits", file=sys.stderr)
         return 0
-    _finish(args.format, results, args.summary_md, args.fail_on)
+    _finish(args, results)
     return gate(results, args.fail_on)
 
 
@@ -165,13 +195,13 @@ def cmd_findings(args, settings: Settings) -> int:
     async def read() -> list:
         out = []
         async for r in bus.follow_findings(settings, args.follow):
-            if args.format not in STREAMED or args.summary_md is not None:
+            if args.format not in STREAMED or args.summary_md is not None or args.report:
                 out.append(r)
             show(r)
         return out
 
     results = asyncio.run(read())
-    _finish(args.format, results, args.summary_md)
+    _finish(args, results)
     return 0
 
 
