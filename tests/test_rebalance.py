@@ -25,6 +25,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ from infra.kafka import produce_all, read_to_end, start_producer
 from infra.procs import read_json
 from schemas import ChangedFile, CommitEvent, LifecycleEvent, ReviewFindings
 from streams import names
+from streams.services.lifecycle import manual
 
 from .conftest import ROOT
 
@@ -43,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 RATE_BATCH, RATE_EVERY_S = 4, 0.5  # 8 requests a second
-SESSION_TIMEOUT_S = 10  # streams/app.py broker_session_timeout
+SESSION_TIMEOUT_S = 6  # REVIEWBUS_BROKER_SESSION_TIMEOUT_S of the workers (Kafka's minimum)
 GATES = {"min_samples": 8, "max_error_rate": 0.35, "max_latency_ratio": None,
          "min_accuracy_delta": 0.0, "min_agreement": None}
 
@@ -58,10 +60,12 @@ def config(reconcile: bool) -> dict:
              "params": {"label": "feature", "label_by_path": {"docs/": "docs"}, "findings": 1,
                         "sleep_ms": 2}},
         ],
-        # A slow rollout (a step at most every settle_s) whose decisions span the leader
-        # changes: each must apply once.
-        "rotation": {"interval_s": 1.0, "window_s": 3600, "settle_s": 12.0,
-                     "canary_steps": [20, 40, 60, 80], "shadow_to_canary": GATES,
+        # A rollout of many steps (one at most every settle_s) whose decisions span the
+        # leader changes: each must apply once. Short steps, so that when the SIGSTOPped
+        # leader wakes, the registry it holds from before its sleep says a step is due: its
+        # first tick decides on that stale registry (reported as woken_leader_moves).
+        "rotation": {"interval_s": 1.0, "window_s": 3600, "settle_s": 4.0,
+                     "canary_steps": [10, 20, 30, 40, 50, 60, 70, 80, 90], "shadow_to_canary": GATES,
                      "canary_step": GATES, "canary_to_stable": GATES},
         "quarantine": {"triggers": []},
         "inference": {"batch_size": 8, "batch_wait_s": 0.02, "reconcile": reconcile,
@@ -82,7 +86,8 @@ class Fleet:
                     "REVIEWBUS_TOPIC_PREFIX": prefix, "REVIEWBUS_APP_ID": app_id,
                     "REVIEWBUS_CONFIG": str(home / "versions.yaml"),
                     "REVIEWBUS_PARTITIONS": str(PARTITIONS), "REVIEWBUS_LOG_LEVEL": "info",
-                    "REVIEWBUS_SINK_WITHIN_S": "0.2", "REVIEWBUS_WORKERS": str(size)}
+                    "REVIEWBUS_SINK_WITHIN_S": "0.2", "REVIEWBUS_WORKERS": str(size),
+                    "REVIEWBUS_BROKER_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}
         self.settings = Settings(home=home, kafka=broker, topic_prefix=prefix, app_id=app_id,
                                  config=home / "versions.yaml", partitions=PARTITIONS)
         self.procs: dict[int, subprocess.Popen] = {}
@@ -279,10 +284,19 @@ def test_rebalances_under_load_lose_nothing(tmp_path, broker, reconcile):
         assert leader is not None, "no single leader among the alive workers"
         os.kill(fleet.procs[leader].pid, signal.SIGSTOP)
         note(f"leader {leader} SIGSTOPped")
-        time.sleep(SESSION_TIMEOUT_S + 5)
+        # A person moves the registry on while the leader sleeps (the stable version paused and
+        # resumed: two positions, no state change), so the registry the sleeper holds is stale
+        # when it wakes, whatever its successor decides.
+        for command in ("pause", "resume"):
+            manual(fleet.settings, command, "base", actor="user:test", reason="while it sleeps")
+        note("the registry moved on by two positions")
+        # long enough for a successor to lead and take a rotation step while it sleeps
+        time.sleep(SESSION_TIMEOUT_S + 9)
         others = fleet.leader(timeout=20, exclude=leader)
         note(f"while it slept, worker {others} led")
-        os.kill(fleet.procs[leader].pid, signal.SIGCONT)
+        woken_pid = fleet.procs[leader].pid
+        os.kill(woken_pid, signal.SIGCONT)
+        woke_at = datetime.now(UTC)
         note(f"worker {leader} SIGCONTed")
         time.sleep(5)
         traffic.halt.set()
@@ -346,6 +360,15 @@ def test_rebalances_under_load_lose_nothing(tmp_path, broker, reconcile):
         assert all(code in (SkipCode.duplicate, SkipCode.stale) for code in skipped), skipped
         positions = [e.position for e, why in notes if why is None and e.actor == "rotation"]
         assert len(set(positions)) == len(positions)
+        # What the woken leader decided after SIGCONT (its pid is in each decision's
+        # evidence), reported: a decision on the registry it held before it slept is skipped
+        # as stale or as a duplicate of its successor's (checked above for every decision);
+        # only what it decided after catching up applies.
+        woken = [(e, why) for e, why in notes if e.actor == "rotation"
+                 and (e.evidence or {}).get("decided_by", {}).get("pid") == woken_pid
+                 and e.occurred_at >= woke_at and e.action.value != "hold"]
+        woken_report = [why.code.value if why else "applied" for _e, why in woken]
+        note(f"the woken leader decided {len(woken)} moves after SIGCONT: {woken_report}")
 
         firings = fleet.guard_firings()
         run = {"reconcile": reconcile, "requests": len(sent), "duplicates_interactions_final":
@@ -355,6 +378,7 @@ def test_rebalances_under_load_lose_nothing(tmp_path, broker, reconcile):
                "reroutes": reroutes,
                "guard_firings": firings, "rotation_applied": applied,
                "rotation_skipped": [c.value for c in skipped],
+               "woken_leader_moves": woken_report,
                "takeovers": takeovers(fleet.home), "seconds": round(time.monotonic() - t0, 1),
                "timeline": events}
         RUNS.append(run)

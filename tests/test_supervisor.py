@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -245,3 +246,74 @@ def test_a_stale_supervisor_file_is_reported_and_removed(env, capsys):
     assert "supervisor: not running (stale supervisor.json)" in capsys.readouterr().out
     assert cli(["down"]) == 0
     assert not (env / "supervisor.json").exists()
+
+
+def test_up_with_two_workers_shares_partitions_and_survives_a_kill(env, capsys, tmp_path):
+    """`up --detach --workers 2` as a user runs it: two supervised workers of one group split
+    the partitions, one leads, one hosts the store; a commit is reviewed; a worker killed with
+    `kill -9` is restarted and counted, the other is not, and the pair reviews again; `down`
+    stops them all."""
+    from infra.gitsource import commit_events
+    from streams.services.bus import submit
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "ci@example.com"],
+                 ["config", "user.name", "CI"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    for i in range(2):
+        (repo / f"f{i}.py").write_text(f"x = {i}\n")
+        subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+        subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", f"feat: f{i}"], check=True)
+
+    assert cli(["up", "--detach", "--workers", "2"]) == 0
+    pids: set[int] = set()
+    try:
+        capsys.readouterr()
+
+        def membership_settled(status: dict) -> bool:
+            ws = status["workers"]
+            return (len(ws) == 2 and all(w["alive"] and w["partitions"] for w in ws)
+                    and status["leader"] is not None)
+
+        deadline = time.monotonic() + 120
+        status = status_json(capsys)
+        while not membership_settled(status) and time.monotonic() < deadline:
+            time.sleep(1)
+            status = status_json(capsys)
+        assert membership_settled(status), status["workers"]
+        ws = status["workers"]
+        pids |= {w["pid"] for w in ws} | {status["supervisor"]["pid"]}
+        commits = [{p for p in w["partitions"] if p.split(":")[0].endswith(".commits")}
+                   for w in ws]
+        # the commits topic's two partitions, one each (the group split them)
+        assert commits[0].isdisjoint(commits[1]) and len(commits[0] | commits[1]) == 2, ws
+        assert sum(w["hosts_store"] for w in ws) == 1
+        assert status["leader"]["pid"] in {w["pid"] for w in ws}
+
+        settings = Settings()
+        results = asyncio.run(submit(settings, commit_events(repo, "HEAD"),
+                                     wait=True, timeout=90))
+        assert [r.version_id for r in results] == ["st"]
+
+        victim = next(w for w in ws if not w["hosts_store"])
+        os.kill(victim["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = status_json(capsys)
+            again = next(w for w in status["workers"] if w["index"] == victim["index"])
+            if again["alive"] and again["pid"] != victim["pid"] and again["partitions"]:
+                break
+            time.sleep(1)
+        assert again["restarts"] == 1 and again["last_exit"]["reason"] == "killed by SIGKILL"
+        other = next(w for w in status["workers"] if w["index"] != victim["index"])
+        assert other["restarts"] == 0 and other["pid"] in pids
+        pids.add(again["pid"])
+        results = asyncio.run(submit(settings, commit_events(repo, "HEAD~1"),
+                                     wait=True, timeout=90))
+        assert [r.version_id for r in results] == ["st"]
+    finally:
+        stopped = cli(["down"])
+    assert stopped == 0
+    assert not any(pid_alive(p) for p in pids)
+    assert processes_of(env) == []

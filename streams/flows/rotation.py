@@ -9,6 +9,7 @@ the first one produced.
 
 from __future__ import annotations
 
+import os
 import time
 
 from agents.rotation import Verdict, decide, metrics_from_results, proposals, window_for
@@ -57,6 +58,13 @@ async def evaluate(ctx: AppContext, now=None) -> list[Verdict]:
     return verdicts
 
 
+def decided_by() -> dict[str, int]:
+    """Which worker took a decision (in its evidence): with several workers, what a leader
+    that was stopped and woke up decided can be told from what its successor decided."""
+    return {"pid": os.getpid(), "worker_index": int(os.environ.get("REVIEWBUS_WORKER_INDEX")
+                                                     or 0)}
+
+
 def to_send(ctx: AppContext, verdicts: list[Verdict]) -> list[LifecycleEvent]:
     cfg = ctx.config.rotation
     _recorded, _sent = ctx.rotation_recorded, ctx.rotation_sent
@@ -69,6 +77,10 @@ def to_send(ctx: AppContext, verdicts: list[Verdict]) -> list[LifecycleEvent]:
         event = v.event
         if event is None:
             continue
+        # The id stays the one derived from the registry position: the same decision taken
+        # by two workers is still one event to the fold.
+        event = event.model_copy(update={"evidence": {**(event.evidence or {}),
+                                                      "decided_by": decided_by()}})
         seen = ctx.registry.registry.seen_event_ids
         if v.moves:
             if event.event_id in _sent or event.event_id in seen:
