@@ -26,7 +26,7 @@ from schemas.base import new_id
 
 from .blocklist import BlockRule, blocked_by, describe
 from .errors import IllegalTransition, UnknownVersion
-from .registry import apply_event, previous_stable
+from .registry import Skip, SkipCode, apply_event, previous_stable
 from .routing import stable_version
 
 DEFAULT_CANARY_STEPS: tuple[float, ...] = (5, 25, 50, 75)
@@ -224,7 +224,6 @@ def manual_events(registry: Registry, command: str, version_id: str | None, *, a
     Each event carries the registry position it was checked on, so a decision that reached
     the topic between them makes the rest stale (skipped, never half-applied out of order).
     """
-    kw = {"actor": actor, "canary_steps": canary_steps, "now": now}
     if command == "promote" and full:
         events: list[LifecycleEvent] = []
         current = registry
@@ -233,16 +232,17 @@ def manual_events(registry: Registry, command: str, version_id: str | None, *, a
             raise IllegalTransition(f"promote --full {version_id}: already stable")
         for _ in range(len(canary_steps) + 3):  # registered, shadow, each step, stable
             step = len(events) + 1
-            event = manual_event(current, "promote", version_id,
-                                 reason=f"{reason} (promote --full, step {step})", **kw)
+            event = manual_event(current, "promote", version_id, actor=actor,
+                                 reason=f"{reason} (promote --full, step {step})",
+                                 canary_steps=canary_steps, now=now)
             current = check_applies(current, event)
             events.append(event)
             if current.versions[event.version_id].state == S.stable:
                 return events
         raise IllegalTransition(f"promote --full {version_id}: stable not reached")  # pragma: no cover
     if command != "abort":
-        return [manual_event(registry, command, version_id, reason=reason, percent=percent,
-                             **kw)]
+        return [manual_event(registry, command, version_id, actor=actor, reason=reason,
+                             percent=percent, canary_steps=canary_steps, now=now)]
     entry = _entry(registry, version_id)
     assert version_id is not None
     if entry.state != S.canary:
@@ -264,6 +264,24 @@ def manual_events(registry: Registry, command: str, version_id: str | None, *, a
         position=current.applied, **extra)
     check_applies(current, pause, label="abort")
     return [back, pause]
+
+
+def abort_pause_again(after: Registry, events: Sequence[LifecycleEvent],
+                      skipped: dict[str, Skip | str | None]) -> LifecycleEvent | None:
+    """An abort's pause once more, on the registry `after` its events were folded, when the
+    demote applied and the pause alone came too late (another event took its position first):
+    pausing the same version again is safe. None when there is nothing to retry."""
+    if len(events) != 2 or events[1].action != LifecycleAction.pause:
+        return None
+    demote, pause = events
+    why = skipped.get(pause.event_id)
+    if skipped.get(demote.event_id) is not None or not isinstance(why, Skip) or \
+            why.code != SkipCode.stale:
+        return None
+    entry = after.versions.get(pause.version_id)
+    if entry is None or entry.state != S.shadow or entry.paused:
+        return None
+    return pause.model_copy(update={"event_id": new_id(), "position": after.applied})
 
 
 def check_applies(registry: Registry, event: LifecycleEvent, label: str | None = None

@@ -319,6 +319,7 @@ from datetime import UTC, datetime, timedelta  # noqa: E402
 from agents.blocklist import BlockRule  # noqa: E402
 from agents.errors import UnknownVersion  # noqa: E402
 from agents.lifecycle_commands import (  # noqa: E402
+    abort_pause_again,
     check_applies,
     manual_event,
     manual_events,
@@ -555,6 +556,30 @@ def test_abort_sends_a_canary_back_to_shadow_and_pauses_it():
         A.demote]
     with pytest.raises(IllegalTransition, match="unknown command 'abort'"):
         manual(r, "abort", "v2")
+
+
+def test_an_abort_whose_pause_came_too_late_is_paused_again():
+    r = boot(spec("v1", S.stable), spec("v2", S.canary, 50.0), spec("v3"))
+    demote, pause = manual_events(r, "abort", "v2", actor="a", reason="r")
+    # the demote applies; another event (a hold-free move of v3) takes the pause's position
+    after = check_applies(r, demote)
+    after = check_applies(after, manual(after, "pause", "v3"))
+    _, why = apply_event(after, pause)
+    assert why is not None and why.code == SkipCode.stale
+    retry = abort_pause_again(after, [demote, pause], {demote.event_id: None,
+                                                       pause.event_id: why})
+    assert retry is not None and retry.event_id != pause.event_id
+    assert retry.position == after.applied and retry.reason == pause.reason
+    assert check_applies(after, retry).versions["v2"].paused
+    # nothing to retry: the pause applied, the demote did not, or v2 moved meanwhile
+    assert abort_pause_again(after, [demote, pause], {demote.event_id: None,
+                                                      pause.event_id: None}) is None
+    assert abort_pause_again(after, [demote, pause], {demote.event_id: why,
+                                                      pause.event_id: why}) is None
+    moved = check_applies(after, manual(after, "canary", "v2", percent=5))
+    assert abort_pause_again(moved, [demote, pause], {demote.event_id: None,
+                                                      pause.event_id: why}) is None
+    assert abort_pause_again(after, [demote], {demote.event_id: None}) is None
 
 
 def test_manual_refusals_are_one_line():

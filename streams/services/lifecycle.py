@@ -17,7 +17,12 @@ import yaml
 from pydantic import ValidationError
 
 from agents.errors import ConfigError, IllegalTransition, ReviewbusError, StoreError
-from agents.lifecycle_commands import check_applies, manual_events, register_request
+from agents.lifecycle_commands import (
+    abort_pause_again,
+    check_applies,
+    manual_events,
+    register_request,
+)
 from agents.registry import IN_PLACE, Skip, fold, fold_annotated
 from agents.settings import Settings
 from infra import queries_cli as q
@@ -96,6 +101,13 @@ def manual(settings: Settings, command: str, version: str | None, *, actor: str,
     event = events[0]
     before = describe_state(registry, event.version_id)
     after, outcome = publish_and_confirm(settings, address, config.task, events)
+    for _ in range(3):  # an abort whose pause alone came too late: pause again
+        retry = abort_pause_again(after, events, outcome)
+        if retry is None:
+            break
+        events = [events[0], retry]
+        after, more = publish_and_confirm(settings, address, config.task, [retry])
+        outcome.update(more)
     for i, e in enumerate(events):
         skipped = outcome.get(e.event_id, "not found on the topic after publishing")
         if skipped:
