@@ -117,3 +117,17 @@ def test_no_topic_and_timeout_are_not_reviewed(broker, repo, tmp_path_factory, t
         assert "timed out after 2 s" in capsys.readouterr().err
     finally:
         s.stop()
+
+
+def test_a_report_that_cannot_be_written_is_not_a_verdict(high_stack, repo, monkeypatch,
+                                                          capsys, tmp_path):
+    _use(high_stack, monkeypatch)
+    missing = tmp_path / "no-such-dir" / "reviewbus.sarif"
+    argv = ["submit", "--repo", str(repo), "--timeout", "60", "--fail-on", "critical",
+            "--report", f"sarif:{missing}"]
+    assert cli(argv) == 3
+    assert "reviewbus: cannot write a report: " in capsys.readouterr().err
+    # the same review with a writable report: the gate's own verdict, and the file
+    ok = tmp_path / "reviewbus.sarif"
+    assert cli([*argv[:-1], f"sarif:{ok}"]) == 0
+    assert json.loads(ok.read_text())["version"] == "2.1.0"

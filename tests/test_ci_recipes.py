@@ -77,6 +77,16 @@ def run_script(script: str, env: dict[str, str], cwd: Path, shell: str) -> subpr
                           capture_output=True, timeout=240)
 
 
+def assert_supported_python(version: str) -> None:
+    """The recipe's Python is one the package installs on (pyproject's requires-python)."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert f"{version}.0" in SpecifierSet(spec), (version, spec)
+
+
 # -- GitHub Actions ----------------------------------------------------------------------------
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
@@ -142,6 +152,8 @@ def run_github(stack, repo: dict, tmp_path: Path, event: str, fail_on: str | Non
         assert "${{" not in step["run"], "expressions belong in env:, not in a script"
         ran.append(run_script(step["run"], step_env, repo["path"], "bash"))
     assert len(ran) == 1, "one shell step: the review"
+    python = next(s for s in uses if s["uses"].startswith("actions/setup-python@"))
+    assert_supported_python(str(python["with"]["python-version"]))
     checkout = next(s for s in uses if s["uses"].startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0  # submit reads the commits from git
     upload = next(s for s in uses if s["uses"].startswith("github/codeql-action/upload-sarif@"))
@@ -189,6 +201,7 @@ def test_github_without_a_broker_is_not_reviewed_and_uploads_nothing(stack, repo
 
 def run_gitlab(stack, repo: dict, tmp_path: Path, merge_request: bool):
     job = yaml.safe_load((RECIPES / "gitlab" / ".gitlab-ci.yml").read_text())["reviewbus"]
+    assert_supported_python(re.fullmatch(r"python:([\d.]+)-slim", job["image"])[1])
     assert job["variables"]["GIT_DEPTH"] == "0"
     assert any("pip install" in line for line in job["before_script"])
     env = base_env(tmp_path)

@@ -185,7 +185,11 @@ def cmd_submit(args, settings: Settings) -> int:
     if not wait:
         print(f"submitted {len(events)} commits", file=sys.stderr)
         return 0
-    _finish(args, results)
+    try:
+        _finish(args, results)
+    except OSError as exc:  # a report file that cannot be written: no verdict to trust
+        print(f"reviewbus: cannot write a report: {exc}", file=sys.stderr)
+        return EXIT_NOT_REVIEWED
     return gate(results, args.fail_on)
 
 
