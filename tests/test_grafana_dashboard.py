@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -300,14 +301,25 @@ def test_datasources_point_at_the_compose_services():
     data = ch["jsonData"]
     assert data["host"] == "clickhouse" and data["host"] in services
     assert data["protocol"] == "http" and int(data["port"]) in container_ports(services["clickhouse"])
-    assert data["username"] == service_env(services["clickhouse"])["CLICKHOUSE_USER"]
+    # Grafana reads as the read-only user the server is given, never as the workers' user.
+    clickhouse = services["clickhouse"]
+    assert data["username"] != service_env(clickhouse)["CLICKHOUSE_USER"]
+    users = ROOT / "infra" / "clickhouse-server" / "users.d" / "grafana.xml"
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in clickhouse["volumes"] if ":" in v}
+    assert (ROOT / mounted["/etc/clickhouse-server/users.d/grafana.xml"]).resolve() == users
+    user = ElementTree.parse(users).getroot().find(f"users/{data['username']}")
+    assert user is not None, f"no ClickHouse user {data['username']!r} in {users.name}"
+    profile = ElementTree.parse(users).getroot().find(f"profiles/{user.findtext('profile')}")
+    assert profile.findtext("readonly") in ("1", "2")
+    assert user.find("password").get("from_env") in service_env(clickhouse)
     # The password comes from Grafana's environment, which the compose file fills from the
-    # operator's; neither file holds it.
+    # operator's; neither file holds it, and it is not the workers' password.
     m = re.fullmatch(r"\$(?:__env)?\{(\w+)\}|\$(\w+)", ch["secureJsonData"]["password"])
     assert m, "the ClickHouse password must be an environment reference"
     variable = m.group(1) or m.group(2)
     assert REFERENCE.match(grafana_env[variable])
-    assert "CLICKHOUSE_PASSWORD" in grafana_env[variable]
+    assert user.find("password").get("from_env") in grafana_env[variable]
+    assert "CLICKHOUSE_PASSWORD" not in grafana_env
 
 
 def test_compose_runs_grafana_with_the_provisioning():
