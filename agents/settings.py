@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     # session_timeout_s is dropped from the group and its partitions move to the others; a
     # rebalance waits at most rebalance_timeout_s for the members to join again. The embedded
     # broker (Tansu) holds every JoinGroup for half the session timeout, so a worker's first
-    # join there takes about session_timeout_s / 2 (bench/rdkafka_join.py). heartbeat_interval_s
-    # stays well below the session timeout (Kafka's rule of thumb: a third at most).
+    # join there takes about session_timeout_s / 2 (bench/rdkafka_join.py). Apache Kafka refuses
+    # a session timeout below its group.min.session.timeout.ms (6 s by default).
+    # heartbeat_interval_s stays well below the session timeout (a third at most).
     broker_session_timeout_s: float = Field(default=10.0, gt=0)
     broker_rebalance_timeout_s: float = Field(default=2.0, gt=0)
     broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)

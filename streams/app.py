@@ -50,6 +50,8 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        # Faust refuses a session timeout at or above the request timeout (90 s by default).
+        broker_request_timeout=max(90.0, settings.broker_session_timeout_s + 30.0),
         broker_commit_every=100,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",

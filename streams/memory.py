@@ -89,8 +89,9 @@ class MemoryReport:
             if self.first is None:
                 self.first = snap
             else:
+                grew = [s for s in snap.compare_to(self.first, "lineno") if s.size_diff > 0]
                 line["grew"] = [[str(s.traceback[0]), s.size_diff, s.count_diff]
-                                for s in snap.compare_to(self.first, "lineno")[:15]]
+                                for s in grew[:15]]
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
         return line
@@ -116,6 +117,9 @@ def register(ctx: AppContext) -> None:
         async def memory_report() -> None:
             await asyncio.to_thread(report.sample)
 
+    if settings.malloc_trim_interval_s > 0 and libc is None:
+        log.warning("REVIEWBUS_MALLOC_TRIM_INTERVAL_S is set, but the C library is not glibc: "
+                    "nothing to trim")
     if settings.malloc_trim_interval_s > 0 and libc is not None:
         @ctx.timer(settings.malloc_trim_interval_s, name="malloc_trim")
         async def malloc_trim() -> None:
