@@ -91,10 +91,12 @@ class Settings(BaseSettings):
     task_restart_s: float = Field(default=5.0, gt=0)
     # The worker's memory (streams/memory.py): a JSON line of RSS, glibc heap (in use, free)
     # and, with memory_trace, tracemalloc's growth by site, every report interval (0: off); and
-    # glibc's malloc_trim every trim interval (0: off), which hands free heap pages back.
+    # glibc's malloc_trim every trim interval (0: off), which hands the free pages of the heap
+    # back to the system. On by default: without it the soak run's RSS grew 12 % in one step
+    # of heap high water, with it not at all; one trim takes about 20 ms in a thread.
     memory_report_interval_s: float = Field(default=0.0, ge=0)
     memory_trace: bool = False
-    malloc_trim_interval_s: float = Field(default=0.0, ge=0)
+    malloc_trim_interval_s: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> Settings:
