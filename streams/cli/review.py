@@ -120,16 +120,9 @@ def _show(fmt: str):
     """Print one result as it comes (text, json, rdjsonl, github); SARIF and GitLab are one
     document at the end (`_finish`)."""
     def show(r) -> None:
-        if fmt == "text":
-            out = findings_text(r)
-        elif fmt == "json":
-            out = findings_json(r)
-        elif fmt == "rdjsonl":
-            out = to_rdjsonl([r])
-        elif fmt == "github":
-            out = to_github([r])
-        else:
+        if fmt not in STREAMED:
             return
+        out = render_findings(fmt, [r])
         if out:
             print(out, flush=True)
     return show
