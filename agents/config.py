@@ -14,6 +14,7 @@ from .blocklist import BlockRule
 from .errors import ConfigError
 from .feedback import FeedbackFilterConfig
 from .gates import GateConfig
+from .learning.live import LearnerAgentConfig
 from .slo import SloConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_versions.yaml")
@@ -159,6 +160,7 @@ class ReviewbusConfig(_Strict):
     shadow: ShadowConfig = ShadowConfig()
     slo: SloConfig = SloConfig()
     feedback: FeedbackFilterConfig = FeedbackFilterConfig()
+    learner: LearnerAgentConfig = LearnerAgentConfig()  # the live learner agent (issue 22)
     blocklist: list[BlockRule] = Field(default_factory=list)  # never register these
 
     @model_validator(mode="before")

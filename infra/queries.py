@@ -267,12 +267,22 @@ def training_jobs(task: str) -> Query:
         {"task": task})
 
 
+_LABELLED = ("(label IS NOT NULL OR request_id IN (SELECT request_id FROM feedback FINAL "
+             "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL))")
+
+
+def label_counts(task: str) -> Query:
+    """Per repository, the commits training_archive would read (the learner agent's cheap
+    look before it reads them: feedback that drops a label is counted here, not there)."""
+    return Query("SELECT repo, uniqExact(sha) AS labels FROM events_archive FINAL "
+                 f"WHERE task = {{task:String}} AND {_LABELLED} GROUP BY repo ORDER BY repo",
+                 {"task": task})
+
+
 def training_archive(task: str, since: datetime | None = None) -> Query:
     """The archived requests with a change-type label or change-type feedback, oldest first
     per repository (the rows agents.learning.export.training_rows reads)."""
-    where = ["task = {task:String}",
-             "(label IS NOT NULL OR request_id IN (SELECT request_id FROM feedback FINAL "
-             "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL))"]
+    where = ["task = {task:String}", _LABELLED]
     params: dict[str, Any] = {"task": task}
     if since is not None:
         where.append("occurred_at >= {since:DateTime64(3, 'UTC')}")

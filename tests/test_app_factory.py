@@ -65,9 +65,9 @@ def test_create_app_builds_every_agent_for_the_served_versions(tmp_path):
     assert sorted(ctx.topics.inference) == sorted(served)
     assert ctx.topics.inference["registered-v1"].get_topic_name().endswith(
         "inference.registered-v1")
-    # Seven guarded timers (malloc_trim on by default) and three tasks (registry, crash
-    # check, broker watchdog).
-    assert len(ctx.app._app_tasks) == 10
+    # Eight guarded timers (malloc_trim on by default; the learner's, which does nothing
+    # unless `learner.enabled`) and three tasks (registry, crash check, broker watchdog).
+    assert len(ctx.app._app_tasks) == 11
     assert ctx.store is None and not ctx.registry.ready.is_set()
 
 

@@ -9,6 +9,7 @@ from . import (
     healing,
     inference,
     intake,
+    learner,
     quarantine,
     registry,
     rotation,
@@ -19,7 +20,7 @@ from . import (
 
 # The order the agents, timers and tasks were declared in when importing declared them.
 MODULES = (feedback, healing, quarantine, inference, intake, registry, rotation, router,
-           shadow, sink)
+           shadow, sink, learner)
 
 
 def register(ctx: AppContext) -> None:

@@ -1,0 +1,188 @@
+"""The learner agent's decisions (pure): which repositories are due a refit, the ids and specs
+of the versions it registers, their model cards, and which older refits it archives.
+
+streams/flows/learner.py runs them on the leader's timer (`learner:` in the versions file):
+
+- a repository is **due** when it has at least `refit_every` labels more than its newest
+  learner version was fitted on (0 when it has none);
+- each refit is a version `learner-<repo slug>-n<labels>` scoped to the repository
+  (`spec.repos = [repo]`: agents/routing.py mirrors only that repository's requests to it),
+  registered in shadow; the register event's id is hashed from task, repository and label
+  count, so a doubled leader tick registers once;
+- at most `keep_per_repo` learner versions of a repository stay registered: older ones still
+  in shadow (or registered, or quarantined) are archived; a canary, stable or deprecated one is
+  the gates' business and is never touched here.
+
+The state of every refit lives in its own directory, `$REVIEWBUS_HOME/learner/<version id>`
+(the backend's default), so a new refit never rewrites a state another version serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import LifecycleAction, LifecycleEvent, Registry, VersionSpec, VersionState
+
+from ..lifecycle_commands import register_event
+
+PREFIX = "learner-"
+ACTOR = "learner"
+_COUNT = re.compile(r"-n(\d+)$")
+_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+ARCHIVABLE = (VersionState.registered, VersionState.shadow, VersionState.quarantined)
+
+
+class LearnerAgentConfig(BaseModel):
+    """`learner:` in the versions file (the live learner agent, streams/flows/learner.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False  # off unless the versions file turns it on
+    interval_s: float = Field(default=300.0, gt=0)  # how often the leader looks for due repos
+    refit_every: int = Field(default=50, ge=1)  # new labels of a repository before a refit
+    keep_per_repo: int = Field(default=3, ge=1)  # learner versions kept registered per repo
+    takeover: int = Field(default=100, ge=1)  # labels from which a repo's own model answers
+    half: float = Field(default=100.0, ge=0)  # own weight n / (n + half)
+    holdout_fraction: float = Field(default=0.15, ge=0, lt=1)  # 0: no holdout fit
+    params: dict[str, Any] = Field(default_factory=dict)  # LearnerParams
+    timeout_s: float = Field(default=30.0, gt=0)  # the versions' inference timeout
+
+
+@dataclass(frozen=True)
+class Due:
+    repo: str
+    labels: int  # the repository's labels now
+    last: int  # the labels its newest learner version was fitted on (0: none)
+    parent: str | None  # that version
+
+
+def slug(repo: str) -> str:
+    """A version-id-safe form of a repository name, at most 45 characters (a hash keeps two
+    long names apart)."""
+    s = _SLUG.sub("__", repo).strip("._-") or "repo"
+    if len(s) > 45:
+        s = s[:36] + "-" + hashlib.sha256(repo.encode()).hexdigest()[:8]
+    return s
+
+
+def version_id(repo: str, labels: int) -> str:
+    return f"{PREFIX}{slug(repo)}-n{labels}"
+
+
+def refit_event_id(task: str, repo: str, labels: int) -> str:
+    return hashlib.sha256(f"{task}|{repo}|learner-refit|{labels}".encode()).hexdigest()[:32]
+
+
+def archive_event_id(task: str, version: str) -> str:
+    return hashlib.sha256(f"{task}|{version}|learner-archive".encode()).hexdigest()[:32]
+
+
+def labels_of(version: str) -> int | None:
+    """The label count in a learner version's id (None: not a learner refit's id)."""
+    if not version.startswith(PREFIX):
+        return None
+    m = _COUNT.search(version)
+    return int(m.group(1)) if m else None
+
+
+def refits(registry: Registry, repo: str) -> list[tuple[int, str, VersionState]]:
+    """(labels, version id, state) of the learner's versions of a repository, oldest first."""
+    out = []
+    for vid, entry in registry.versions.items():
+        n = labels_of(vid)
+        if n is None or entry.spec.backend != "learner" or entry.spec.repos != [repo]:
+            continue
+        out.append((n, vid, entry.state))
+    return sorted(out)
+
+
+def due_repos(counts: Mapping[str, int], registry: Registry, refit_every: int) -> list[Due]:
+    """The repositories with at least `refit_every` labels more than their newest refit saw."""
+    out = []
+    for repo in sorted(counts):
+        mine = refits(registry, repo)
+        last, parent = (mine[-1][0], mine[-1][1]) if mine else (0, None)
+        if counts[repo] - last >= refit_every:
+            out.append(Due(repo, int(counts[repo]), last, parent))
+    return out
+
+
+def refit_spec(task: str, repo: str, labels: int, config: LearnerAgentConfig) -> VersionSpec:
+    return VersionSpec(
+        id=version_id(repo, labels), task=task, backend="learner",
+        params={"takeover": config.takeover, "half": config.half},
+        timeout_s=config.timeout_s, initial_state=VersionState.shadow, repos=[repo],
+        description=f"learner refit of {repo} on {labels} labels")
+
+
+def model_card(repo: str, examples: Sequence[Any], *, global_rows: int, params: Mapping[str, Any],
+               takeover: int, half: float, parent: str | None, metrics: Mapping[str, Any],
+               fit_s: float, state_dir: str, base_fit_s: float = 0.0) -> dict[str, Any]:
+    """What a refit was fitted on and how it scored. `examples`: the repository's labelled
+    examples (agents.learning.data.Example) the refit used, in author-date order; `fit_s`:
+    its own model and holdout fits, `base_fit_s`: the global base's (shared by the tick)."""
+    dates = [e.author_date for e in examples if e.author_date]
+    by_label: dict[str, int] = {}
+    for e in examples:
+        by_label[e.label] = by_label.get(e.label, 0) + 1
+    return {
+        "repo": repo,
+        "data": {"labels": len(examples), "first_author_date": dates[0] if dates else None,
+                 "last_author_date": dates[-1] if dates else None,
+                 "by_label": dict(sorted(by_label.items())), "global_rows": global_rows},
+        "params": dict(params), "takeover": takeover, "half": half,
+        "own_model": len(examples) >= takeover,
+        "parent": parent, "metrics": dict(metrics), "fit_s": round(fit_s, 3),
+        "base_fit_s": round(base_fit_s, 3),
+        "state_dir": state_dir,
+    }
+
+
+def refit_event(registry: Registry, spec: VersionSpec, card: Mapping[str, Any]) -> LifecycleEvent:
+    """The register event of a refit: the config's register event, with the refit's id (task,
+    repository, labels) and the model card as evidence."""
+    repo = spec.repos[0]
+    labels = int(card["data"]["labels"])
+    metrics = card.get("metrics") or {}
+    hold = metrics.get("holdout") or {}
+    score = f", holdout accuracy {hold['accuracy']}" if "accuracy" in hold else ""
+    event = register_event(registry, spec, ACTOR,
+                           f"refit of {repo} on {labels} labels{score} "
+                           f"(parent {card.get('parent') or 'none'})")
+    return event.model_copy(update={"event_id": refit_event_id(registry.task, repo, labels),
+                                    "evidence": {"model_card": dict(card)}})
+
+
+def archive_events(registry: Registry, repo: str, keep: int) -> list[LifecycleEvent]:
+    """Archive the oldest of a repository's learner versions beyond the newest `keep` that are
+    not archived, when they are only candidates (shadow, registered, quarantined)."""
+    live = [(n, vid, st) for n, vid, st in refits(registry, repo) if st != VersionState.archived]
+    out = []
+    for _n, vid, state in live[:max(0, len(live) - keep)]:
+        if state not in ARCHIVABLE:
+            continue
+        out.append(LifecycleEvent(
+            event_id=archive_event_id(registry.task, vid), task=registry.task, version_id=vid,
+            action=LifecycleAction.archive, from_state=state, to_state=VersionState.archived,
+            actor=ACTOR, reason=f"newer learner refits of {repo} replace it (keep {keep})"))
+    return out
+
+
+def archive_all(registry: Registry, keep: int) -> list[LifecycleEvent]:
+    """archive_events for every repository the learner has versions of."""
+    repos = sorted({e.spec.repos[0] for vid, e in registry.versions.items()
+                    if labels_of(vid) is not None and len(e.spec.repos) == 1})
+    return [ev for repo in repos for ev in archive_events(registry, repo, keep)]
+
+
+def archived_refits(registry: Registry) -> list[str]:
+    """The learner's versions that are archived (their state directories can go)."""
+    return sorted(vid for vid, e in registry.versions.items()
+                  if labels_of(vid) is not None and e.spec.backend == "learner"
+                  and e.state == VersionState.archived)

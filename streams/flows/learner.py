@@ -1,0 +1,134 @@
+"""learner: refit per-repository change-type models from labelled traffic; every refit is a
+new candidate version in shadow (issue 22).
+
+On the leader, every `learner.interval_s` (when `learner.enabled`): count each repository's
+labelled commits in ClickHouse (intake's Conventional Commits label on the archived request,
+or people's change-type feedback: infra.queries.label_counts); for the repositories with at
+least `learner.refit_every` labels more than their newest refit saw (agents/learning/live.py),
+read the labelled rows as `reviewbus export` does (training_archive, change_type_feedback,
+training_rows), fit the global base and the repository's own model in a thread
+(agents/learning/refit.py), write the state to a new directory `$REVIEWBUS_HOME/learner/
+<version id>`, and register the version `learner-<repo>-n<labels>`, scoped to the repository,
+in shadow, with its model card as the register event's evidence. The rotation gates decide
+whether it ever serves. Older refits of the repository beyond `keep_per_repo` are archived
+when they are still candidates, and the state directories of archived refits are removed.
+
+A version registered while a worker runs is served from the next worker start (its inference
+topic and agent are declared at start: streams/registered.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.learning import live
+from agents.learning.export import training_rows
+from agents.learning.learner_store import LearnerStore
+from infra import queries
+from schemas import LifecycleEvent
+
+from ..context import AppContext, emit, log
+from ..metrics import EVENTS, LIFECYCLE
+
+
+async def _rows(ctx: AppContext, query: queries.Query) -> list[dict[str, Any]]:
+    assert ctx.store is not None
+    return list((await ctx.store.query(query.sql, query.params)).as_dicts())
+
+
+def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.LearnerAgentConfig,
+               specs: dict[str, Any]) -> list[tuple[live.Due, dict[str, Any]]]:
+    """The CPU part, off the event loop: examples, one base for the tick, each due
+    repository's refit, its track record, its state on disk, its card."""
+    from agents.learning import refit
+
+    examples = refit.examples_from_rows(rows)
+    counts: dict[str, int] = {}
+    for e in examples:
+        counts[e.repo] = counts.get(e.repo, 0) + 1
+    base, base_s = None, 0.0
+    out = []
+    for d in due:
+        n = counts.get(d.repo, 0)
+        if n - d.last < cfg.refit_every:  # exact count: feedback dropped some labels
+            continue
+        d = live.Due(d.repo, n, d.last, d.parent)
+        vid = live.version_id(d.repo, n)
+        if base is None:
+            t0 = time.perf_counter()
+            base = refit.fit_base(examples, cfg.params)
+            base_s = time.perf_counter() - t0
+        result = refit.refit(examples, d.repo, params=cfg.params, takeover=cfg.takeover,
+                             half=cfg.half, holdout_fraction=cfg.holdout_fraction, base=base)
+        result.metrics["prequential"] = refit.parent_score(specs.get(d.parent or ""),
+                                                           result.examples)
+        directory = LearnerStore.default_dir(vid)
+        refit.save(result, directory)
+        card = live.model_card(
+            d.repo, result.examples, global_rows=result.global_rows,
+            params=result.manifest["params"], takeover=cfg.takeover, half=cfg.half,
+            parent=d.parent, metrics=result.metrics, fit_s=result.fit_s,
+            state_dir=str(directory.resolve()), base_fit_s=base_s)
+        out.append((d, card))
+    return out
+
+
+async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[LifecycleEvent]:
+    """One pass; the events emitted (refits registered, older refits archived). `sent`: the
+    refits this worker registered already (a tick before the fold caught up fits nothing)."""
+    sent = set() if sent is None else sent
+    cfg = ctx.config.learner
+    if ctx.store is None or not cfg.enabled:
+        return []
+    registry = ctx.registry.registry
+    task = registry.task
+    counts = {r["repo"]: int(r["labels"]) for r in await _rows(ctx, queries.label_counts(task))}
+    due = [d for d in live.due_repos(counts, registry, cfg.refit_every)
+           if live.version_id(d.repo, d.labels) not in registry.versions
+           and live.version_id(d.repo, d.labels) not in sent]
+    events: list[LifecycleEvent] = []
+    if due:
+        archive = await _rows(ctx, queries.training_archive(task))
+        feedback = await _rows(ctx, queries.change_type_feedback())
+        rows = await asyncio.to_thread(training_rows, archive, feedback)
+        specs = {vid: e.spec for vid, e in registry.versions.items()}
+        cards = await asyncio.to_thread(_refit_all, rows, due, cfg, specs)
+        for d, card in cards:
+            spec = live.refit_spec(task, d.repo, int(card["data"]["labels"]), cfg)
+            events.append(live.refit_event(registry, spec, card))
+            sent.add(spec.id)
+            log.warning("learner: %s fitted on %d labels of %s (of %d) in %.2f s, base %.2f s "
+                        "(holdout %s)", spec.id, card["data"]["labels"], d.repo,
+                        card["data"]["global_rows"], card["fit_s"], card["base_fit_s"],
+                        card["metrics"].get("holdout") or "-")
+    events += live.archive_all(registry, cfg.keep_per_repo)
+    if events:
+        await emit([(ctx.topics.lifecycle, e.version_id, e) for e in events])
+        for e in events:
+            LIFECYCLE.labels(action=e.action.value).inc()
+        EVENTS.labels(agent="learner", outcome="refit").inc(
+            sum(1 for e in events if e.action.value == "register"))
+    await asyncio.to_thread(_prune, registry)
+    return events
+
+
+def _prune(registry: Any) -> None:
+    """Remove the state directories of archived refits (never served again)."""
+    for vid in live.archived_refits(registry):
+        directory = Path(LearnerStore.default_dir(vid))
+        if directory.is_dir():
+            shutil.rmtree(directory, ignore_errors=True)
+            log.info("learner: removed the state of archived %s", vid)
+
+
+def register(ctx: AppContext) -> None:
+    sent: set[str] = set()  # this worker's registrations (bounded: one per refit)
+
+    @ctx.timer(ctx.config.learner.interval_s, name="learner_refits", on_leader=True)
+    async def learner_timer() -> None:
+        if ctx.registry.ready.is_set():
+            await refit_due(ctx, sent)
