@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .context import AppContext, emit
+from .metrics import BATCH_EVENTS
 
 log = logging.getLogger("reviewbus")
 
@@ -76,6 +77,7 @@ async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
                       expected: tuple[type[Exception], ...] = ()) -> None:
     settings = ctx.settings
     async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+        BATCH_EVENTS.labels(agent=agent).observe(len(events))
         try:
             await handle_batch(ctx, events, agent, handle, reason=reason,
                                on_send_error=on_send_error, after=after, expected=expected)

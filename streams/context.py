@@ -121,21 +121,29 @@ def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
 
-async def emit(outputs: Iterable[tuple[TopicT, str | bytes | None, Event | bytes]]) -> None:
-    """Send every output (an Event, or its JSON already encoded) without awaiting each one,
-    then wait for all the broker's acks once, so the sources are acked only after.
-
-    (A pipelined variant that returned before the acks and held back Faust's offset commit
-    instead was measured in bench/ and not adopted: bus throughput did not depend on it, and
-    it needed a patch of Faust's private commit path.)
-    """
+async def send_all(outputs: Iterable[tuple[TopicT, str | bytes | None, Event | bytes]]
+                   ) -> list[asyncio.Future]:
+    """Hand every output (an Event, or its JSON already encoded) to the producer without
+    awaiting the broker; the futures of its acks, for `await asyncio.gather(*futures)`."""
     futures = []
     for topic, key, event in outputs:
         k = key.encode() if isinstance(key, str) else key
         value = event if isinstance(event, bytes) else encode(event)
         futures.append(await topic.send(key=k, value=value, force=True))
+    return futures
+
+
+async def emit(outputs: Iterable[tuple[TopicT, str | bytes | None, Event | bytes]]) -> None:
+    """Send every output without awaiting each one, then wait for all the broker's acks once,
+    so the sources are acked only after.
+
+    (A pipelined variant that returned before the acks and held back Faust's offset commit
+    instead was measured in bench/ and not adopted: bus throughput did not depend on it, and
+    it needed a patch of Faust's private commit path.)
+    """
+    futures = await send_all(outputs)
     if futures:
         await asyncio.gather(*futures)
 
 
-__all__ = ["AppContext", "RegistryView", "emit", "encode", "log"]
+__all__ = ["AppContext", "RegistryView", "emit", "encode", "log", "send_all"]

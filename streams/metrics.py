@@ -8,6 +8,10 @@ INFERENCE_SECONDS = Histogram(
     "reviewbus_inference_seconds", "Backend latency per request", ["version", "status"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+BATCH_EVENTS = Histogram(
+    "reviewbus_batch_events", "Events one hop took from its topic at once (streams/batching.py)",
+    ["agent"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 5000),
+)
 SINK_ROWS = Counter("reviewbus_sink_rows_total", "Rows written to ClickHouse", ["outcome"])
 LIFECYCLE = Counter("reviewbus_lifecycle_events_total", "Lifecycle events emitted", ["action"])
 VERSION_STATE = Gauge("reviewbus_version_traffic_percent", "Traffic share by version", ["version"])

@@ -32,8 +32,8 @@ from schemas import (
     VersionSpec,
 )
 
-from ..context import AppContext, emit, log
-from ..metrics import EVENTS, INFERENCE_SECONDS
+from ..context import AppContext, emit, log, send_all
+from ..metrics import BATCH_EVENTS, EVENTS, INFERENCE_SECONDS
 from .healing import plan
 from .quarantine import NO_TRAFFIC
 
@@ -141,31 +141,38 @@ def _unavailable(r: InferenceRequest, error: str) -> InferenceResult:
 
 
 async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[InferenceRequest]) -> None:
-    """Run one batch (users' requests and replays apart: they answer to different circuits)
-    and publish its results and failures."""
-    outputs: list = []
+    """Run the requests in the backend's batches of `inference.batch_size` (users' requests
+    and replays apart: they answer to different circuits) and publish their results and
+    failures: each batch's outputs are handed to the producer as soon as it is done (a slow
+    backend's first findings do not wait for the last batch), the broker's acks are awaited
+    once at the end, before the caller acks the sources."""
+    size = max(1, ctx.config.inference.batch_size)
+    futures: list = []
     groups = [
         ([r for r in requests if r.role != Role.replay], ctx.breakers.get(spec.id)),
         ([r for r in requests if r.role == Role.replay], _REPLAY_BREAKER),
     ]
-    for group, breaker in groups:
-        if not group:
-            continue
-        try:
-            backend = await backend_for(ctx, spec)
-            async with ctx.crash_guard.slot(spec.id, [r.request_id for r in group]):
-                results = await run_batch(spec, backend, group, breaker)
-        except Exception as exc:  # building the backend failed: every request fails, visibly
-            log.exception("backend %s unavailable", spec.id)
-            breaker.record_failure()
-            results = [_unavailable(r, str(exc)[:500]) for r in group]
-        for request, result in zip(group, results):
-            result = post_filter(spec, result)
-            INFERENCE_SECONDS.labels(version=spec.id, status=result.status.value).observe(
-                result.latency_ms / 1000)
-            outputs += outputs_for(ctx, result, request)
-        EVENTS.labels(agent="inference", outcome="ok").inc(len(results))
-    await emit(outputs)
+    for requests_of_group, breaker in groups:
+        for start in range(0, len(requests_of_group), size):
+            group = requests_of_group[start:start + size]
+            try:
+                backend = await backend_for(ctx, spec)
+                async with ctx.crash_guard.slot(spec.id, [r.request_id for r in group]):
+                    results = await run_batch(spec, backend, group, breaker)
+            except Exception as exc:  # building the backend failed: every request fails, visibly
+                log.exception("backend %s unavailable", spec.id)
+                breaker.record_failure()
+                results = [_unavailable(r, str(exc)[:500]) for r in group]
+            outputs: list = []
+            for request, result in zip(group, results):
+                result = post_filter(spec, result)
+                INFERENCE_SECONDS.labels(version=spec.id, status=result.status.value).observe(
+                    result.latency_ms / 1000)
+                outputs += outputs_for(ctx, result, request)
+            EVENTS.labels(agent="inference", outcome="ok").inc(len(results))
+            futures += await send_all(outputs)
+    if futures:
+        await asyncio.gather(*futures)
 
 
 async def process(ctx: AppContext, version_id: str, events: list, stream, ack: bool = True) -> None:
@@ -239,8 +246,12 @@ def install(ctx: AppContext, version_id: str) -> None:
                 limit.release()
                 await ack_in_order()
 
-        async for events in stream.noack_take(ctx.config.inference.batch_size,
-                                              within=ctx.config.inference.batch_wait_s):
+        # Take what the topic holds (up to `batch_max` events), not one backend batch: the
+        # broker round trip and the acks are paid per take, the backend still gets batches of
+        # `inference.batch_size` (handle_batch). Measured in bench/ (docs/concepts/batching.md).
+        take = max(ctx.config.inference.batch_size, ctx.settings.batch_max)
+        async for events in stream.noack_take(take, within=ctx.config.inference.batch_wait_s):
+            BATCH_EVENTS.labels(agent="inference").observe(len(events))
             await limit.acquire()  # backpressure: no more than N batches in flight
             finished = asyncio.Event()
             pending.append((events, finished))

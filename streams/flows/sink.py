@@ -23,7 +23,7 @@ from schemas import (
 )
 
 from ..context import AppContext, emit, log
-from ..metrics import EVENTS, SINK_ROWS
+from ..metrics import BATCH_EVENTS, EVENTS, SINK_ROWS
 
 # Short topic name -> the one event type it carries ("healing" carries two: see parse).
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -97,6 +97,7 @@ def register(ctx: AppContext) -> None:
     @ctx.agent(sink_topics, name="sink")
     async def sink(stream):
         async for batch in stream.noack_take(settings.sink_batch, within=settings.sink_within_s):
+            BATCH_EVENTS.labels(agent="sink").observe(len(batch))
             parsed, origin = [], {}
             for event in batch:
                 try:

@@ -1,0 +1,103 @@
+"""streams/flows/inference.py handle_batch: what one take of the inference agent does.
+
+The agent takes what its topic holds (up to `batch_max` events); the backend still gets batches
+of `inference.batch_size`, each batch's outputs go to the producer as soon as it is done (a slow
+backend's first findings do not wait for the last batch), and handle_batch returns only once the
+broker has acked every output (the caller acks the sources after it). No broker: fake topics
+whose acks arrive later, like aiokafka's futures; real crash guard, breakers and backend cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from agents.backends.base import Prediction
+from agents.breaker import BreakerBoard
+from agents.config import InferenceConfig
+from infra.crash_markers import CrashGuard
+from schemas import ChangeType, InferenceRequest, NormalizedChange, Role, VersionSpec
+from streams.flows.inference import _identity, handle_batch
+
+
+class AckLaterTopic:
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.log, self.futures = name, log, []
+
+    async def send(self, key, value, force):
+        fut = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        asyncio.get_running_loop().call_later(0.02, fut.set_result, None)
+        self.log.append(("sent", self.name, key))
+        return fut
+
+
+class RecordingBackend:
+    def __init__(self, log: list) -> None:
+        self.log, self.sizes = log, []
+
+    async def infer(self, batch: list[NormalizedChange]) -> list[Prediction]:
+        self.sizes.append(len(batch))
+        self.log.append(("infer", [c.sha for c in batch]))
+        await asyncio.sleep(0.01)
+        return [Prediction(change_type=ChangeType(label="fix", confidence=1.0)) for _ in batch]
+
+    async def close(self) -> None:
+        return None
+
+
+def request(i: int, role: Role = Role.primary) -> InferenceRequest:
+    return InferenceRequest(
+        request_id=f"r{i}", task="code-review", version_id="v1", role=role,
+        change=NormalizedChange(repo="o/r", sha=f"s{i}", message="m", diff=""))
+
+
+def fake_ctx(tmp_path, log: list, backend: RecordingBackend, spec: VersionSpec, batch_size: int):
+    topics = SimpleNamespace(**{n: AckLaterTopic(n, log) for n in ("results", "findings",
+                                                                     "failures")})
+    ctx = SimpleNamespace(
+        config=SimpleNamespace(inference=InferenceConfig(batch_size=batch_size)),
+        breakers=BreakerBoard(), crash_guard=CrashGuard(tmp_path / "inflight"),
+        backends={spec.id: (_identity(spec), backend)}, backend_locks={}, topics=topics)
+    return ctx, topics
+
+
+def test_a_take_runs_in_backend_batches_and_publishes_each_batch_before_the_next(tmp_path):
+    log: list = []
+    backend = RecordingBackend(log)
+    spec = VersionSpec(id="v1", backend="fake")
+    ctx, topics = fake_ctx(tmp_path, log, backend, spec, batch_size=2)
+    requests = [request(i) for i in range(5)]
+
+    asyncio.run(handle_batch(ctx, spec, requests))
+
+    assert backend.sizes == [2, 2, 1]
+    # The first batch's result and findings are handed to the producer before the second
+    # batch reaches the backend.
+    first_send = next(i for i, e in enumerate(log) if e[0] == "sent")
+    second_infer = [i for i, e in enumerate(log) if e[0] == "infer"][1]
+    assert first_send < second_infer
+    assert [k for kind, name, k in (e for e in log if e[0] == "sent") if name == "results"] == [
+        b"r0", b"r1", b"r2", b"r3", b"r4"]
+    # Served and ok: a result and a findings message each; returned after every broker ack.
+    sent = topics.results.futures + topics.findings.futures
+    assert len(sent) == 10 and all(f.done() for f in sent)
+    assert not topics.failures.futures
+    # No marker left behind: every batch ran inside the crash guard and left it.
+    assert list((tmp_path / "inflight").glob("*.json")) == []
+
+
+def test_replays_run_in_their_own_batches(tmp_path):
+    log: list = []
+    backend = RecordingBackend(log)
+    spec = VersionSpec(id="v1", backend="fake")
+    ctx, topics = fake_ctx(tmp_path, log, backend, spec, batch_size=4)
+    requests = [request(0), request(1, Role.replay), request(2), request(3, Role.replay),
+                request(4)]
+
+    asyncio.run(handle_batch(ctx, spec, requests))
+
+    assert [shas for kind, shas in (e for e in log if e[0] == "infer")] == [
+        ["s0", "s2", "s4"], ["s1", "s3"]]
+    assert len(topics.findings.futures) == 3  # replays publish results, never findings
+    assert len(topics.results.futures) == 5
