@@ -171,7 +171,7 @@ CONFIG = {
     "versions": [{"id": "base", "backend": "fake", "initial_state": "stable",
                   "params": {"label": "feature"}}],
     "learner": {"enabled": True, "interval_s": 1.0, "refit_every": 20, "takeover": 10,
-                "keep_per_repo": 2, "holdout_fraction": 0.2},
+                "keep_per_repo": 1, "holdout_fraction": 0.2},
     "quarantine": {"triggers": []},
 }
 
@@ -215,7 +215,7 @@ def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answer
     from agents.registry import fold
     from streams.services.bus import submit
 
-    rows = mldata.rows(6, repos=(REPO,))  # 30: the first FED now, the rest later
+    rows = mldata.rows(10, repos=(REPO,))  # 50: the first FED now, the rest later
     asyncio.run(submit(stack.settings, _commits(rows[:FED]), wait=True, timeout=120))
     vid = live.version_id(REPO, FED)
     events = _wait(lambda: _learner_events(stack), lambda ev: ev, timeout=90)
@@ -250,12 +250,12 @@ def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answer
                           message=f"feat: add the {i} command", authored_at=t0 + timedelta(i),
                           diff="+x = 1\n", files=[ChangedFile(path=f"src/c{i}.py", added=1)])
               for i in range(3)]
-    asyncio.run(submit(stack.settings, _commits(rows[FED:]) + others, wait=True, timeout=120))
+    asyncio.run(submit(stack.settings, _commits(rows[FED:30]) + others, wait=True, timeout=120))
     by_repo = stack.wait_for(
         "SELECT repo, count() AS n, countIf(status = 'ok') AS ok FROM interactions FINAL "
         f"WHERE version_id = '{vid}' AND role = 'shadow' GROUP BY repo",
-        lambda r: sum(x["ok"] for x in r) >= len(rows) - FED, timeout=90)
-    assert {x["repo"]: x["ok"] for x in by_repo} == {REPO: len(rows) - FED}, stack.log_tail()
+        lambda r: sum(x["ok"] for x in r) >= 5, timeout=90)
+    assert {x["repo"]: x["ok"] for x in by_repo} == {REPO: 5}, stack.log_tail()
     answered = stack.query(
         "SELECT predicted_label, label FROM interactions FINAL "
         f"WHERE version_id = '{vid}' AND role = 'shadow'")
@@ -263,3 +263,21 @@ def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answer
     # 30 labels now: 5 new, below refit_every; still one refit.
     time.sleep(3)
     assert len(_learner_events(stack)) == 1
+
+    # 20 more: a second refit, the first as its parent with its track record on the 25 labels
+    # it never saw; keep_per_repo 1 archives the first and removes its state.
+    asyncio.run(submit(stack.settings, _commits(rows[30:]), wait=True, timeout=120))
+    second = live.version_id(REPO, 50)
+    events = _wait(lambda: _learner_events(stack), lambda ev: len(ev) >= 3, timeout=90)
+    assert [(e.version_id, e.action) for e in events] == [
+        (vid, LifecycleAction.register), (second, LifecycleAction.register),
+        (vid, LifecycleAction.archive)], stack.log_tail()
+    card = events[1].evidence["model_card"]
+    assert card["data"]["labels"] == 50 and card["parent"] == vid
+    assert card["metrics"]["prequential"]["version"] == vid
+    assert card["metrics"]["prequential"]["n"] == 25
+    assert _wait(lambda: state.exists(), lambda there: not there, timeout=10) is False
+    assert (stack.home / "learner" / second / "global.npz").is_file()
+    reg = fold("code-review", lifecycle(stack))
+    assert reg.versions[vid].state == VersionState.archived
+    assert reg.versions[second].state == VersionState.shadow
