@@ -79,8 +79,9 @@ def refit_event_id(task: str, repo: str, labels: int) -> str:
     return hashlib.sha256(f"{task}|{repo}|learner-refit|{labels}".encode()).hexdigest()[:32]
 
 
-def archive_event_id(task: str, version: str) -> str:
-    return hashlib.sha256(f"{task}|{version}|learner-archive".encode()).hexdigest()[:32]
+def archive_event_id(task: str, version: str, state: VersionState) -> str:
+    return hashlib.sha256(f"{task}|{version}|learner-archive|{state.value}".encode()
+                          ).hexdigest()[:32]
 
 
 def labels_of(version: str) -> int | None:
@@ -168,7 +169,7 @@ def archive_events(registry: Registry, repo: str, keep: int) -> list[LifecycleEv
         if state not in ARCHIVABLE:
             continue
         out.append(LifecycleEvent(
-            event_id=archive_event_id(registry.task, vid), task=registry.task, version_id=vid,
+            event_id=archive_event_id(registry.task, vid, state), task=registry.task, version_id=vid,
             action=LifecycleAction.archive, from_state=state, to_state=VersionState.archived,
             actor=ACTOR, reason=f"newer learner refits of {repo} replace it (keep {keep})"))
     return out

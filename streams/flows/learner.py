@@ -79,7 +79,8 @@ def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.Learne
 
 async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[LifecycleEvent]:
     """One pass; the events emitted (refits registered, older refits archived). `sent`: the
-    refits this worker registered already (a tick before the fold caught up fits nothing)."""
+    refits this worker registered and the archive events it sent (a tick before the fold
+    caught up with them fits and sends nothing again)."""
     sent = set() if sent is None else sent
     cfg = ctx.config.learner
     if ctx.store is None or not cfg.enabled:
@@ -100,14 +101,15 @@ async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[Lifec
         for d, card in cards:
             spec = live.refit_spec(task, d.repo, int(card["data"]["labels"]), cfg)
             events.append(live.refit_event(registry, spec, card))
-            sent.add(spec.id)
             log.warning("learner: %s fitted on %d labels of %s (of %d) in %.2f s, base %.2f s "
                         "(holdout %s)", spec.id, card["data"]["labels"], d.repo,
                         card["data"]["global_rows"], card["fit_s"], card["base_fit_s"],
                         card["metrics"].get("holdout") or "-")
-    events += live.archive_all(registry, cfg.keep_per_repo)
+    events += [e for e in live.archive_all(registry, cfg.keep_per_repo)
+               if e.event_id not in sent]
     if events:
         await emit([(ctx.topics.lifecycle, e.version_id, e) for e in events])
+        sent.update(e.version_id if e.action.value == "register" else e.event_id for e in events)
         for e in events:
             LIFECYCLE.labels(action=e.action.value).inc()
         EVENTS.labels(agent="learner", outcome="refit").inc(
