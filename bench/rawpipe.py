@@ -1,9 +1,9 @@
 """The second ceiling: the bus's hops in raw aiokafka, batched the same way, in one process.
 
-`python -m bench.rawpipe BOOTSTRAP PREFIX GROUP BATCH WITHIN_MS` runs three hops as the worker
-does (intake: commits -> accepted; router: accepted -> inference.<stable>; inference: ->
-results + findings, the findings published by the hop that holds the result), each its own
-consumer group member. Per hop and batch (`getmany(max_records=BATCH, timeout_ms=WITHIN_MS)`):
+`python -m bench.rawpipe BOOTSTRAP PREFIX GROUP BATCH WITHIN_MS` runs the two hops the worker
+has (intake, which routes too: commits -> accepted + inference.<stable>; inference: -> results +
+findings, the findings published by the hop that holds the result), each its own consumer
+group member; as in the worker, nobody but the sink (absent here) reads `accepted`. Per hop and batch (`getmany(max_records=BATCH, timeout_ms=WITHIN_MS)`):
 parse each message with orjson, build the output dicts, send them all without awaiting each,
 await the acks once; offsets are committed at most once a second, after the acks of
 everything they cover (the worker's Faust commits every second too): at-least-once. No Faust,
@@ -38,11 +38,10 @@ def intake(value: bytes) -> list[tuple[str, bytes | None, bytes]]:
     accepted = {"event_id": c["event_id"] + "-a", "request_id": c["event_id"],
                 "task": "code-review", "label": None, "change": change,
                 "occurred_at": time.time()}
-    return [("accepted", c["repo"].encode(), orjson.dumps(accepted))]
+    return [("accepted", c["repo"].encode(), orjson.dumps(accepted)), *route(accepted)]
 
 
-def router(value: bytes) -> list[tuple[str, bytes | None, bytes]]:
-    a = orjson.loads(value)
+def route(a: dict) -> list[tuple[str, bytes | None, bytes]]:
     request = {"event_id": a["request_id"] + "-r", "request_id": a["request_id"],
                "task": a["task"], "version_id": STABLE, "role": "primary", "label": a["label"],
                "change": a["change"], "accepted_at": a["occurred_at"]}
@@ -61,7 +60,7 @@ def inference(value: bytes) -> list[tuple[str, bytes | None, bytes]]:
             ("findings", c["repo"].encode(), orjson.dumps(findings))]
 
 
-HOPS = (("commits", intake), ("accepted", router), (f"inference.{STABLE}", inference))
+HOPS = (("commits", intake), (f"inference.{STABLE}", inference))
 
 
 async def hop(settings, bootstrap, prefix, group, src, fn, producer, batch, within_ms, stop,

@@ -13,14 +13,14 @@ from . import (
     quarantine,
     registry,
     rotation,
-    router,
     shadow,
     sink,
 )
 
 # The order the agents, timers and tasks were declared in when importing declared them.
-MODULES = (feedback, healing, quarantine, inference, intake, registry, rotation, router,
-           shadow, sink, learner)
+# router has no agent of its own: intake routes in its hop (streams/flows/router.py says why).
+MODULES = (feedback, healing, quarantine, inference, intake, registry, rotation, shadow, sink,
+           learner)
 
 
 def register(ctx: AppContext) -> None:

@@ -25,7 +25,6 @@ import logging
 import os
 import sys
 
-from agents.intake import cohort_of
 from agents.routing import choose_fallback
 from infra import queries
 from infra.kafka import client_kwargs, consumer_lag
@@ -35,6 +34,7 @@ from .. import names
 from ..batching import dead_letter_all, run_batches
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS
+from .router import route
 
 
 def plan(ctx: AppContext, failure: FailureEvent) -> list:
@@ -121,8 +121,10 @@ async def reconcile_once(ctx: AppContext) -> list[str]:
     for row in rows:
         accepted = AcceptedChange.model_validate_json(row["accepted"])
         n = _rerouted[accepted.request_id] = _rerouted.get(accepted.request_id, 0) + 1
-        outputs.append((ctx.topics.accepted, cohort_of(accepted), accepted.model_copy(
-            update={"event_id": f"{accepted.request_id}-re{n}"})))
+        # Routed again here (the archive already holds the AcceptedChange): the requests carry
+        # new event ids, the request id stays, so the store counts the request once.
+        outputs += route(ctx, accepted)
+        log.debug("request %s routed again (%d)", accepted.request_id, n)
         ids.append(accepted.request_id)
     reason = (f"{len(ids)} accepted requests had no served result after "
               f"{cfg.reconcile_after_s:g} s and no backlog on the bus: routed again "

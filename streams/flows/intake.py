@@ -2,7 +2,9 @@
 
 agents/intake.py accept_input is total (any bytes: an AcceptedChange or InvalidEvent with a
 one-line reason, fuzzed by tests/test_fuzz_*.py); input limits are enforced there and named in
-the reason (REVIEWBUS_LIMIT_*). Batched like every hop (streams/batching.py).
+the reason (REVIEWBUS_LIMIT_*). The same hop routes each accepted change (streams/flows/
+router.py `route`): its outputs are the AcceptedChange (archived by the sink) and the
+InferenceRequests, published together and acked after (streams/batching.py).
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from agents.errors import InvalidEvent
 from agents.intake import accept_input, cohort_of, record_time
 
-from ..batching import run_batches
+from ..batching import dead_letter_all, run_batches
 from ..context import AppContext
 from ..metrics import EVENTS
+from .router import route
 
 
 def reason(exc: Exception) -> str:
@@ -29,9 +32,15 @@ def register(ctx: AppContext) -> None:
             task=ctx.config.task, limits=ctx.limits,
             accepted_at=record_time(getattr(msg, "timestamp", None)))
         EVENTS.labels(agent="intake", outcome="accepted").inc()
-        return [(ctx.topics.accepted, cohort_of(accepted), accepted)]
+        return [(ctx.topics.accepted, cohort_of(accepted), accepted), *route(ctx, accepted)]
+
+    async def dead_letter(events, exc: Exception) -> None:
+        await dead_letter_all(ctx, events, repr(exc), "intake")
 
     @ctx.agent(ctx.topics.inputs, name="intake")
     async def intake(stream):
-        # A broker that refuses the outputs (its topics gone with it) is logged, never raised.
-        await run_batches(ctx, stream, "intake", handle, reason=reason, expected=(InvalidEvent,))
+        await ctx.registry.ready.wait()  # routing reads the registry
+        # A broker that refuses the outputs: each source is dead-lettered (when even that
+        # fails, logged), never raised.
+        await run_batches(ctx, stream, "intake", handle, reason=reason, expected=(InvalidEvent,),
+                          on_send_error=dead_letter)

@@ -1,5 +1,11 @@
-"""router: send each accepted change to its serving version and mirror it to shadows
-(batched: streams/batching.py)."""
+"""router: send each accepted change to its serving version and mirror it to shadows.
+
+The routing step runs in intake's hop (`route`, called by intake for every accepted change,
+and by the end-to-end repair for a lost one), not as an agent on `accepted`: it needs nothing
+but the registry, which every worker holds whole, so a hop of its own only cost one more
+consume, parse and ack per event (bench/: docs/concepts/architecture.md says what it
+measured). `accepted` is still published: the sink archives it for replay.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ from agents.intake import cohort_of
 from agents.routing import mirrors, plan_route
 from schemas import AcceptedChange, InferenceRequest, ReviewFindings, Role, Status
 
-from ..batching import dead_letter_all, run_batches
 from ..context import AppContext
 from ..metrics import EVENTS
 
@@ -35,23 +40,14 @@ def unserved(accepted: AcceptedChange) -> ReviewFindings:
         error="no healthy version can serve this request")
 
 
-def register(ctx: AppContext) -> None:
+def route(ctx: AppContext, accepted: AcceptedChange) -> list:
+    """The outputs that route one accepted change: an InferenceRequest per answering version
+    (the serving one, and a copy per shadow), or an error finding when no version can serve."""
     inference = ctx.topics.inference
-
-    def handle(event) -> list:
-        accepted = AcceptedChange.model_validate_json(event.value)
-        requests = [r for r in requests_for(ctx, accepted) if r.version_id in inference]
-        out: list = []
-        if not any(r.role != Role.shadow for r in requests):
-            out.append((ctx.topics.findings, accepted.change.repo, unserved(accepted)))
-        out += [(inference[r.version_id], r.request_id, r) for r in requests]
-        EVENTS.labels(agent="router", outcome="routed").inc()
-        return out
-
-    async def dead_letter(events, exc: Exception) -> None:
-        await dead_letter_all(ctx, events, repr(exc), "router")
-
-    @ctx.agent(ctx.topics.accepted, name="router")
-    async def router(stream):
-        await ctx.registry.ready.wait()
-        await run_batches(ctx, stream, "router", handle, on_send_error=dead_letter)
+    requests = [r for r in requests_for(ctx, accepted) if r.version_id in inference]
+    out: list = []
+    if not any(r.role != Role.shadow for r in requests):
+        out.append((ctx.topics.findings, accepted.change.repo, unserved(accepted)))
+    out += [(inference[r.version_id], r.request_id, r) for r in requests]
+    EVENTS.labels(agent="router", outcome="routed").inc()
+    return out
