@@ -234,6 +234,26 @@ def test_collect_deaths_turns_dead_workers_markers_into_history(tmp_path):
     assert collect_deaths(inflight, history_file, keep_s=3600)[1] == []  # nothing twice
 
 
+def test_collect_deaths_keeps_a_live_workers_idle_slots_and_drops_a_dead_ones(tmp_path):
+    inflight, history_file = tmp_path / "inflight", tmp_path / "crashes.json"
+    inflight.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for pid in (dead.pid, live.pid):
+            (inflight / f"{pid}-0.json").write_text("")  # idle slots
+        (inflight / f"{live.pid}-1.json").write_text(json.dumps(
+            {"pid": live.pid, "version": "a", "at": time.time(), "requests": ["r1"]}))
+        _, new = collect_deaths(inflight, history_file, keep_s=3600)
+        assert new == []
+        assert sorted(p.name for p in inflight.iterdir()) == [f"{live.pid}-0.json",
+                                                              f"{live.pid}-1.json"]
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_crash_guard_markers_and_suspects_run_alone(tmp_path):
     guard = CrashGuard(tmp_path / "inflight")
     guard.suspects = {"s"}
@@ -241,7 +261,8 @@ def test_crash_guard_markers_and_suspects_run_alone(tmp_path):
 
     async def batch(version: str, hold: float) -> None:
         async with guard.slot(version, [f"{version}-req"]):
-            markers = [json.loads(p.read_text()) for p in guard.directory.glob("*.json")]
+            markers = [json.loads(text) for p in guard.directory.glob("*.json")
+                       if (text := p.read_text())]  # an empty file is an idle slot
             log.append(f"start {version} {sorted(m['version'] for m in markers)}")
             await asyncio.sleep(hold)
             log.append(f"end {version}")
@@ -253,7 +274,9 @@ def test_crash_guard_markers_and_suspects_run_alone(tmp_path):
     # The suspect ran with no other batch in flight; the others may overlap each other.
     s_start = log.index("start s ['s']")
     assert log[s_start + 1] == "end s"
-    assert not list(guard.directory.iterdir())  # every marker removed
+    # Nothing in flight: every slot's file is empty, and reused (at most 3 ran at once).
+    files = list(guard.directory.iterdir())
+    assert 1 <= len(files) <= 3 and all(p.read_text() == "" for p in files)
     assert guard.suspects == set()  # it ran a batch and the worker lives
     guard.poison = {"v": {"r1"}}
     assert guard.is_poison("v", "r1") and not guard.is_poison("v", "r2")

@@ -83,8 +83,8 @@ def test_a_take_runs_in_backend_batches_and_publishes_each_batch_before_the_next
     sent = topics.results.futures + topics.findings.futures
     assert len(sent) == 10 and all(f.done() for f in sent)
     assert not topics.failures.futures
-    # No marker left behind: every batch ran inside the crash guard and left it.
-    assert list((tmp_path / "inflight").glob("*.json")) == []
+    # Every batch ran inside the crash guard and left it: its one slot file is empty again.
+    assert [p.read_text() for p in (tmp_path / "inflight").glob("*.json")] == [""]
 
 
 def test_replays_run_in_their_own_batches(tmp_path):
