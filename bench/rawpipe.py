@@ -3,9 +3,10 @@
 `python -m bench.rawpipe BOOTSTRAP PREFIX GROUP BATCH WITHIN_MS` runs the two hops the worker
 has (intake, which routes too: commits -> accepted + inference.<stable>; inference: -> results +
 findings, the findings published by the hop that holds the result), each its own consumer
-group member; as in the worker, nobody but the sink (absent here) reads `accepted`. Per hop and batch (`getmany(max_records=BATCH, timeout_ms=WITHIN_MS)`):
-parse each message with orjson, build the output dicts, send them all without awaiting each,
-await the acks once; offsets are committed at most once a second, after the acks of
+group member; as in the worker, nobody but the sink (absent here) reads `accepted`. Per hop
+and batch (`getmany(max_records=BATCH, timeout_ms=WITHIN_MS)`): parse each message with
+orjson, build the output dicts, send them all without awaiting each, await the acks once;
+offsets are committed at most once a second, after the acks of
 everything they cover (the worker's Faust commits every second too): at-least-once. No Faust,
 no pydantic, no sink, no shadow join: the best this topology can do in Python here. Prints
 `ready` once every hop owns its partitions; stops on SIGTERM.

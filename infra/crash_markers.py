@@ -1,9 +1,10 @@
 """The crash guard's files: a marker per batch in flight, and the history of worker deaths.
 
 Every batch leaves a marker (pid, version, request ids) in a file while it runs (one file per
-concurrent batch slot, empty between batches); a worker that dies leaves its markers behind. At start, collect_deaths() turns the markers of dead processes into
-entries of crashes.json, which agents.health.crash_verdicts() judges. CrashGuard also runs the
-batches of suspect versions alone, so the next death is attributable.
+concurrent batch slot, empty between batches); a worker that dies leaves its markers behind.
+At start, collect_deaths() turns the markers of dead processes into entries of crashes.json,
+which agents.health.crash_verdicts() judges. CrashGuard also runs the batches of suspect
+versions alone, so the next death is attributable.
 """
 
 from __future__ import annotations
