@@ -171,9 +171,15 @@ class ReviewbusConfig(_Strict):
         # that a key written in the file is refused before the spec is ever registered.
         if isinstance(data, dict) and isinstance(data.get("versions"), list):
             from .backends.consensus import resolve_members
-            from .backends.litellm import check_litellm_versions
 
-            check_litellm_versions(data["versions"])
+            def backend(v: Any) -> Any:
+                return v.get("backend") if isinstance(v, dict) else getattr(v, "backend", None)
+
+            # Imported only when needed: the litellm package costs ~0.35 s of every CLI start.
+            if any(backend(v) == "litellm" for v in data["versions"]):
+                from .backends.litellm import check_litellm_versions
+
+                check_litellm_versions(data["versions"])
             data = {**data, "versions": resolve_members(data["versions"])}
         return data
 

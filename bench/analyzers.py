@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from agents.intake import accept_input
 from agents.settings import Limits
 from infra.config_file import load_config
@@ -255,6 +257,7 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
             time.sleep(0.3)
         log(f"5. replay: reviewbus replay --to {stable.id} --limit {len(commits)} --wait")
         env = {**os.environ, **w.env}
+        started_ms = time.time() * 1000
         t = time.monotonic()
         out = subprocess.run([sys.executable, "-m", "streams.cli", "replay", "--to", stable.id,
                               "--limit", str(len(commits)), "--wait"], cwd=ROOT, env=env,
@@ -268,11 +271,14 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
             "quantile(0.5)(latency_ms) AS p50_ms, quantile(0.99)(latency_ms) AS p99_ms "
             f"FROM interactions FINAL WHERE run_id = '{run_id}'") if run_id else [{}]
         rate = len(commits) / seconds
-        log(f"  replay: {rate:.1f} commits/s ({seconds:.1f} s incl. CLI start), run {run_id}")
+        phases = asyncio.run(_replay_phases(w, stable.id, run_id, started_ms, seconds))
+        log(f"  replay: {rate:.1f} commits/s ({seconds:.1f} s incl. CLI start), run {run_id}; "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
         return {"version": stable.id, "commits": len(commits), "replay_seconds": seconds,
                 "replay_events_per_s": trials_summary([rate]),
                 "direct_events_per_s": trials_summary([direct]), "ratio": ratio(rate, direct),
                 "run_id": run_id, "run_interactions": stats[0] if stats else None,
+                "phases_s": phases,
                 "peak_rss_mib_worker": w.peak_rss_mib(),
                 "method": "wall time of the `reviewbus replay --wait` command (CLI start, "
                           "archive read, send, until every interaction row is stored) vs. "
@@ -280,6 +286,34 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
                           "inference.batch_size, in this process"}
     finally:
         w.stop()
+
+
+async def _replay_phases(w: Worker, version: str, run_id: str | None, started_ms: float,
+                         seconds: float) -> dict[str, float]:
+    """Where the replay command's time went, from the Kafka CreateTimes of its requests (sent
+    by the CLI) and of their results (sent by the worker), against the command's start."""
+    if not run_id:
+        return {}
+
+    def of_run(m) -> str | None:
+        try:
+            head = orjson.loads(m.value)
+        except orjson.JSONDecodeError:
+            return None
+        return f"{run_id}:{head.get('request_id')}" if head.get("run_id") == run_id else None
+
+    sent = await load.timestamps(w.settings, w.settings.kafka, w.topic(f"inference.{version}"),
+                                 of_run, prefix=run_id)
+    done = await load.timestamps(w.settings, w.settings.kafka, w.topic("results"), of_run,
+                                 prefix=run_id)
+    if not sent or not done:
+        return {}
+    first_sent, last_sent = min(sent.values()), max(sent.values())
+    last_done = max(done.values())
+    return {"start_to_first_request": (first_sent - started_ms) / 1000,
+            "sending": (last_sent - first_sent) / 1000,
+            "first_request_to_last_result": (last_done - first_sent) / 1000,
+            "last_result_to_exit": seconds - (last_done - started_ms) / 1000}
 
 
 def run_analyzers(home: Path, broker: str, *, commits: int, replay_commits: int,

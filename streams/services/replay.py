@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from agents.errors import ReviewbusError
+from agents.errors import ReviewbusError, StoreBusy
 from agents.settings import Settings
 from infra import queries_cli as q
 from infra.config_file import load_config
@@ -51,20 +51,34 @@ def replay(settings: Settings, version_id: str, *, since: datetime | None = None
 
 
 def wait_for_run(settings: Settings, run_id: str, expected: int, timeout: float,
-                 progress: Callable[[int, str], Any] = Quiet) -> None:
+                 progress: Callable[[int, str], Any] = Quiet, poll_s: float = 0.2) -> None:
+    """Until `expected` results of the run are stored. The running worker's store is opened
+    once for every poll (each open is a round trip of its own); the local store, used only
+    when no worker holds it, is closed after each poll so a worker can start meanwhile."""
+    from infra.store import Store, open_store
+
     bar = progress(expected, f"replay {run_id}: stored")
     deadline = time.monotonic() + timeout
     query = q.run_count(run_id)
+    store, done = None, 0
     try:
         while True:
-            with store_for(settings) as store:
+            store = store or open_store(settings)
+            try:
                 done = int(store.query(query.sql, query.params).rows[0][0])
+            except StoreBusy:  # the worker is restarting: open whichever store answers next
+                store = None
+            if isinstance(store, Store):
+                store.close()
+                store = None
             bar.set(done)
             if done >= expected:
                 return
             if time.monotonic() > deadline:
-                raise ReviewbusError(f"replay {run_id}: {done} of {expected} results stored "
-                                     f"after {timeout:g} s")
-            time.sleep(0.5)
+                raise ReviewbusError(f"replay {run_id}: {done} of {expected} results "
+                                     f"stored after {timeout:g} s")
+            time.sleep(poll_s)
     finally:
+        if isinstance(store, Store):
+            store.close()
         bar.close()
