@@ -14,8 +14,19 @@ def topic(settings: Settings, name: str) -> str:
     return f"{settings.topic_prefix}{name}"
 
 
+# The inference topic shared by the versions registered since the workers started (a version
+# id starts with a letter or a digit, so no version's own topic can be this one).
+POOL = "_pool"
+
+
 def inference_topic(settings: Settings, version_id: str) -> str:
     return f"{settings.topic_prefix}inference.{version_id}"
+
+
+def pool_topic(settings: Settings) -> str:
+    """`inference._pool`: versions registered while the workers run are served through it
+    until the next start gives them their own (streams/flows/inference.py)."""
+    return inference_topic(settings, POOL)
 
 
 def all_topics(settings: Settings, version_ids: list[str]) -> dict[str, int]:
@@ -23,5 +34,5 @@ def all_topics(settings: Settings, version_ids: list[str]) -> dict[str, int]:
     p = settings.partitions
     out = {topic(settings, n): p for n in (*INPUT_KINDS, *INTERNAL, *OUTPUT)}
     out.update({topic(settings, n): 1 for n in SINGLE_PARTITION})
-    out.update({inference_topic(settings, v): p for v in version_ids})
+    out.update({inference_topic(settings, v): p for v in (*version_ids, POOL)})
     return out

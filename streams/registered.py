@@ -1,12 +1,14 @@
-"""Versions registered at run time (by `reviewbus train` or `versions register`) that the
-versions file does not list.
+"""Versions registered at run time (by `reviewbus train`, `versions register` or the learner
+agent) that the versions file does not list.
 
-Inference agents and topics are declared when the worker builds its app, so a worker serves
-the versions it knew at start: `run_worker` reads the lifecycle history from ClickHouse
-(`load_registered`) and passes `serving_specs(config, registered)` to `create_app`, which
-declares an agent for every version of the file plus these. A version registered while a
-worker runs is therefore served after the next worker start (`reviewbus down && reviewbus up`).
-"""
+Inference topics and agents are declared when the worker builds its app: `run_worker` reads
+the lifecycle history from ClickHouse (`load_registered`) and passes `serving_specs(config,
+registered)` to `create_app`, which declares a topic and an agent for every version of the
+file plus these. A version registered while a worker runs is served at once through the one
+shared topic and agent, `inference._pool` (streams/flows/router.py `inference_topic_of`,
+streams/flows/inference.py `install_pool`), and gets its own at the next worker start: the
+pool holds only the versions registered since the last start. They share one agent, so a slow
+one delays the others of the pool (never a version with its own topic) until then."""
 
 from __future__ import annotations
 

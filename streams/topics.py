@@ -28,9 +28,11 @@ class Topics:
         self.lifecycle = self.declare(self.name("lifecycle"), partitions=1)
         self.findings = self.declare(self.name("findings"))
         self.dlq = self.declare(self.name("dlq"))
-        # One topic per served version: the versions file's and those registered at run time.
+        # One topic per version served at start: the versions file's and those registered by then.
         self.inference: dict[str, TopicT] = {
             v.id: self.declare(names.inference_topic(settings, v.id)) for v in specs}
+        # One shared topic for the versions registered after the start (streams/flows/router.py).
+        self.pool = self.declare(names.pool_topic(settings))
         self.input_kind_by_topic = {self.name(short): kind
                                     for short, kind in names.INPUT_KINDS.items()}
 

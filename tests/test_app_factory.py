@@ -12,6 +12,7 @@ import streams
 from agents.settings import Settings
 from infra.config_file import load_config
 from schemas import VersionSpec
+from streams import names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,12 +60,19 @@ def test_create_app_builds_every_agent_for_the_served_versions(tmp_path):
     extra = VersionSpec(id="registered-v1", backend="fake")
     ctx = create_app(_settings(tmp_path), config, "127.0.0.1:1", serving_specs(config, [extra]))
     served = [v.id for v in config.versions] + ["registered-v1"]
-    assert set(ctx.agents) == {"intake", "healing", "shadow", "quarantine",
-                               "sink", *(f"inference.{v}" for v in served)}
+    assert set(ctx.agents) == {"intake", "healing", "shadow", "quarantine", "sink",
+                               "inference._pool", *(f"inference.{v}" for v in served)}
     assert set(ctx.app.agents) == set(ctx.agents)
     assert sorted(ctx.topics.inference) == sorted(served)
     assert ctx.topics.inference["registered-v1"].get_topic_name().endswith(
         "inference.registered-v1")
+    # One shared topic for the versions registered after the start, declared with the others'
+    # partitions; every topic the worker creates at start includes it.
+    pool = ctx.topics.pool.get_topic_name()
+    assert pool == ctx.settings.topic_prefix + "inference._pool"
+    assert ctx.topics.pool.partitions == ctx.settings.partitions
+    assert pool not in {t.get_topic_name() for t in ctx.topics.inference.values()}
+    assert pool in names.all_topics(ctx.settings, served)
     # Eight guarded timers (malloc_trim on by default; the learner's, which does nothing
     # unless `learner.enabled`) and three tasks (registry, crash check, broker watchdog).
     assert len(ctx.app._app_tasks) == 11
@@ -79,6 +87,7 @@ def test_two_apps_share_no_state(tmp_path):
     b = create_app(_settings(tmp_path, topic_prefix="other."), config, "127.0.0.1:1",
                    config.versions)
     assert list(a.topics.inference) == [config.versions[0].id]
+    assert a.topics.pool.get_topic_name() != b.topics.pool.get_topic_name()
     assert len(b.topics.inference) == len(config.versions)
     assert a.registry is not b.registry and a.shadow_join is not b.shadow_join
     assert b.topics.name("accepted") == "other.accepted"

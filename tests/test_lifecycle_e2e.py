@@ -289,9 +289,9 @@ def test_manual_commands(stack, rollout, capsys, monkeypatch, tmp_path):
     registered = [e for e in lifecycle(stack) if e.version_id == "fresh" and e.actor != "rotation"]
     assert [(e.action.value, e.reason) for e in registered] == [("register", "next idea")]
     assert registered[0].actor.startswith("user:") and registered[0].position is not None
-    # the running workers have no topic for it yet: a replay to it says so instead of waiting
-    assert cli(["replay", "--to", "fresh", "--limit", "2"]) == 1
-    assert "no worker serves 'fresh' yet (no topic " in capsys.readouterr().err
+    # the running workers serve it at once, through their pool topic: a replay to it runs
+    assert cli(["replay", "--to", "fresh", "--limit", "2", "--wait", "--timeout", "60"]) == 0
+    capsys.readouterr()
 
 
 def test_rollback_restores_the_previous_stable(stack, rollout, capsys, monkeypatch):

@@ -104,8 +104,8 @@ def cmd_register(args, settings: Settings) -> int:
               f"(event {event.event_id}, {event.actor})")
         if done["unlisted"]:
             print(f"note: {event.version_id} is not in the workers' versions file "
-                  f"({settings.config or 'the packaged default'}); it is served once the "
-                  "workers run with it there")
+                  f"({settings.config or 'the packaged default'}); running workers serve "
+                  "it at once through their shared pool topic, on its own from their next start")
     return 0
 
 

@@ -34,7 +34,7 @@ from .. import names
 from ..batching import dead_letter_all, run_batches
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS
-from .router import route
+from .router import inference_topic_of, route
 
 
 def plan(ctx: AppContext, failure: FailureEvent) -> list:
@@ -42,11 +42,13 @@ def plan(ctx: AppContext, failure: FailureEvent) -> list:
     assert request is not None
     tried = [*request.tried, failure.version_id]
     exclude = set(tried) | set(ctx.unavailable()) | {
-        v for v in ctx.registry.registry.versions if v not in ctx.topics.inference}
-    target = None
+        v for v in ctx.registry.registry.versions
+        if inference_topic_of(ctx, v, Role.fallback) is None}
+    target, topic = None, None
     if request.attempt <= ctx.config.inference.max_fallback_attempts:
         target = choose_fallback(ctx.registry.registry, exclude)
-    if target is None:
+        topic = inference_topic_of(ctx, target, Role.fallback) if target else None
+    if target is None or topic is None:
         c = request.change
         final = ReviewFindings(
             request_id=request.request_id, task=request.task, repo=c.repo, sha=c.sha,
@@ -62,7 +64,7 @@ def plan(ctx: AppContext, failure: FailureEvent) -> list:
         event_id=f"{request.request_id}-heal{request.attempt}", task=request.task,
         action="fallback", version_id=failure.version_id, target_version=target,
         request_id=request.request_id, reason=f"{failure.status}: {failure.error}"[:500])
-    return [(ctx.topics.inference[target], request.request_id, retry),
+    return [(topic, request.request_id, retry),
             (ctx.topics.healing, failure.version_id, action)]
 
 
@@ -101,7 +103,8 @@ async def backlog(ctx: AppContext) -> int:
     """Messages the worker group has not committed yet on the routing path."""
     path = [names.topic(ctx.settings, "commits"), names.topic(ctx.settings, "review-requests"),
             names.topic(ctx.settings, "accepted"), names.topic(ctx.settings, "results"),
-            *(names.inference_topic(ctx.settings, v) for v in ctx.topics.inference)]
+            *(names.inference_topic(ctx.settings, v) for v in ctx.topics.inference),
+            names.pool_topic(ctx.settings)]
     lag = await consumer_lag(ctx.settings, ctx.bootstrap, ctx.app.conf.id, path,
                              ctx.settings.partitions)
     return sum(lag.values())

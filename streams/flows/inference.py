@@ -1,5 +1,10 @@
 """inference: one agent per version topic, so a slow candidate never delays the stable one.
 
+The versions served at start (the versions file's and those registered by then) each have
+their topic and agent; a version registered while the worker runs is served at once through
+one shared topic and agent, `inference._pool` (install_pool), until the next start gives it
+its own. Both kinds run a version's requests through `serve`.
+
 Per version and worker: at most `inference.max_concurrency` batches in flight (bounded
 concurrency), each bounded in time by the version's `timeout_s`, behind its circuit breaker.
 The spec comes from the registry (the fold of the lifecycle topic), so a spec update there
@@ -18,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 
 from agents.backends.base import Backend, build_backend
 from agents.breaker import CircuitBreaker
@@ -32,6 +38,7 @@ from schemas import (
     VersionSpec,
 )
 
+from .. import names
 from ..context import AppContext, emit, log, send_all
 from ..metrics import BATCH_EVENTS, EVENTS, INFERENCE_SECONDS
 from .healing import plan
@@ -39,6 +46,8 @@ from .quarantine import NO_TRAFFIC
 
 # Replays and re-tests never trip (nor are refused by) the circuit that guards user traffic.
 _REPLAY_BREAKER = CircuitBreaker(failure_threshold=2**31, cooldown_s=0)
+# How long a request waits for its version's register event to reach this worker's registry.
+SPEC_WAIT_S = 5.0
 
 
 
@@ -175,22 +184,42 @@ async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[Infere
         await asyncio.gather(*futures)
 
 
-async def process(ctx: AppContext, version_id: str, events: list, stream, ack: bool = True) -> None:
-    """Parse, screen and run one batch of events; ack them all (unless the caller acks),
-    whatever happens."""
+def by_version(pairs: list[tuple[object, InferenceRequest]]
+               ) -> dict[str, list[tuple[object, InferenceRequest]]]:
+    """A take's (event, request) pairs grouped by the request's version, each group in the
+    order taken (the pool's topic holds several versions' requests; a version's own, one)."""
+    groups: dict[str, list[tuple[object, InferenceRequest]]] = {}
+    for event, request in pairs:
+        groups.setdefault(request.version_id, []).append((event, request))
+    return groups
+
+
+async def known_spec(ctx: AppContext, version_id: str, wait_s: float | None = None
+                     ) -> VersionSpec | None:
+    """current_spec; for a version this worker's registry does not hold yet (registered a
+    moment ago: another worker's router folded the event first), wait for it a little."""
+    spec = current_spec(ctx, version_id)
+    deadline = asyncio.get_running_loop().time() + (SPEC_WAIT_S if wait_s is None else wait_s)
+    while spec is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        spec = current_spec(ctx, version_id)
+    return spec
+
+
+async def serve(ctx: AppContext, version_id: str, pairs: list[tuple[object, InferenceRequest]]
+                ) -> None:
+    """Screen and run one version's requests of a take (a dedicated agent's whole take, or a
+    group of the pool's): a closed version's users go to their fallback, poison requests to
+    the dead letters, the rest through handle_batch under the version's registry spec."""
     try:
-        requests, good = [], []
-        for event in events:
-            try:
-                requests.append(InferenceRequest.model_validate_json(event.value))
-                good.append(event)
-            except Exception as exc:
-                await ctx.send_to_dlq(event, f"invalid InferenceRequest: {exc}", "inference")
+        spec = await known_spec(ctx, version_id)
         entry = ctx.registry.registry.versions.get(version_id)
         closed = entry is not None and entry.state in NO_TRAFFIC
         run, outputs = [], []
-        for event, request in zip(good, requests):
-            if closed and request.role != Role.replay:
+        for event, request in pairs:
+            if spec is None:
+                await ctx.send_to_dlq(event, f"unknown version {version_id}", "inference")
+            elif closed and request.role != Role.replay:
                 outputs += reroute(ctx, request, f"version {version_id} is {entry.state.value}")
             elif ctx.crash_guard.is_poison(version_id, request.request_id):
                 await ctx.send_to_dlq(
@@ -202,7 +231,6 @@ async def process(ctx: AppContext, version_id: str, events: list, stream, ack: b
                 run.append((event, request))
         if outputs:
             await emit(outputs)
-        spec = current_spec(ctx, version_id)
         if run and spec is not None:
             try:
                 await handle_batch(ctx, spec, [r for _, r in run])
@@ -213,19 +241,40 @@ async def process(ctx: AppContext, version_id: str, events: list, stream, ack: b
                         await ctx.send_to_dlq(event, repr(exc), "inference")
     except Exception:
         log.exception("inference %s: batch could not be handled", version_id)
+
+
+async def process(ctx: AppContext, events: list, stream, ack: bool = True,
+                  run: Callable[..., Awaitable[None]] = serve) -> None:
+    """Parse one take, run each version's requests in it (`run`, serve by default; the
+    versions' groups side by side), and ack every event (unless the caller acks), whatever
+    happens."""
+    try:
+        pairs = []
+        for event in events:
+            try:
+                pairs.append((event, InferenceRequest.model_validate_json(event.value)))
+            except Exception as exc:
+                await ctx.send_to_dlq(event, f"invalid InferenceRequest: {exc}", "inference")
+        groups = by_version(pairs)
+        await asyncio.gather(*(run(ctx, v, group) for v, group in groups.items()),
+                             return_exceptions=True)
+    except Exception:
+        log.exception("inference: a take could not be handled")
     finally:
         if ack:
             for event in events:
                 await stream.ack(event)
 
 
-def install(ctx: AppContext, version_id: str) -> None:
-    """The agent `inference.<version_id>` on its version's topic."""
+def agent(ctx: AppContext, topic, name: str, concurrency: int,
+          run: Callable[..., Awaitable[None]] = serve) -> None:
+    """An inference agent on `topic`: takes, at most `concurrency` of them in flight, acked in
+    the order taken."""
 
     async def infer(stream):
         await ctx.registry.ready.wait()
         await ctx.crash_guard.checked.wait()  # crash loops are judged before any batch runs
-        limit = asyncio.Semaphore(ctx.config.inference.concurrency_of(version_id))
+        limit = asyncio.Semaphore(concurrency)
         # Batches run concurrently but are acked in the order they were taken: Faust commits
         # the first run of consecutive acked offsets even when an earlier offset is still
         # unacked (transport/consumer.py _new_offset), so out-of-order acks would let a crash
@@ -240,7 +289,7 @@ def install(ctx: AppContext, version_id: str) -> None:
 
         async def bounded(events: list, finished: asyncio.Event) -> None:
             try:
-                await process(ctx, version_id, events, stream, ack=False)
+                await process(ctx, events, stream, ack=False, run=run)
             finally:
                 finished.set()
                 limit.release()
@@ -255,20 +304,49 @@ def install(ctx: AppContext, version_id: str) -> None:
             await limit.acquire()  # backpressure: no more than N batches in flight
             finished = asyncio.Event()
             pending.append((events, finished))
-            if ctx.config.inference.concurrency_of(version_id) == 1:
+            if concurrency == 1:
                 await bounded(events, finished)
             else:
                 asyncio.ensure_future(bounded(events, finished))
 
-    infer.__name__ = f"inference_{version_id}"
-    ctx.agent(ctx.topics.inference[version_id], name=f"inference.{version_id}")(infer)
+    infer.__name__ = name.replace(".", "_")
+    ctx.agent(topic, name=name)(infer)
+
+
+def install(ctx: AppContext, version_id: str) -> None:
+    """The agent `inference.<version_id>` on its version's topic."""
+    agent(ctx, ctx.topics.inference[version_id], f"inference.{version_id}",
+          ctx.config.inference.concurrency_of(version_id))
+
+
+def install_pool(ctx: AppContext) -> None:
+    """The agent `inference._pool` on the shared topic of the versions registered since the
+    start (streams/flows/router.py `inference_topic_of` routes them there). Each version keeps
+    its own concurrency limit, breaker, spec and backend; they share one agent, so a slow one
+    delays the others of the pool (never a version with a topic of its own) until the next
+    start gives each its own topic."""
+    limits: dict[str, asyncio.Semaphore] = {}
+
+    async def run(ctx: AppContext, version_id: str, pairs: list) -> None:
+        limit = limits.get(version_id)
+        if limit is None:
+            limit = limits[version_id] = asyncio.Semaphore(
+                ctx.config.inference.concurrency_of(version_id))
+        async with limit:
+            await serve(ctx, version_id, pairs)
+
+    # In flight: `inference.concurrency._pool` takes, else max_concurrency as any version.
+    agent(ctx, ctx.topics.pool, f"inference.{names.POOL}",
+          ctx.config.inference.concurrency_of(names.POOL), run)
 
 
 def register(ctx: AppContext) -> None:
-    """One agent per served version: each has a topic (create_app's serving specs)."""
+    """One agent per version served at start (create_app's serving specs: each has a topic),
+    and the pool's, for the versions registered since."""
     for version_id in ctx.topics.inference:
         install(ctx, version_id)
+    install_pool(ctx)
 
 
-__all__ = ["backend_for", "current_spec", "handle_batch", "outputs_for", "post_filter",
-           "register"]
+__all__ = ["backend_for", "by_version", "current_spec", "handle_batch", "outputs_for",
+           "post_filter", "register", "serve"]

@@ -45,6 +45,7 @@ from schemas import (
     LifecycleAction,
     LifecycleEvent,
     QuarantineEvent,
+    Role,
     Status,
     VersionState,
 )
@@ -52,6 +53,7 @@ from schemas import (
 from ..batching import run_batches
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS, LIFECYCLE
+from .router import inference_topic_of
 
 NO_TRAFFIC = (VersionState.quarantined, VersionState.archived)
 CANDIDATES = (VersionState.shadow, VersionState.canary)
@@ -242,7 +244,10 @@ async def start_retest(ctx: AppContext, version_id: str, state: Quarantined) -> 
         return
     run_id = f"retest-{version_id}-{int(time.time())}-{state.failed_retests}"
     requests = replay_requests(rows, version_id, run_id)
-    await emit([(ctx.topics.inference[version_id], r.request_id, r.model_copy(
+    topic = inference_topic_of(ctx, version_id, Role.replay)
+    if topic is None:
+        return
+    await emit([(topic, r.request_id, r.model_copy(
         update={"event_id": f"{run_id}-{r.request_id}"})) for r in requests])
     state.run_id, state.sent, state.started = run_id, len(requests), time.monotonic()
     # Its results carry the requests' accepted times: the oldest bounds their read.
@@ -319,7 +324,7 @@ async def check_retests(ctx: AppContext) -> None:
     registry, _quarantined = ctx.registry.registry, ctx.quarantined
     now = time.monotonic()
     for vid, entry in sorted(registry.versions.items()):
-        if entry.state != VersionState.quarantined or vid not in ctx.topics.inference:
+        if entry.state != VersionState.quarantined:
             continue
         state = _quarantined.get(vid)
         if state is None:  # quarantined before this worker started

@@ -87,21 +87,35 @@ def replay_requests(rows: list[dict], version_id: str, run_id: str) -> list[Infe
     return out
 
 
+def serving_topic(settings: Settings, topics: Iterable[str], version_id: str) -> str | None:
+    """The topic a worker reads a version's requests from, among the broker's topics: the
+    version's own (created when a worker starts serving it), else the pool topic (workers
+    serve every version registered since their start through it; the caller knows the version
+    is registered and not archived). None: no worker ran yet, requests would wait unread."""
+    names_there = set(topics)
+    for topic in (names.inference_topic(settings, version_id), names.pool_topic(settings)):
+        if topic in names_there:
+            return topic
+    return None
+
+
 async def served_versions(settings: Settings, address: str, versions: Iterable[str]) -> set[str]:
-    """The versions a worker serves: workers create a version's inference topic when they
-    start serving it, so without one, requests would wait in a topic that no worker reads."""
-    topics = await existing_topics(settings, address)
-    return {v for v in versions if names.inference_topic(settings, v) in topics}
+    """The versions a worker serves, of those given (registered ones): by their own inference
+    topic, or by the pool topic when they have none (registered after the workers started)."""
+    topics = set(await existing_topics(settings, address))
+    return {v for v in versions if serving_topic(settings, topics, v) is not None}
 
 
 async def send_replay(settings: Settings, version_id: str, requests: list[InferenceRequest],
                       progress: Callable[[int], None] | None = None) -> int:
+    """Send replay requests to the version's topic: its own, or the pool's for a version
+    registered since the workers started (served there at once, no restart)."""
     address = bootstrap(settings)
-    topic = names.inference_topic(settings, version_id)
-    if not await served_versions(settings, address, [version_id]):
-        raise UnknownVersion(f"no worker serves {version_id!r} yet (no topic {topic}): versions "
-                             "registered after the workers started are served from their next "
-                             "start (`reviewbus down && reviewbus up`)")
+    topic = serving_topic(settings, await existing_topics(settings, address), version_id)
+    if topic is None:
+        raise UnknownVersion(f"no worker serves {version_id!r} yet (no topic "
+                             f"{names.inference_topic(settings, version_id)} nor "
+                             f"{names.pool_topic(settings)}): start the workers (`reviewbus up`)")
     return await publish(settings, topic,
                          ((r.request_id.encode(), r.model_dump_json().encode()) for r in requests),
                          address, progress)
