@@ -213,6 +213,7 @@ def stack(tmp_path_factory, broker):
 @pytest.mark.integration
 def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answers_it(stack):
     from agents.registry import fold
+    from infra.kafka import existing_topics
     from streams.services.bus import submit
 
     rows = mldata.rows(10, repos=(REPO,))  # 50: the first FED now, the rest later
@@ -242,9 +243,13 @@ def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answer
     time.sleep(4)
     assert len(_learner_events(stack)) == 1
 
-    # A worker start serves the registered refit; it answers REPO's commits, not OTHER's.
-    stack.stop()
-    stack.start()
+    # The running worker serves the refit at once (the shared pool topic, no restart); it
+    # answers REPO's commits, not OTHER's.
+    from streams import names
+    from tests.test_lifecycle_e2e import worker_states
+
+    pid = stack.proc.pid
+    assert worker_states(stack, lambda v: v.get(vid) == "shadow").get(vid) == "shadow"
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     others = [CommitEvent(repo=OTHER, sha=hashlib.sha1(f"o{i}".encode()).hexdigest(),
                           message=f"feat: add the {i} command", authored_at=t0 + timedelta(i),
@@ -260,6 +265,11 @@ def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answer
         "SELECT predicted_label, label FROM interactions FINAL "
         f"WHERE version_id = '{vid}' AND role = 'shadow'")
     assert sum(r["predicted_label"] == r["label"] for r in answered) >= 4  # it learnt the kinds
+    # Served by the worker that was running when the refit was registered, through the pool.
+    assert stack.proc.poll() is None and stack.proc.pid == pid
+    assert "restarting this worker in place" not in (stack.home / "worker.log").read_text()
+    topics = asyncio.run(existing_topics(stack.settings, stack.settings.kafka))
+    assert names.inference_topic(stack.settings, vid) not in topics
     # 30 labels now: 5 new, below refit_every; still one refit.
     time.sleep(3)
     assert len(_learner_events(stack)) == 1
