@@ -13,8 +13,8 @@ in shadow, with its model card as the register event's evidence. The rotation ga
 whether it ever serves. Older refits of the repository beyond `keep_per_repo` are archived
 when they are still candidates, and the state directories of archived refits are removed.
 
-A version registered while a worker runs is served from the next worker start (its inference
-topic and agent are declared at start: streams/registered.py).
+A refit registered while a worker runs is served at once, through the shared pool topic and
+agent `inference._pool`, and on its own topic from the next worker start (streams/registered.py).
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ def train(settings: Settings, *, data: Path, out: Path, base: Path | None = None
 def register_version(settings: Settings, config, spec: VersionSpec, job_id: str) -> str:
     """Register the adapter's version in shadow: on the lifecycle topic when a broker runs,
     else (embedded broker down) straight into the store's lifecycle history, which the next
-    `reviewbus up` folds. Workers start serving it at their next start (streams/registered.py)."""
+    `reviewbus up` folds. Running workers serve it at once, through their shared pool topic,
+    and on its own topic from their next start (streams/registered.py)."""
     from agents.lifecycle_commands import register_request
     from agents.registry import fold
 
@@ -152,14 +153,14 @@ def register_version(settings: Settings, config, spec: VersionSpec, job_id: str)
         skipped = outcome.get(event.event_id, "not found on the lifecycle topic")
         if skipped:
             raise ReviewbusError(f"register {spec.id}: not applied: {skipped}")
-        where = "on the lifecycle topic"
+        where = "on the lifecycle topic (running workers serve it at once)"
     except BrokerUnavailable:
         if settings.kafka:
             raise
         event = _register_in_store(settings, config, spec, actor, reason)
         where = "in the store (the broker is down; `reviewbus up` picks it up)"
     return (f"registered {spec.id} in shadow{' for ' + ', '.join(spec.repos) if spec.repos else ''} "
-            f"{where} (event {event.event_id}); workers serve it from their next start")
+            f"{where} (event {event.event_id})")
 
 
 def _register_in_store(settings: Settings, config, spec: VersionSpec, actor: str,
