@@ -192,3 +192,30 @@ def test_a_failed_request_falls_back_to_a_version_served_by_the_pool():
     assert [(topic, type(v).__name__) for topic, _, v in out] == [
         ("topic:pool", "InferenceRequest"), ("topic:healing", "HealingAction")]
     assert out[0][2].version_id == "late-canary" and out[0][2].role == Role.fallback
+
+
+def test_the_pool_agent_keeps_each_versions_concurrency_limit(monkeypatch):
+    declared = []
+    monkeypatch.setattr(inference, "agent", lambda ctx, topic, name, concurrency, run:
+                        declared.append((topic, name, concurrency, run)))
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+
+    async def serve(ctx, version_id, pairs):
+        running[version_id] = running.get(version_id, 0) + 1
+        most[version_id] = max(most.get(version_id, 0), running[version_id])
+        await asyncio.sleep(0.02)
+        running[version_id] -= 1
+
+    monkeypatch.setattr(inference, "serve", serve)
+    ctx = SimpleNamespace(topics=SimpleNamespace(pool="topic:pool"), config=SimpleNamespace(
+        inference=InferenceConfig(max_concurrency=3, concurrency={"_pool": 4, "one-at-a-time": 1})))
+    inference.install_pool(ctx)
+    [(topic, name, concurrency, run)] = declared
+    assert (topic, name, concurrency) == ("topic:pool", "inference._pool", 4)
+
+    async def takes():
+        await asyncio.gather(*(run(ctx, v, []) for v in ["one-at-a-time"] * 3 + ["other"] * 3))
+
+    asyncio.run(takes())
+    assert most == {"one-at-a-time": 1, "other": 3}  # other: max_concurrency
