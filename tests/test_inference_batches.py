@@ -16,7 +16,14 @@ from agents.backends.base import Prediction
 from agents.breaker import BreakerBoard
 from agents.config import InferenceConfig
 from infra.crash_markers import CrashGuard
-from schemas import ChangeType, InferenceRequest, NormalizedChange, Role, VersionSpec
+from schemas import (
+    ChangeType,
+    InferenceRequest,
+    NormalizedChange,
+    Role,
+    VersionSpec,
+    VersionState,
+)
 from streams.flows.inference import _identity, handle_batch
 
 
@@ -58,7 +65,8 @@ def fake_ctx(tmp_path, log: list, backend: RecordingBackend, spec: VersionSpec, 
     ctx = SimpleNamespace(
         config=SimpleNamespace(inference=InferenceConfig(batch_size=batch_size)),
         breakers=BreakerBoard(), crash_guard=CrashGuard(tmp_path / "inflight"),
-        backends={spec.id: (_identity(spec), backend)}, backend_locks={}, topics=topics)
+        backends={spec.id: (_identity(spec), backend)}, backend_locks={}, topics=topics,
+        registry=SimpleNamespace(registry=SimpleNamespace(versions={})))
     return ctx, topics
 
 
@@ -101,3 +109,27 @@ def test_replays_run_in_their_own_batches(tmp_path):
         ["s0", "s2", "s4"], ["s1", "s3"]]
     assert len(topics.findings.futures) == 3  # replays publish results, never findings
     assert len(topics.results.futures) == 5
+
+
+def test_a_version_closed_during_a_take_runs_no_more_of_it_but_its_replays(tmp_path):
+    """Quarantined after its first batch failed (the quarantine agent judged the results
+    while the take ran): the take's other shadow copies are dropped, not run; replays run."""
+    log: list = []
+    spec = VersionSpec(id="v1", backend="fake")
+
+    class ClosingBackend(RecordingBackend):
+        async def infer(self, batch):
+            out = await super().infer(batch)
+            ctx.registry.registry.versions["v1"] = SimpleNamespace(
+                state=VersionState.quarantined)
+            return out
+
+    backend = ClosingBackend(log)
+    ctx, topics = fake_ctx(tmp_path, log, backend, spec, batch_size=2)
+    requests = [request(i, Role.shadow) for i in range(6)] + [request(9, Role.replay)]
+
+    asyncio.run(handle_batch(ctx, spec, requests))
+
+    assert [shas for kind, shas in (e for e in log if e[0] == "infer")] == [["s0", "s1"],
+                                                                         ["s9"]]
+    assert len(topics.results.futures) == 3

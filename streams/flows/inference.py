@@ -164,6 +164,14 @@ async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[Infere
     for requests_of_group, breaker in groups:
         for start in range(0, len(requests_of_group), size):
             group = requests_of_group[start:start + size]
+            entry = ctx.registry.registry.versions.get(spec.id)
+            if (entry is not None and entry.state in NO_TRAFFIC
+                    and group[0].role != Role.replay):
+                # Closed while this take ran (quarantined after its first batches failed):
+                # the rest of the take is not run; users go to their fallback, shadows drop.
+                futures += await send_all([o for r in group for o in reroute(
+                    ctx, r, f"version {spec.id} is {entry.state.value}")])
+                continue
             try:
                 backend = await backend_for(ctx, spec)
                 async with ctx.crash_guard.slot(spec.id, [r.request_id for r in group]):
