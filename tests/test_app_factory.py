@@ -60,7 +60,7 @@ def test_create_app_builds_every_agent_for_the_served_versions(tmp_path):
     extra = VersionSpec(id="registered-v1", backend="fake")
     ctx = create_app(_settings(tmp_path), config, "127.0.0.1:1", serving_specs(config, [extra]))
     served = [v.id for v in config.versions] + ["registered-v1"]
-    assert set(ctx.agents) == {"intake", "healing", "shadow", "quarantine", "sink",
+    assert set(ctx.agents) == {"intake", "healing", "results", "sink",
                                "inference._pool", *(f"inference.{v}" for v in served)}
     assert set(ctx.app.agents) == set(ctx.agents)
     assert sorted(ctx.topics.inference) == sorted(served)

@@ -12,15 +12,17 @@ from . import (
     learner,
     quarantine,
     registry,
+    results,
     rotation,
     shadow,
     sink,
 )
 
 # The order the agents, timers and tasks were declared in when importing declared them.
-# router has no agent of its own: intake routes in its hop (streams/flows/router.py says why).
-MODULES = (feedback, healing, quarantine, inference, intake, registry, rotation, shadow, sink,
-           learner)
+# router has no agent of its own: intake routes in its hop (streams/flows/router.py says why);
+# shadow and quarantine read `results` through one agent, results (streams/flows/results.py).
+MODULES = (feedback, healing, quarantine, inference, intake, registry, results, rotation, shadow,
+           sink, learner)
 
 
 def register(ctx: AppContext) -> None:

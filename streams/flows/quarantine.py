@@ -1,8 +1,9 @@
 """quarantine: a failing version gets no more traffic, with the trigger, evidence and one-line
 root cause on record (QuarantineEvent + LifecycleEvent); it leaves by a half-open re-test.
 
-- On every result: the health tracker (agents/health.py) checks the five triggers of the
-  design; the first crossed one quarantines the version. A quarantined canary gives its
+- On every result (read once for this and the shadow join by streams/flows/results.py): the
+  health tracker (agents/health.py) checks the five triggers of the design; the first crossed
+  one quarantines the version. A quarantined canary gives its
   traffic back to stable, a quarantined stable gives way to the previous stable when there is
   one (the registry fold does that); both are also recorded as a `rollback` HealingAction.
 - At start: crash loops. Every batch leaves a marker file while it runs (CrashGuard); the
@@ -41,7 +42,6 @@ from infra import queries
 from infra.crash_markers import collect_deaths
 from schemas import (
     HealingAction,
-    InferenceResult,
     LifecycleAction,
     LifecycleEvent,
     QuarantineEvent,
@@ -50,7 +50,6 @@ from schemas import (
     VersionState,
 )
 
-from ..batching import run_batches
 from ..context import AppContext, emit, log
 from ..metrics import EVENTS, LIFECYCLE
 from .router import inference_topic_of
@@ -148,34 +147,31 @@ async def crash_check(ctx: AppContext) -> None:
 # ---- the results stream ----------------------------------------------------------------------
 
 
-def outcome_of(result: InferenceResult) -> Outcome:
-    return Outcome.of(result.status.value, result.latency_ms, label=result.label,
-                      predicted=result.change_type.label if result.change_type else None,
-                      error=result.error, request_id=result.request_id)
+def outcome_of(head: dict) -> Outcome:
+    """The health tracker's view of one result, from its JSON read with orjson (the model is
+    not built: streams/flows/results.py reads each result once for the join and this)."""
+    change_type = head.get("change_type") or {}
+    return Outcome.of(str(head.get("status")), float(head.get("latency_ms") or 0.0),
+                      label=head.get("label"), predicted=change_type.get("label"),
+                      error=head.get("error"), request_id=head.get("request_id"))
 
 
-async def judge(ctx: AppContext, event) -> list:
+async def judge(ctx: AppContext, head: dict) -> None:
     """One result: observed by the health tracker; a verdict quarantines (rare: awaited)."""
-    result = InferenceResult.model_validate_json(event.value)
-    if result.run_id:  # replays and re-tests measure, they do not judge
-        return []
+    if head.get("run_id"):  # replays and re-tests measure, they do not judge
+        return
     registry = ctx.registry.registry
-    entry = registry.versions.get(result.version_id)
+    version_id = head.get("version_id")
+    entry = registry.versions.get(version_id) if isinstance(version_id, str) else None
     if entry is None or entry.state in NO_TRAFFIC:
-        return []
-    verdict = ctx.health.observe(result.version_id, outcome_of(result),
+        return
+    verdict = ctx.health.observe(version_id, outcome_of(head),
                                  stable=stable_version(registry))
     if verdict is not None:
         trigger, evidence = verdict
-        if result.status != Status.ok:
-            evidence["last_error"] = (result.error or result.status.value)[:300]
-        await quarantine(ctx, result.version_id, trigger, evidence)
-    return []
-
-
-async def judge_results(ctx: AppContext, stream) -> None:
-    await ctx.registry.ready.wait()
-    await run_batches(ctx, stream, "quarantine", lambda event: judge(ctx, event))
+        if head.get("status") != Status.ok.value:
+            evidence["last_error"] = (head.get("error") or str(head.get("status")))[:300]
+        await quarantine(ctx, version_id, trigger, evidence)
 
 
 # ---- registry changes ------------------------------------------------------------------------
@@ -343,10 +339,6 @@ def register(ctx: AppContext) -> None:
     @ctx.task(name="crash_check")
     async def crash_check_task() -> None:
         await crash_check(ctx)
-
-    @ctx.agent(ctx.topics.results, name="quarantine")
-    async def quarantine_agent(stream):
-        await judge_results(ctx, stream)
 
     @ctx.timer(ctx.config.quarantine.check_interval_s, name="quarantine_retests", on_leader=True)
     async def quarantine_timer() -> None:

@@ -1,18 +1,18 @@
 """shadow: join candidate and stable results by request id; emit ShadowComparison.
 
+Results reach the join through streams/flows/results.py, the one consumer of `results` (it
+also feeds quarantine's health tracker).
+
 The join's state is in memory, bounded in time and size (agents/shadow_join.py says why it is
 no Faust table); `results` is keyed by request id, so each worker joins the partitions it owns.
 """
 
 from __future__ import annotations
 
-import orjson
-
 from agents.routing import answering_versions, cohort_key, stable_version
 from agents.shadow import compare_results
 from schemas import InferenceResult, Role
 
-from ..batching import dead_letter_all, run_batches
 from ..context import AppContext
 from ..metrics import EVENTS, SHADOW_JOIN_DROPPED, SHADOW_JOIN_PENDING
 
@@ -59,37 +59,31 @@ def publish_join_metrics(ctx: AppContext) -> None:
             reported[reason] = now
 
 
+def join_result(ctx: AppContext, head: dict, raw: bytes) -> list:
+    """One result into the join (`head`: its JSON read with orjson); the comparisons due.
+
+    Most results compare with nothing yet: the join keeps the raw JSON and the pydantic model
+    is built only for a pair (bench/parse.py: the model is what costs)."""
+    if head.get("role") not in COMPARED_ROLES or head.get("run_id"):
+        return []
+    stable = stable_version(ctx.registry.registry)
+    if stable is None:
+        return []
+    version = head["version_id"]
+    entry = ctx.shadow_join.add(
+        head["request_id"], version, raw.decode(),
+        _answering(ctx, head.get("repo") or "", head.get("pull_request"),
+                   head.get("sha") or "", version))
+    if (version == stable and len(entry) < 2) or (version != stable and stable not in entry):
+        return []
+    outputs = comparisons_for(ctx, InferenceResult.model_validate_json(raw), entry)
+    if outputs:
+        EVENTS.labels(agent="shadow", outcome="compared").inc(len(outputs))
+    return outputs
+
+
 def register(ctx: AppContext) -> None:
-    def handle(event) -> list:
-        # Most results compare with nothing yet: read the few fields the join needs with
-        # orjson, and build the pydantic model only for a pair (bench/parse.py: the model is
-        # what costs).
-        head = orjson.loads(event.value)
-        if head.get("role") not in COMPARED_ROLES or head.get("run_id"):
-            return []
-        stable = stable_version(ctx.registry.registry)
-        if stable is None:
-            return []
-        version = head["version_id"]
-        entry = ctx.shadow_join.add(
-            head["request_id"], version, event.value.decode(),
-            _answering(ctx, head.get("repo") or "", head.get("pull_request"),
-                       head.get("sha") or "", version))
-        if (version == stable and len(entry) < 2) or (version != stable and stable not in entry):
-            return []
-        outputs = comparisons_for(ctx, InferenceResult.model_validate_json(event.value), entry)
-        if outputs:
-            EVENTS.labels(agent="shadow", outcome="compared").inc(len(outputs))
-        return outputs
-
-    async def dead_letter(events, exc: Exception) -> None:
-        await dead_letter_all(ctx, events, repr(exc), "shadow")
-
-    @ctx.agent(ctx.topics.results, name="shadow")
-    async def shadow(stream):
-        await ctx.registry.ready.wait()
-        await run_batches(ctx, stream, "shadow", handle, on_send_error=dead_letter,
-                          after=lambda: publish_join_metrics(ctx))
+    """The expiry timer; results reach the join through streams/flows/results.py."""
 
     @ctx.timer(ctx.config.shadow.expire_interval_s, name="shadow_join_expiry")
     async def expire_joins() -> None:
