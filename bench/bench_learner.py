@@ -11,7 +11,9 @@ protocol (the base alone on the unseen repository). Reported per configuration: 
 accuracy / macro-F1 (means over repositories) of the learner, of the global base alone and of
 the own model alone, LORO accuracy / macro-F1, the mean refit seconds, the size of a fitted
 state (global base + the four repositories' models, as `learner_store` writes it), and the
-takeover point (labels from which the own model beats the base). Writes
+takeover point (labels from which the own model beats the base), and `subjects`: the suggested
+subject built from the learner's own prequential answers against the real one (type as
+written, scope, `type(scope)`, summary; `subject_agreement`). Writes
 bench/results/learner-<time>.json and learner-<time>.png (the learning curves).
 
 MiniLM embeddings (frozen all-MiniLM-L6-v2 from the wheel, HF_HUB_OFFLINE=1) are computed once
@@ -45,13 +47,23 @@ CONFIGS: dict[str, dict] = {
     "lexical-half300": {"params": LEXICAL, "mode": "blend", "half": 300.0},
     "minilm": {"params": EMBEDDING_ONLY, "mode": "blend"},
     "combo": {"params": {"embedding_weight": 0.5}, "mode": "blend"},
+    # second-level heads (agents/learning/stacking.py)
+    "lexical-calibrated": {"params": {"head": "calibrated"}, "mode": "blend"},
+    "lexical-gbdt": {"params": {"head": "gbdt"}, "mode": "blend"},
+    "combo-e1-calibrated": {"params": {"embedding_weight": 1.0, "head": "calibrated"},
+                            "mode": "blend"},
+    "combo-e1-gbdt": {"params": {"embedding_weight": 1.0, "head": "gbdt"}, "mode": "blend"},
+    "minilm-gbdt": {"params": {"embedding_weight": 1.0, "head": "gbdt_dense"}, "mode": "blend"},
+    "combo-e1-mix": {"params": {"embedding_weight": 1.0, "head": "mix"}, "mode": "blend"},
 }
 
 
-def state_size(examples, params) -> int:
+def state_size(examples, params) -> int | None:
     from agents.learning.learner import LearnerParams
     from agents.learning.learner_store import fit_state
 
+    if params.get("head", "linear") != "linear":
+        return None  # stacked heads are not stored (agents/learning/stacking.py)
     _manifest, base, own = fit_state(examples, LearnerParams.from_dict(params), takeover=1)
     return len(base.to_bytes()) + sum(len(m.to_bytes()) for m in own.values())
 
@@ -86,6 +98,100 @@ def scope_agreement(dataset: Path, history: int = 400) -> dict:
             "per_repo": per_repo}
 
 
+def _mode(values: list[str]) -> str | None:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return max(sorted(counts), key=lambda k: counts[k]) if counts else None
+
+
+def subject_agreement(rows: list[dict], examples: list, labels_by_row: dict[int, str],
+                      history: int = 400) -> dict:
+    """The learner's suggested subject (subject.subject: type from the model's label, scope
+    from the changed paths and the repository's earlier commits, summary from the message)
+    against the real subject, in the prequential order (per repository, author-date order).
+    `rows`: the dataset rows in the examples' order; `labels_by_row`: row index -> the label
+    the learner answered (each row answered once, by a model that never saw it).
+
+    - `type_exact`: the suggested type string equals the subject's type as written (`Fix` is
+      not `fix`); `type_ci` ignores case. The model has 9 labels, the subjects more types
+      (`ci`/`build`, `deps`/`chore`, `style`/`refactor`, `tests`/`test`), so also:
+    - `type_oracle`: the same mapping applied to the TRUE label (the ceiling of the mapping);
+    - `type_repo`: the type this repository wrote most often for the predicted label among its
+      earlier commits (the mapping's type when it has none), case-insensitive;
+    - `label_accuracy`: the learner's label against the true label (its prequential accuracy);
+    - `scope`: the suggested scope equals the real one (none counts as a scope);
+    - `head`: type (as written) and scope both agree; `head_ci` ignores the type's case;
+    - `summary`: the suggested summary equals the real subject's description (the subject
+      without its prefix); `subject`: the whole suggested subject equals the real one.
+    """
+    import re
+
+    from agents.changetype import CONVENTIONAL_TYPES
+    from agents.learning import subject
+    from agents.learning.data import date_key
+
+    prefix = re.compile(r"^[A-Za-z]+(?:\([^)]*\))?!?:\s*")
+    repos: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        repos.setdefault(ex.repo, []).append(i)
+    keys = ("label_accuracy", "type_exact", "type_ci", "type_oracle", "type_repo", "scope",
+            "head", "head_ci", "summary", "subject")
+    per_repo: dict[str, dict] = {}
+    for repo, idx in sorted(repos.items()):
+        idx.sort(key=lambda i: (date_key(examples[i].author_date), examples[i].id))
+        past: list[tuple[list[str], str | None]] = []
+        written: dict[str, list[str]] = {}  # label -> the raw types written for it so far
+        hits = dict.fromkeys(keys, 0)
+        n = 0
+        for i in idx:
+            if i not in labels_by_row:
+                continue
+            row, ex, label = rows[i], examples[i], labels_by_row[i]
+            real_type = str(row.get("raw_type") or "")
+            real_scope = row.get("scope")
+            paths = [f["path"] for f in row.get("files") or []]
+            found, scope = subject.scope_from_history(paths, past[-history:])
+            scope = scope if found else subject.scope_from_paths(paths)
+            ctype = CONVENTIONAL_TYPES.get(label, "chore")
+            suggested = subject.subject(label, ex.change, scope)
+            real_subject = str(row.get("subject") or "")
+            description = prefix.sub("", real_subject).strip()
+            repo_type = _mode(written.get(label, [])) or ctype
+            n += 1
+            hits["label_accuracy"] += label == ex.label
+            hits["type_exact"] += ctype == real_type
+            hits["type_ci"] += ctype == real_type.lower()
+            hits["type_oracle"] += CONVENTIONAL_TYPES.get(ex.label) == real_type.lower()
+            hits["type_repo"] += repo_type == real_type.lower()
+            hits["scope"] += scope == real_scope
+            hits["head"] += ctype == real_type and scope == real_scope
+            hits["head_ci"] += ctype == real_type.lower() and scope == real_scope
+            hits["summary"] += subject.summary_of(ex.change.message) == description
+            hits["subject"] += suggested == real_subject
+            past.append((paths, real_scope))
+            written.setdefault(ex.label, []).append(real_type.lower())
+        per_repo[repo] = {"n": n, **{k: round(v / n, 4) if n else 0.0 for k, v in hits.items()}}
+    k = len(per_repo)
+    return {**{key: round(sum(v[key] for v in per_repo.values()) / k, 4) for key in keys},
+            "per_repo": per_repo}
+
+
+class _Recorder:
+    """Wraps the learner's strategy to keep the label it answered for every row."""
+
+    answers: dict[int, str] = {}
+
+    @classmethod
+    def wrap(cls, strategy_cls):
+        class Recording(strategy_cls):
+            def predict(self, base, local, seen, rows):
+                out = super().predict(base, local, seen, rows)
+                cls.answers.update(zip(rows, out["learner"]))
+                return out
+        return Recording
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bench_learner")
     p.add_argument("--dataset", type=Path, default=DATASET)
@@ -103,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scopes_only:
         print(json.dumps(scope_agreement(args.dataset), indent=1))
         return 0
-    from agents.learning.data import load_examples
+    from agents.learning import online_eval
+    from agents.learning.data import load_examples, read_rows
     from agents.learning.embeddings import EmbeddingCache
     from agents.learning.online_eval import evaluate_prequential, plot_curve, table
 
@@ -113,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown configs {unknown}; known: {sorted(CONFIGS)}")
     t0 = time.perf_counter()
     examples = load_examples(args.dataset)
+    rows = [row for _n, row in read_rows(args.dataset)]  # the examples' order: every row loads
     prepared = table(examples)
     print(f"{len(examples)} rows featurized in {time.perf_counter() - t0:.0f} s", flush=True)
     emb = None
@@ -127,10 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dict(CONFIGS[name])
         t1 = time.perf_counter()
         print(f"{name}: {cfg}", flush=True)
-        report = evaluate_prequential(examples, args.warmup, args.refit_every,
-                                      params=cfg.pop("params"), embeddings=emb,
-                                      loro=not args.no_loro, prepared=prepared,
-                                      log=lambda s: print(s, flush=True), **cfg)
+        plain = online_eval.LearnerStrategy
+        _Recorder.answers = {}
+        online_eval.LearnerStrategy = _Recorder.wrap(plain)
+        try:
+            report = evaluate_prequential(examples, args.warmup, args.refit_every,
+                                          params=cfg.pop("params"), embeddings=emb,
+                                          loro=not args.no_loro, prepared=prepared,
+                                          log=lambda s: print(s, flush=True), **cfg)
+        finally:
+            online_eval.LearnerStrategy = plain
+        report["subjects"] = subject_agreement(rows, examples, dict(_Recorder.answers))
         if not args.no_size:
             report["state_bytes"] = state_size(examples, report["model"]["params"])
         report["wall_seconds"] = round(time.perf_counter() - t1, 1)
@@ -140,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
               f"predictors {report['predictors']}, LORO {lo.get('accuracy')} / "
               f"{lo.get('macro_f1')}, refit {report['refit_seconds_mean']} s, takeover "
               f"{report['takeover']}, state {report.get('state_bytes')} B", flush=True)
+        print(f"{name}: subjects { {k: v for k, v in report['subjects'].items() if k != 'per_repo'} }",
+              flush=True)
     out["scopes"] = scope_agreement(args.dataset)
     out["load_after"] = os.getloadavg()[0]
     results = Path(__file__).resolve().parent / "results"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -145,6 +146,60 @@ def test_strategy_under_the_protocol_learns_each_repository():
     assert again["per_repo"]["org/one"]["confusion"] == out["per_repo"]["org/one"]["confusion"]
     lo = prequential.loro(strat, repos, labels)
     assert lo["protocol"] == "loro" and lo["accuracy"] >= 0.9
+
+
+
+@pytest.mark.parametrize("head", ["calibrated", "gbdt"])
+def test_stacked_heads_are_deterministic_and_learn(head):
+    from agents.learning import stacking
+
+    examples = _examples(12)
+    counts = learner.featurize([e.change for e in examples])
+    labels = [e.label for e in examples]
+    train = [i for i, e in enumerate(examples) if e.repo == "org/one"]
+    test = [i for i, e in enumerate(examples) if e.repo == "org/two"]
+    params = learner.LearnerParams(head=head, gb_min_samples_leaf=2)
+    a = stacking.fit_model(counts[train], [labels[i] for i in train], params)
+    b = stacking.fit_model(counts[train], [labels[i] for i in train], params)
+    assert isinstance(a, stacking.StackedModel) and a.head is not None and len(a.linear) == 5
+    pa = a.predict_proba(counts[test])
+    assert np.array_equal(pa, b.predict_proba(counts[test]))
+    assert pa.shape == (len(test), len(CHANGE_TYPES)) and np.allclose(pa.sum(axis=1), 1.0)
+    hits = sum(p == labels[i] for p, i in zip(learner.argmax_labels(pa), test))
+    assert hits >= 0.75 * len(test)  # another repository's rows of the same synthetic kinds
+    # the protocol runs it like the linear head, and the store's fit refuses it
+    repos = {r: [i for i, e in enumerate(examples) if e.repo == r] for r in ("org/one", "org/two")}
+    strat = learner.LearnerStrategy(counts, labels, params, half=10)
+    assert prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)["n"] == 60
+    with pytest.raises(ValueError, match="stacking"):
+        learner.fit(counts, labels, params)
+
+
+def test_gbdt_dense_head_reads_the_embeddings_and_needs_them():
+    from agents.learning import stacking
+
+    examples = _examples(8)
+    counts = learner.featurize([e.change for e in examples])
+    labels = [e.label for e in examples]
+    kinds = sorted(set(labels))
+    emb = np.zeros((len(labels), 384))  # one direction per label: separable by the booster
+    for i, lbl in enumerate(labels):
+        emb[i, kinds.index(lbl)] = 1.0
+    params = learner.LearnerParams(head="gbdt_dense", embedding_weight=1.0, gb_min_samples_leaf=2,
+                                   gb_dense_dims=8)
+    model = stacking.fit_model(counts, labels, params, emb)
+    assert learner.argmax_labels(model.predict_proba(counts, emb)) == labels
+    # mix: the linear model (here lexical + the embedding) and the booster, averaged
+    mix = stacking.fit_model(counts, labels, replace(params, head="mix"), emb)
+    pm = mix.predict_proba(counts, emb)
+    assert isinstance(mix, stacking.StackedModel) and len(mix.linear) == 1
+    assert np.allclose(pm.sum(axis=1), 1.0) and learner.argmax_labels(pm) == labels
+    assert np.array_equal(pm, stacking.fit_model(counts, labels, replace(params, head="mix"),
+                                                 emb).predict_proba(counts, emb))
+    with pytest.raises(ValueError, match="embeddings"):
+        stacking.fit_model(counts, labels, params, None)
+    with pytest.raises(ValueError, match="unknown head"):
+        stacking.fit_model(counts, labels, learner.LearnerParams(head="forest"))
 
 
 # ---------------------------------------------------------------- subjects

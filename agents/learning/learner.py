@@ -31,12 +31,15 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
 from schemas import CHANGE_TYPES, NormalizedChange
+
+if TYPE_CHECKING:
+    from .stacking import StackedModel
 
 LABELS = tuple(CHANGE_TYPES)
 FIELDS = ("message", "paths", "diff")
@@ -58,6 +61,16 @@ class LearnerParams:
     numeric_weight: float = 0.5
     embedding_weight: float = 0.0       # > 0: MiniLM vectors appended (needs embeddings)
     max_iter: int = 300
+    # the head over the linear model (agents/learning/stacking.py): linear (served and stored);
+    # calibrated, gbdt, gbdt_dense, mix are measured by bench/bench_learner.py, not stored
+    head: str = "linear"
+    head_folds: int = 5                 # cross-fitted folds of a stacked head
+    gb_max_iter: int = 100              # the gbdt heads' boosting iterations
+    gb_learning_rate: float = 0.05
+    gb_max_leaf_nodes: int = 7
+    gb_min_samples_leaf: int = 20
+    gb_dense_dims: int = 32             # gbdt_dense: principal directions of the embedding kept
+    mix_weight: float = 0.5             # mix: the booster's share of the averaged probabilities
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> LearnerParams:
@@ -270,6 +283,9 @@ class LinearModel:
                    coef=coef, intercept=intercept, card=meta.get("card", {}))
 
 
+Model: TypeAlias = "LinearModel | StackedModel"
+
+
 def class_weights(labels: Sequence[str], balance: float) -> dict[str, float]:
     counts: dict[str, int] = {}
     for lbl in labels:
@@ -287,6 +303,8 @@ def fit(counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
     labels = list(labels)
     if not labels:
         raise ValueError("no rows to fit")
+    if params.head != "linear":
+        raise ValueError(f"head {params.head!r} is fitted by stacking.fit_model, not stored")
     idf = fit_idf(idf_rows if idf_rows is not None else counts)
     classes = sorted(set(labels), key=LABELS.index)
     card = {"rows": len(labels), "labels": {c: labels.count(c) for c in classes}}
@@ -369,22 +387,24 @@ class LearnerStrategy:
         return self.embeddings[list(rows)]
 
     def _fit(self, rows: Sequence[int], params: LearnerParams,
-             weight: np.ndarray | None = None) -> LinearModel:
-        rows = list(rows)
-        return fit(self.counts[rows], [self.labels[i] for i in rows], params,
-                   self._emb(rows, params), weight)
+             weight: np.ndarray | None = None) -> Model:
+        from .stacking import fit_model
 
-    def _proba(self, model: LinearModel, rows: Sequence[int]) -> np.ndarray:
+        rows = list(rows)
+        return fit_model(self.counts[rows], [self.labels[i] for i in rows], params,
+                         self._emb(rows, params), weight)
+
+    def _proba(self, model: Model, rows: Sequence[int]) -> np.ndarray:
         rows = list(rows)
         return model.predict_proba(self.counts[rows], self._emb(rows, model.params))
 
-    def fit_base(self, rows: Sequence[int]) -> tuple[LinearModel, list[int]]:
+    def fit_base(self, rows: Sequence[int]) -> tuple[Model, list[int]]:
         base = self._fit(rows, self.params), list(rows)
         self.track[id(base)] = []
         return base
 
-    def fit_local(self, base: tuple[LinearModel, list[int]],
-                  rows: Sequence[int]) -> dict[str, LinearModel]:
+    def fit_local(self, base: tuple[Model, list[int]],
+                  rows: Sequence[int]) -> dict[str, Model]:
         out = {"local": self._fit(rows, self.local_params)}
         if self.mode == "pooled":
             _model, base_rows = base
@@ -393,7 +413,7 @@ class LearnerStrategy:
             out["pooled"] = self._fit(both, self.params, weight)
         return out
 
-    def predict(self, base: tuple[LinearModel, list[int]], local: dict[str, LinearModel] | None,
+    def predict(self, base: tuple[Model, list[int]], local: dict[str, Model] | None,
                 seen: int, rows: Sequence[int]) -> dict[str, list[str]]:
         model, _rows = base
         g = self._proba(model, rows)
