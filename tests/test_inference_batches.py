@@ -133,3 +133,63 @@ def test_a_version_closed_during_a_take_runs_no_more_of_it_but_its_replays(tmp_p
     assert [shas for kind, shas in (e for e in log if e[0] == "infer")] == [["s0", "s1"],
                                                                          ["s9"]]
     assert len(topics.results.futures) == 3
+
+
+def test_a_version_with_concurrency_runs_that_many_backend_batches_at_once(tmp_path):
+    log: list = []
+    spec = VersionSpec(id="v1", backend="fake")
+    in_flight, most = 0, 0
+
+    class Counting(RecordingBackend):
+        async def infer(self, batch):
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await super().infer(batch)
+            finally:
+                in_flight -= 1
+
+    backend = Counting(log)
+    ctx, topics = fake_ctx(tmp_path, log, backend, spec, batch_size=2)
+    ctx.config.inference = InferenceConfig(batch_size=2, max_concurrency=3)
+
+    asyncio.run(handle_batch(ctx, spec, [request(i) for i in range(12)]))
+
+    assert backend.sizes == [2] * 6 and most == 3
+    assert len(topics.results.futures) == 12
+
+
+def test_reroutes_the_broker_refuses_are_dead_lettered_and_the_take_still_runs(tmp_path,
+                                                                              monkeypatch):
+    """A closed version: its users' requests go to their fallback; if the broker refuses
+    those, their sources are dead-lettered (never acked silently) and the replays run."""
+    from schemas import Registry, VersionEntry
+    from streams.flows import inference
+
+    log: list = []
+    spec = VersionSpec(id="v1", backend="fake")
+    backend = RecordingBackend(log)
+    ctx, topics = fake_ctx(tmp_path, log, backend, spec, batch_size=4)
+    registry = Registry(task="code-review")
+    registry.versions["v1"] = VersionEntry(spec=spec, state=VersionState.quarantined)
+    ctx.registry = SimpleNamespace(registry=registry)
+    ctx.config.spec = lambda v: None
+    dlq: list = []
+
+    async def send_to_dlq(event, error, agent):
+        dlq.append((event.value, error))
+
+    async def refused(outputs):
+        raise ConnectionError("broker gone")
+
+    ctx.send_to_dlq = send_to_dlq
+    monkeypatch.setattr(inference, "reroute", lambda ctx, r, why: [("findings", b"k", b"v")])
+    monkeypatch.setattr(inference, "emit", refused)
+    pairs = [(SimpleNamespace(value=b"user-0"), request(0)),
+             (SimpleNamespace(value=b"replay-1"), request(1, Role.replay))]
+
+    asyncio.run(inference.serve(ctx, "v1", pairs))
+
+    assert [(v, e.split(":")[0]) for v, e in dlq] == [(b"user-0", "reroute not published")]
+    assert [shas for kind, shas in (e for e in log if e[0] == "infer")] == [["s1"]]

@@ -151,32 +151,34 @@ def _unavailable(r: InferenceRequest, error: str) -> InferenceResult:
 
 async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[InferenceRequest]) -> None:
     """Run the requests in the backend's batches of `inference.batch_size` (users' requests
-    and replays apart: they answer to different circuits) and publish their results and
-    failures: each batch's outputs are handed to the producer as soon as it is done (a slow
-    backend's first findings do not wait for the last batch), the broker's acks are awaited
-    once at the end, before the caller acks the sources."""
+    and replays apart: they answer to different circuits), at most the version's concurrency
+    of them at once, and publish their results and failures: each batch's outputs are handed
+    to the producer as soon as it is done (a slow backend's first findings do not wait for the
+    last batch), the broker's acks are awaited once at the end, before the caller acks the
+    sources."""
     size = max(1, ctx.config.inference.batch_size)
-    futures: list = []
-    groups = [
-        ([r for r in requests if r.role != Role.replay], ctx.breakers.get(spec.id)),
-        ([r for r in requests if r.role == Role.replay], _REPLAY_BREAKER),
-    ]
-    for requests_of_group, breaker in groups:
-        for start in range(0, len(requests_of_group), size):
-            group = requests_of_group[start:start + size]
+    batches = [
+        (group[start:start + size], breaker)
+        for group, breaker in (
+            ([r for r in requests if r.role != Role.replay], ctx.breakers.get(spec.id)),
+            ([r for r in requests if r.role == Role.replay], _REPLAY_BREAKER))
+        for start in range(0, len(group), size)]
+    slots = asyncio.Semaphore(ctx.config.inference.concurrency_of(spec.id))
+
+    async def one(group: list[InferenceRequest], breaker: CircuitBreaker) -> list:
+        async with slots:
             entry = ctx.registry.registry.versions.get(spec.id)
             if (entry is not None and entry.state in NO_TRAFFIC
                     and group[0].role != Role.replay):
                 # Closed while this take ran (quarantined after its first batches failed):
                 # the rest of the take is not run; users go to their fallback, shadows drop.
-                futures += await send_all([o for r in group for o in reroute(
+                return await send_all([o for r in group for o in reroute(
                     ctx, r, f"version {spec.id} is {entry.state.value}")])
-                continue
             try:
                 backend = await backend_for(ctx, spec)
                 async with ctx.crash_guard.slot(spec.id, [r.request_id for r in group]):
                     results = await run_batch(spec, backend, group, breaker)
-            except Exception as exc:  # building the backend failed: every request fails, visibly
+            except Exception as exc:  # building the backend failed: every request fails
                 log.exception("backend %s unavailable", spec.id)
                 breaker.record_failure()
                 results = [_unavailable(r, str(exc)[:500]) for r in group]
@@ -187,9 +189,18 @@ async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[Infere
                     result.latency_ms / 1000)
                 outputs += outputs_for(ctx, result, request)
             EVENTS.labels(agent="inference", outcome="ok").inc(len(results))
-            futures += await send_all(outputs)
+            return await send_all(outputs)
+
+    # Every batch finishes (or fails) before this returns: a failed send must not leave later
+    # batches running after the caller has dead-lettered and acked the take.
+    sent = await asyncio.gather(*(one(group, breaker) for group, breaker in batches),
+                                return_exceptions=True)
+    failed = next((x for x in sent if isinstance(x, BaseException)), None)
+    futures = [f for batch in sent if not isinstance(batch, BaseException) for f in batch]
     if futures:
         await asyncio.gather(*futures)
+    if failed is not None:
+        raise failed
 
 
 def by_version(pairs: list[tuple[object, InferenceRequest]]
@@ -219,26 +230,36 @@ async def serve(ctx: AppContext, version_id: str, pairs: list[tuple[object, Infe
     """Screen and run one version's requests of a take (a dedicated agent's whole take, or a
     group of the pool's): a closed version's users go to their fallback, poison requests to
     the dead letters, the rest through handle_batch under the version's registry spec."""
+    async def dead_letter(event, reason: str) -> None:
+        with contextlib.suppress(Exception):  # a broker refusing even this: logged by the caller
+            await ctx.send_to_dlq(event, reason, "inference")
+
     try:
         spec = await known_spec(ctx, version_id)
         entry = ctx.registry.registry.versions.get(version_id)
         closed = entry is not None and entry.state in NO_TRAFFIC
-        run, outputs = [], []
+        run, outputs, rerouted = [], [], []
         for event, request in pairs:
             if spec is None:
-                await ctx.send_to_dlq(event, f"unknown version {version_id}", "inference")
+                await dead_letter(event, f"unknown version {version_id}")
             elif closed and request.role != Role.replay:
                 outputs += reroute(ctx, request, f"version {version_id} is {entry.state.value}")
+                rerouted.append(event)
             elif ctx.crash_guard.is_poison(version_id, request.request_id):
-                await ctx.send_to_dlq(
+                await dead_letter(
                     event, f"request {request.request_id} was in flight when the worker died "
                     f"{ctx.config.quarantine.poison_after_crashes} times running version "
-                    f"{version_id}", "inference")
+                    f"{version_id}")
                 outputs += reroute(ctx, request, "poison request: it crashed the worker")
             else:
                 run.append((event, request))
         if outputs:
-            await emit(outputs)
+            try:
+                await emit(outputs)
+            except Exception as exc:  # the reroutes are lost: their sources are dead-lettered,
+                log.exception("inference %s: reroutes not published", version_id)
+                for event in rerouted:  # and the rest of the take still runs
+                    await dead_letter(event, f"reroute not published: {exc!r}")
         if run and spec is not None:
             try:
                 await handle_batch(ctx, spec, [r for _, r in run])
@@ -306,7 +327,11 @@ def agent(ctx: AppContext, topic, name: str, concurrency: int,
         # Take what the topic holds (up to `batch_max` events), not one backend batch: the
         # broker round trip and the acks are paid per take, the backend still gets batches of
         # `inference.batch_size` (handle_batch). Measured in bench/ (docs/concepts/batching.md).
-        take = max(ctx.config.inference.batch_size, ctx.settings.batch_max)
+        # A version with concurrency above 1 (a slow, remote backend) keeps takes of one
+        # backend batch, N of them in flight, as before: its batches stay concurrent and a
+        # rebalance or a crash repeats at most N of them.
+        take = (max(ctx.config.inference.batch_size, ctx.settings.batch_max) if concurrency == 1
+                else ctx.config.inference.batch_size)
         async for events in stream.noack_take(take, within=ctx.config.inference.batch_wait_s):
             BATCH_EVENTS.labels(agent="inference").observe(len(events))
             await limit.acquire()  # backpressure: no more than N batches in flight
