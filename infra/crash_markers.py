@@ -39,6 +39,10 @@ class CrashGuard:
         self._exclusive = False
         self._seq = itertools.count()
         self._free: list[_Marker] = []
+        # The process's own marker names start with this: pid and start time, so the markers
+        # of an earlier process with the same pid (pid 1 in a container restarted in place by
+        # its runtime) are told from ours (collect_deaths `mine`).
+        self.prefix = f"{os.getpid()}-{time.time_ns() // 1_000_000}-"
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -81,7 +85,7 @@ class CrashGuard:
     def _take_marker(self) -> _Marker | None:
         if self._free:
             return self._free.pop()
-        path = self.directory / f"{os.getpid()}-{next(self._seq)}.json"
+        path = self.directory / f"{self.prefix}{next(self._seq)}.json"
         try:
             try:
                 return _Marker(path)
@@ -108,6 +112,10 @@ class _Marker:
         data = json.dumps({"pid": os.getpid(), "version": version_id, "at": time.time(),
                            "requests": request_ids[:100]}).encode()
         try:
+            if os.fstat(self.fd).st_nlink == 0:  # removed while open: write a new one
+                os.close(self.fd)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             os.pwrite(self.fd, data, 0)  # the file is empty (clear): no stale tail to cut
         except OSError:
             log.warning("cannot write the in-flight marker %s", self.path, exc_info=True)
@@ -122,12 +130,22 @@ def _pid_of_name(path: Path) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def collect_deaths(directory: Path, history_file: Path, keep_s: float) -> tuple[list, list]:
-    """Turn the markers of dead workers into history entries; (whole history, new entries)."""
+def collect_deaths(directory: Path, history_file: Path, keep_s: float,
+                   mine: str | None = None) -> tuple[list, list]:
+    """Turn the markers of dead workers into history entries; (whole history, new entries).
+
+    `mine`: the name prefix of this process's markers (CrashGuard.prefix); a marker with our
+    pid and another prefix is an earlier process's. Without it, every marker with our pid is
+    taken for ours."""
     dead: dict[int, dict[str, Any]] = {}
+    me = os.getpid()
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         owner = _pid_of_name(path)
-        if owner is not None and owner != os.getpid() and pid_alive(owner):
+        if mine is not None and path.name.startswith(mine):
+            continue  # ours
+        if owner == me and mine is None:
+            continue  # ours, as far as can be told
+        if owner is not None and owner != me and pid_alive(owner):
             continue  # a live worker's slot: idle (empty) or running a batch
         try:
             marker = json.loads(path.read_text())
@@ -135,8 +153,8 @@ def collect_deaths(directory: Path, history_file: Path, keep_s: float) -> tuple[
         except (OSError, ValueError, KeyError, TypeError):  # idle slot, or a torn write
             path.unlink(missing_ok=True)
             continue
-        if pid == os.getpid() or pid_alive(pid):
-            continue
+        if owner is None and (pid == me or pid_alive(pid)):
+            continue  # not named by a CrashGuard: judged by its content, as it says
         entry = dead.setdefault(pid, {"pid": pid, "at": 0.0, "inflight": {}})
         entry["at"] = max(entry["at"], float(marker.get("at", 0)), path.stat().st_mtime)
         entry["inflight"].setdefault(str(marker.get("version")), []).extend(

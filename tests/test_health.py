@@ -309,3 +309,33 @@ def test_retest_verdict():
 
 def test_retest_backoff_doubles_and_caps():
     assert [retest_backoff(n, 10, 70) for n in range(5)] == [10, 20, 40, 70, 70]
+
+
+def test_markers_of_an_earlier_process_with_our_pid_are_its_deaths_not_ours(tmp_path):
+    """A container restarted by its runtime runs the worker as pid 1 again: the marker the
+    dead process left has our pid, and must still count as a death (not be reopened and
+    truncated as one of our own slots)."""
+    inflight, history_file = tmp_path / "inflight", tmp_path / "crashes.json"
+    inflight.mkdir()
+    earlier = inflight / f"{os.getpid()}-1000-0.json"
+    earlier.write_text(json.dumps({"pid": os.getpid(), "version": "a", "at": time.time(),
+                                   "requests": ["r1"]}))
+    guard = CrashGuard(inflight)
+    ours = inflight / f"{guard.prefix}0.json"
+    ours.write_text("")  # one of our idle slots
+    _, new = collect_deaths(inflight, history_file, keep_s=3600, mine=guard.prefix)
+    assert [e["inflight"] for e in new] == [{"a": ["r1"]}]
+    assert sorted(p.name for p in inflight.iterdir()) == [ours.name]
+
+
+def test_a_slot_file_removed_while_open_is_written_again(tmp_path):
+    guard = CrashGuard(tmp_path / "inflight")
+
+    async def run_batch(version: str) -> list:
+        async with guard.slot(version, [f"{version}-req"]):
+            return [json.loads(p.read_text()) for p in guard.directory.glob("*.json")]
+
+    assert [m["version"] for m in asyncio.run(run_batch("a"))] == ["a"]
+    for p in guard.directory.glob("*.json"):
+        p.unlink()  # someone cleans the directory while the worker runs
+    assert [m["version"] for m in asyncio.run(run_batch("b"))] == ["b"]

@@ -122,7 +122,7 @@ async def crash_check(ctx: AppContext) -> None:
     try:
         history, new = await asyncio.to_thread(
             collect_deaths, ctx.crash_guard.directory, ctx.settings.home / "crashes.json",
-            max(q.crash_loop_window_s, 3600.0))
+            max(q.crash_loop_window_s, 3600.0), ctx.crash_guard.prefix)
         looping, poison = crash_verdicts(history, time.time(), restarts=q.crash_loop_restarts,
                                          window_s=q.crash_loop_window_s,
                                          poison_after=q.poison_after_crashes)
