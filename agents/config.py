@@ -175,12 +175,17 @@ class ReviewbusConfig(_Strict):
             def backend(v: Any) -> Any:
                 return v.get("backend") if isinstance(v, dict) else getattr(v, "backend", None)
 
+            versions = resolve_members(data["versions"])
+            # A consensus version's inline members are versions too: their params are checked
+            # like the file's own (a key written inline is refused as well).
+            members = [m for v in versions if isinstance(v, dict)
+                       for m in (v.get("params") or {}).get("member_specs") or []]
             # Imported only when needed: the litellm package costs ~0.35 s of every CLI start.
-            if any(backend(v) == "litellm" for v in data["versions"]):
+            if any(backend(v) == "litellm" for v in [*versions, *members]):
                 from .backends.litellm import check_litellm_versions
 
-                check_litellm_versions(data["versions"])
-            data = {**data, "versions": resolve_members(data["versions"])}
+                check_litellm_versions([*versions, *members])
+            data = {**data, "versions": versions}
         return data
 
     @model_validator(mode="after")

@@ -267,6 +267,13 @@ def test_params_are_validated_and_keys_refused(tmp_path):
         load_config_text(tmp_path, {"versions": [
             {"id": "base", "backend": "fake", "initial_state": "stable"},
             {"id": "leaky", "backend": "litellm", "params": {"model": "m", "api_key": "sk-1"}}]})
+    # An inline consensus member is a version too: a key written there is refused as well.
+    with pytest.raises(ConfigError, match="version inline: .'api_key'. must not be in the"):
+        load_config_text(tmp_path, {"versions": [
+            {"id": "base", "backend": "fake", "initial_state": "stable"},
+            {"id": "both", "backend": "consensus", "params": {"members": [
+                "base", {"id": "inline", "backend": "litellm",
+                         "params": {"model": "m", "api_key": "sk-1"}}]}}]})
     with pytest.raises(ConfigError, match="temprature"):
         build_backend(VersionSpec(id="x", backend="litellm", params={"model": "m", "temprature": 0}))
     with pytest.raises(ConfigError, match="params.model"):
