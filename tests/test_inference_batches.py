@@ -193,3 +193,31 @@ def test_reroutes_the_broker_refuses_are_dead_lettered_and_the_take_still_runs(t
 
     assert [(v, e.split(":")[0]) for v, e in dlq] == [(b"user-0", "reroute not published")]
     assert [shas for kind, shas in (e for e in log if e[0] == "infer")] == [["s1"]]
+
+
+def test_an_archived_versions_backend_is_closed_and_forgotten(tmp_path):
+    from schemas import LifecycleAction, LifecycleEvent
+    from streams.flows.inference import release_backend
+
+    closed: list = []
+
+    class Closing(RecordingBackend):
+        async def close(self) -> None:
+            closed.append("v1")
+
+    spec = VersionSpec(id="v1", backend="fake")
+    ctx, _ = fake_ctx(tmp_path, [], Closing([]), spec, batch_size=2)
+
+    def event(to_state: VersionState) -> LifecycleEvent:
+        return LifecycleEvent(task="code-review", version_id="v1",
+                              action=LifecycleAction.archive, from_state=VersionState.shadow,
+                              to_state=to_state, actor="learner")
+
+    async def main() -> None:
+        release_backend(ctx, event(VersionState.shadow))  # not archived: kept
+        assert "v1" in ctx.backends
+        release_backend(ctx, event(VersionState.archived))
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert "v1" not in ctx.backends and closed == ["v1"]

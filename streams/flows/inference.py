@@ -32,10 +32,12 @@ from schemas import (
     FailureEvent,
     InferenceRequest,
     InferenceResult,
+    LifecycleEvent,
     ReviewFindings,
     Role,
     Status,
     VersionSpec,
+    VersionState,
 )
 
 from .. import names
@@ -373,12 +375,32 @@ def install_pool(ctx: AppContext) -> None:
           ctx.config.inference.concurrency_of(names.POOL), run)
 
 
+_closing: set[asyncio.Future] = set()  # closes under way (a reference, so none is collected)
+
+
+def release_backend(ctx: AppContext, event: LifecycleEvent) -> None:
+    """A registry listener: an archived version's backend (models, warm processes) is closed
+    and forgotten, so the refits a learner archives do not pile up in a worker's memory."""
+    if event.to_state != VersionState.archived:
+        return
+    cached = ctx.backends.pop(event.version_id, None)
+    if cached is None:
+        return
+    try:
+        closing = asyncio.ensure_future(cached[1].close())
+    except RuntimeError:  # no running loop (a fold outside the worker): nothing to close on
+        return
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+
+
 def register(ctx: AppContext) -> None:
     """One agent per version served at start (create_app's serving specs: each has a topic),
     and the pool's, for the versions registered since."""
     for version_id in ctx.topics.inference:
         install(ctx, version_id)
     install_pool(ctx)
+    ctx.registry.listeners.append(lambda event: release_backend(ctx, event))
 
 
 __all__ = ["backend_for", "by_version", "current_spec", "handle_batch", "outputs_for",
