@@ -137,8 +137,20 @@ class InferenceConfig(_Strict):
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     reconcile_window_s: float = Field(default=3600.0, gt=0)
 
+    # Events one take of a version's agent may hold (default REVIEWBUS_BATCH_MAX, for a
+    # version with concurrency 1): lower it for a slow in-process backend, so that a rebalance
+    # or a crash, which repeats the unacked take, repeats less (docs/concepts/batching.md).
+    take_max: dict[str, int] = Field(default_factory=dict)
+
     def concurrency_of(self, version_id: str) -> int:
         return max(1, int(self.concurrency.get(version_id, self.max_concurrency)))
+
+    def take_of(self, version_id: str, batch_max: int) -> int:
+        """Events one take of the version's agent holds: up to `batch_max` (or its
+        `take_max`) with concurrency 1; one backend batch with more (N takes in flight)."""
+        if self.concurrency_of(version_id) > 1:
+            return self.batch_size
+        return max(self.batch_size, int(self.take_max.get(version_id, batch_max)))
 
 
 class ShadowConfig(_Strict):

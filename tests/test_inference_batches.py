@@ -221,3 +221,11 @@ def test_an_archived_versions_backend_is_closed_and_forgotten(tmp_path):
 
     asyncio.run(main())
     assert "v1" not in ctx.backends and closed == ["v1"]
+
+
+def test_take_sizes_follow_concurrency_and_take_max():
+    cfg = InferenceConfig(batch_size=4, concurrency={"llm": 3}, take_max={"slow": 16})
+    assert cfg.take_of("fast", 500) == 500  # concurrency 1: what the topic holds
+    assert cfg.take_of("slow", 500) == 16  # bounded: a rebalance repeats at most 16
+    assert cfg.take_of("llm", 500) == 4  # one backend batch per take, 3 takes in flight
+    assert InferenceConfig(batch_size=8, take_max={"x": 2}).take_of("x", 500) == 8

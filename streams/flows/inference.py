@@ -331,9 +331,8 @@ def agent(ctx: AppContext, topic, name: str, concurrency: int,
         # `inference.batch_size` (handle_batch). Measured in bench/ (docs/concepts/batching.md).
         # A version with concurrency above 1 (a slow, remote backend) keeps takes of one
         # backend batch, N of them in flight, as before: its batches stay concurrent and a
-        # rebalance or a crash repeats at most N of them.
-        take = (max(ctx.config.inference.batch_size, ctx.settings.batch_max) if concurrency == 1
-                else ctx.config.inference.batch_size)
+        # rebalance or a crash repeats at most N of them. `inference.take_max` bounds others.
+        take = ctx.config.inference.take_of(name.split(".", 1)[1], ctx.settings.batch_max)
         async for events in stream.noack_take(take, within=ctx.config.inference.batch_wait_s):
             BATCH_EVENTS.labels(agent="inference").observe(len(events))
             await limit.acquire()  # backpressure: no more than N batches in flight
