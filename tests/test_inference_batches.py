@@ -24,7 +24,8 @@ from schemas import (
     VersionSpec,
     VersionState,
 )
-from streams.flows.inference import _identity, handle_batch
+from streams.backends import _identity
+from streams.flows.inference import handle_batch
 
 
 class AckLaterTopic:
@@ -197,7 +198,7 @@ def test_reroutes_the_broker_refuses_are_dead_lettered_and_the_take_still_runs(t
 
 def test_an_archived_versions_backend_is_closed_and_forgotten(tmp_path):
     from schemas import LifecycleAction, LifecycleEvent
-    from streams.flows.inference import release_backend
+    from streams.backends import release_backend
 
     closed: list = []
 

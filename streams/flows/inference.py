@@ -22,17 +22,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 
-from agents.backends.base import Backend, build_backend
 from agents.breaker import CircuitBreaker
 from agents.inference import run_batch
 from schemas import (
     FailureEvent,
     InferenceRequest,
     InferenceResult,
-    LifecycleEvent,
     ReviewFindings,
     Role,
     Status,
@@ -41,6 +38,7 @@ from schemas import (
 )
 
 from .. import names
+from ..backends import backend_for, release_backend
 from ..context import AppContext, emit, log, send_all
 from ..metrics import BATCH_EVENTS, EVENTS, INFERENCE_SECONDS
 from .healing import plan
@@ -68,29 +66,6 @@ def current_spec(ctx: AppContext, version_id: str) -> VersionSpec | None:
     """The registry's spec of a version (updated by events), else the versions file's."""
     entry = ctx.registry.registry.versions.get(version_id)
     return entry.spec if entry is not None else ctx.config.spec(version_id)
-
-
-def _identity(spec: VersionSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json", include={"backend", "params", "filters"}),
-                      sort_keys=True, default=str)
-
-
-async def backend_for(ctx: AppContext, spec: VersionSpec) -> Backend:
-    """Built once per worker (and again when the registry changes the spec), off the event
-    loop (model loads can be slow); cached in ctx.backends: version -> (spec identity, backend)."""
-    _backends = ctx.backends
-    lock = ctx.backend_locks.setdefault(spec.id, asyncio.Lock())
-    key = _identity(spec)
-    async with lock:
-        cached = _backends.get(spec.id)
-        if cached is None or cached[0] != key:
-            backend = await asyncio.to_thread(build_backend, spec)
-            _backends[spec.id] = (key, backend)
-            if cached is not None:
-                log.warning("version %s: spec changed in the registry, backend rebuilt", spec.id)
-                with contextlib.suppress(Exception):
-                    await cached[1].close()
-    return _backends[spec.id][1]
 
 
 def post_filter(spec: VersionSpec, result: InferenceResult) -> InferenceResult:
@@ -151,6 +126,13 @@ def _unavailable(r: InferenceRequest, error: str) -> InferenceResult:
         accepted_at=r.accepted_at)
 
 
+def closed_state(ctx: AppContext, version_id: str) -> VersionState | None:
+    """The version's state when it gets no traffic (quarantined, archived), else None: its
+    users' requests are rerouted, its shadow copies dropped, its replays still run."""
+    entry = ctx.registry.registry.versions.get(version_id)
+    return entry.state if entry is not None and entry.state in NO_TRAFFIC else None
+
+
 async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[InferenceRequest]) -> None:
     """Run the requests in the backend's batches of `inference.batch_size` (users' requests
     and replays apart: they answer to different circuits), at most the version's concurrency
@@ -169,13 +151,12 @@ async def handle_batch(ctx: AppContext, spec: VersionSpec, requests: list[Infere
 
     async def one(group: list[InferenceRequest], breaker: CircuitBreaker) -> list:
         async with slots:
-            entry = ctx.registry.registry.versions.get(spec.id)
-            if (entry is not None and entry.state in NO_TRAFFIC
-                    and group[0].role != Role.replay):
+            closed = closed_state(ctx, spec.id)
+            if closed is not None and group[0].role != Role.replay:
                 # Closed while this take ran (quarantined after its first batches failed):
                 # the rest of the take is not run; users go to their fallback, shadows drop.
                 return await send_all([o for r in group for o in reroute(
-                    ctx, r, f"version {spec.id} is {entry.state.value}")])
+                    ctx, r, f"version {spec.id} is {closed.value}")])
             try:
                 backend = await backend_for(ctx, spec)
                 async with ctx.crash_guard.slot(spec.id, [r.request_id for r in group]):
@@ -238,14 +219,13 @@ async def serve(ctx: AppContext, version_id: str, pairs: list[tuple[object, Infe
 
     try:
         spec = await known_spec(ctx, version_id)
-        entry = ctx.registry.registry.versions.get(version_id)
-        closed = entry is not None and entry.state in NO_TRAFFIC
+        closed = closed_state(ctx, version_id)
         run, outputs, rerouted = [], [], []
         for event, request in pairs:
             if spec is None:
                 await dead_letter(event, f"unknown version {version_id}")
-            elif closed and request.role != Role.replay:
-                outputs += reroute(ctx, request, f"version {version_id} is {entry.state.value}")
+            elif closed is not None and request.role != Role.replay:
+                outputs += reroute(ctx, request, f"version {version_id} is {closed.value}")
                 rerouted.append(event)
             elif ctx.crash_guard.is_poison(version_id, request.request_id):
                 await dead_letter(
@@ -372,25 +352,6 @@ def install_pool(ctx: AppContext) -> None:
     # In flight: `inference.concurrency._pool` takes, else max_concurrency as any version.
     agent(ctx, ctx.topics.pool, f"inference.{names.POOL}",
           ctx.config.inference.concurrency_of(names.POOL), run)
-
-
-_closing: set[asyncio.Future] = set()  # closes under way (a reference, so none is collected)
-
-
-def release_backend(ctx: AppContext, event: LifecycleEvent) -> None:
-    """A registry listener: an archived version's backend (models, warm processes) is closed
-    and forgotten, so the refits a learner archives do not pile up in a worker's memory."""
-    if event.to_state != VersionState.archived:
-        return
-    cached = ctx.backends.pop(event.version_id, None)
-    if cached is None:
-        return
-    try:
-        closing = asyncio.ensure_future(cached[1].close())
-    except RuntimeError:  # no running loop (a fold outside the worker): nothing to close on
-        return
-    _closing.add(closing)
-    closing.add_done_callback(_closing.discard)
 
 
 def register(ctx: AppContext) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,7 @@ def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.Learne
     from agents.learning import refit
 
     examples = refit.examples_from_rows(rows)
-    counts: dict[str, int] = {}
-    for e in examples:
-        counts[e.repo] = counts.get(e.repo, 0) + 1
+    counts = Counter(e.repo for e in examples)
     base, base_s = None, 0.0
     out = []
     for d in due:

@@ -7,8 +7,8 @@ topic, `inference._pool`, until the next start gives it its own (`inference_topi
 The routing step runs in intake's hop (`route`, called by intake for every accepted change,
 and by the end-to-end repair for a lost one), not as an agent on `accepted`: it needs nothing
 but the registry, which every worker holds whole, so a hop of its own only cost one more
-consume, parse and ack per event (bench/: docs/concepts/architecture.md says what it
-measured). `accepted` is still published: the sink archives it for replay.
+consume, parse and ack per event (measured in bench/: docs/concepts/batching.md). `accepted`
+is still published: the sink archives it for replay.
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ def requests_for(ctx: AppContext, accepted: AcceptedChange) -> list[InferenceReq
     if plan.primary:
         out.append(InferenceRequest(version_id=plan.primary, role=plan.role,
                                     fallback_from=plan.fallback_from, **base))
+    # Versions nothing serves are left out by `route` (inference_topic_of), once for all.
     out += [InferenceRequest(version_id=v, role=Role.shadow, **base)
-            for v in mirrors(registry, plan, ctx.unavailable())
-            if inference_topic_of(ctx, v, Role.shadow) is not None]
+            for v in mirrors(registry, plan, ctx.unavailable())]
     return out
 
 
