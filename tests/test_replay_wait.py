@@ -1,0 +1,45 @@
+"""streams/services/replay.py wait_for_run: polls the stored count on one open store of the
+running worker, and opens whichever store answers next when the worker restarts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+import infra.store
+from agents.errors import ReviewbusError, StoreBusy
+from streams.services.replay import wait_for_run
+
+
+class Remote:
+    """A worker-hosted store answering the run's count from a script (an exception raises)."""
+
+    def __init__(self, answers: list) -> None:
+        self.answers, self.queries = answers, 0
+
+    def query(self, sql, params):
+        self.queries += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return SimpleNamespace(rows=[[answer]])
+
+
+def test_one_store_for_every_poll_and_another_when_the_worker_restarts(monkeypatch):
+    restarting = Remote([1, StoreBusy("worker at http://x does not answer")])
+    restarted = Remote([3, 5])
+    opened = [restarting, restarted]
+    monkeypatch.setattr(infra.store, "open_store", lambda settings: opened.pop(0))
+
+    wait_for_run(SimpleNamespace(), "run-1", expected=5, timeout=10, poll_s=0.01)
+
+    assert (restarting.queries, restarted.queries) == (2, 2)  # opened twice, not per poll
+    assert opened == []
+
+
+def test_a_run_that_never_completes_times_out_naming_the_count(monkeypatch):
+    store = Remote([2] * 1000)
+    monkeypatch.setattr(infra.store, "open_store", lambda settings: store)
+    with pytest.raises(ReviewbusError, match="run-2: 2 of 5 results stored after 0.05 s"):
+        wait_for_run(SimpleNamespace(), "run-2", expected=5, timeout=0.05, poll_s=0.01)
