@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pipeline-trials", type=int, default=1,
                    help="trials of the long pipeline run of (1); the relay gets --trials")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="paced run length (2, 3)")
-    p.add_argument("--sink-events", type=int, default=10_000, help="InferenceResults (4)")
+    p.add_argument("--sink-events", type=int, default=30_000, help="InferenceResults (4)")
     p.add_argument("--commits", type=int, default=200, help="dataset commits for (6)")
     p.add_argument("--replay-commits", type=int, default=100, help="commits replayed (5)")
     p.add_argument("--partitions", type=int, default=4)
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.events, args.shadow_events, args.trials, args.pipeline_trials = 1000, 500, 1, 1
-        args.latency_seconds, args.sink_events = 2.0, 1000
+        args.latency_seconds, args.sink_events = 2.0, 12_000  # (4) drains more than one insert
         args.commits, args.replay_commits = 20, 10
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = sorted(set(parts) - set(PARTS))

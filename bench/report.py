@@ -55,9 +55,14 @@ def rows(result: dict) -> list[list[Any]]:
                     sc.get("stable_p99_ratio_slow_to_fast"), "ms"])
     sk = result.get("sink")
     if sk:
-        out.append(["4 sink", f"{sk['rows']} rows via sink agent vs direct bulk insert",
+        out.append(["4 sink", f"{sk['rows']} rows drained by the sink vs direct bulk insert",
                     _get(sk, "sink_rows_per_s", "median"), _get(sk, "direct_rows_per_s", "median"),
                     sk.get("ratio"), "rows/s"])
+        if sk.get("end_to_end_rows_per_s"):
+            out.append(["4 sink", f"{sk['rows']} rows sent to a running worker, end to end",
+                        _get(sk, "end_to_end_rows_per_s", "median"),
+                        _get(sk, "direct_rows_per_s", "median"), sk.get("end_to_end_ratio"),
+                        "rows/s"])
     rp = result.get("replay")
     if rp:
         out.append(["5 replay", f"{rp['commits']} commits -> {rp['version']}",

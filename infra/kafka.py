@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -24,7 +24,7 @@ from agents.settings import Settings
 from .tansu import FETCH_MAX_WAIT_MS, end_offsets, true_end_offsets
 
 __all__ = ["FETCH_MAX_WAIT_MS", "client_kwargs", "consumer_lag", "end_offsets", "ensure_topics",
-           "existing_topics", "produce_all", "read_to_end", "start_producer",
+           "existing_topics", "produce_all", "read_to_end", "start_group_consumer", "start_producer",
            "start_tail_consumer", "stop_consumer", "true_end_offsets"]
 
 
@@ -114,6 +114,29 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
+
+
+async def start_group_consumer(settings: Settings, bootstrap: str, group: str,
+                               topics: Iterable[str],
+                               listener: ConsumerRebalanceListener | None = None
+                               ) -> AIOKafkaConsumer:
+    """A member of consumer group `group` over `topics`, committing only when told to
+    (at-least-once: the caller commits after its side effects). Session, heartbeat and
+    rebalance timeouts are the worker's, so it joins and leaves as fast as Faust's group."""
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings, bootstrap), group_id=group, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        fetch_max_bytes=16_000_000, max_partition_fetch_bytes=4_000_000,
+        session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+        rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000))
+    consumer.subscribe(list(topics), listener=listener)
+    try:
+        await consumer.start()
+    except (KafkaError, OSError) as exc:
+        await stop_consumer(consumer)
+        raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from exc
+    return consumer
 
 
 async def start_tail_consumer(settings: Settings, bootstrap: str, topic: str,

@@ -29,6 +29,17 @@ def pool_topic(settings: Settings) -> str:
     return inference_topic(settings, POOL)
 
 
+def sink_group(settings: Settings) -> str:
+    """The sink's own consumer group (streams/flows/sink.py): it reads every internal topic
+    with a plain aiokafka consumer, beside the Faust app's group."""
+    return f"{settings.resolved_app_id()}-sink"
+
+
+def sink_topics(settings: Settings) -> list[str]:
+    """What the sink stores: every internal topic, lifecycle and the dead letters."""
+    return [topic(settings, n) for n in (*INTERNAL, *SINGLE_PARTITION, "dlq")]
+
+
 def all_topics(settings: Settings, version_ids: list[str]) -> dict[str, int]:
     """Every topic reviewbus uses, with its explicit partition count."""
     p = settings.partitions

@@ -22,6 +22,7 @@ from schemas import (
     Status,
     VersionState,
 )
+from streams import names
 from streams.cli import main as cli
 
 from .conftest import isolate_env
@@ -47,6 +48,7 @@ def test_up_status_down_with_health_and_metrics(env, capsys):
         assert status["versions"] == {"analyzers-v1": "stable", "analyzers-v2": "shadow",
                                       "minilm-lora-v1": "shadow"}
         assert status["lag"] and all(v >= 0 for v in status["lag"].values())
+        assert set(status["sink_lag"]) == set(names.sink_topics(Settings()))
 
         with urllib.request.urlopen(worker["web_url"] + "/health", timeout=5) as resp:
             health = json.loads(resp.read())

@@ -26,13 +26,15 @@ CONFIG = {
     "task": "code-review",
     "versions": [
         {"id": "st", "backend": "fake", "initial_state": "stable",
-         "params": {"label": "feature", "findings": 1, "sleep_ms": 1}},
+         "params": {"label": "feature", "findings": 1, "sleep_ms": 40}},
         {"id": "sh", "backend": "fake", "initial_state": "shadow",
-         "params": {"label": "feature", "findings": 2, "sleep_ms": 1}},
+         "params": {"label": "feature", "findings": 2, "sleep_ms": 40}},
     ],
     "rotation": {"interval_s": 3600},
-    # Two batches in flight per version (acked in order, however they finish); the end-to-end
-    # repair re-routes what the transport lost, once the bus has no backlog.
+    # 40 ms per batch of 32 keeps the run over a second long, so the kill finds events in
+    # flight however fast the sink stores. Two batches in flight per version (acked in order,
+    # however they finish); the end-to-end repair re-routes what the transport lost, once the
+    # bus has no backlog.
     "inference": {"batch_size": 32, "batch_wait_s": 0.05, "max_concurrency": 2,
                   "reconcile_after_s": 10, "reconcile_interval_s": 2},
 }
@@ -61,6 +63,7 @@ def unique_findings(stack) -> set[str]:
 
 def test_kill_9_with_2000_events_in_flight_loses_nothing_and_counts_once(stack):
     batch = events()
+    stack.wait_sink_joined()  # so the store fills while the bus runs, not in one late insert
 
     async def publish() -> None:
         producer = await start_producer(stack.settings, stack.settings.kafka)

@@ -102,12 +102,14 @@ class Store:
     # ---- writes -------------------------------------------------------------------------
 
     def insert_rows(self, table: str, data: list[list[Any]], columns: list[str], *,
-                    what: str | None = None) -> None:
-        """One bulk insert; StoreUnavailable when the server cannot take rows now,
-        StoreError when it refused them."""
+                    what: str | None = None, column_oriented: bool = False) -> None:
+        """One bulk insert (`data` as rows, or as columns with `column_oriented`);
+        StoreUnavailable when the server cannot take rows now, StoreError when it refused
+        them."""
         self._check_open()
         try:
-            self._writer.insert(table, data, column_names=columns)
+            self._writer.insert(table, data, column_names=columns,
+                                column_oriented=column_oriented)
         except Exception as exc:
             error = self._error(what or f"insert into {table} failed", exc)
             if is_unavailable(exc):
@@ -136,7 +138,9 @@ class Store:
         written = 0
         for table, rows in batch.items():
             columns = list(rows[0])
-            self.insert_rows(table, [[row[c] for c in columns] for row in rows], columns)
+            # Columns, not rows: clickhouse-connect would transpose rows in Python itself.
+            self.insert_rows(table, [[row[c] for row in rows] for c in columns], columns,
+                             column_oriented=True)
             written += len(rows)
         # Remember only after every table took its rows: a failed batch is retried whole.
         for key in fresh:

@@ -100,14 +100,17 @@ MAX_REROUTES = 2  # per request, counted in ctx.rerouted
 
 
 async def backlog(ctx: AppContext) -> int:
-    """Messages the worker group has not committed yet on the routing path."""
+    """Messages not committed yet on the routing path: by the worker group on the hops, and
+    by the sink's group on `accepted` (an accepted request not stored yet looks unserved)."""
     path = [names.topic(ctx.settings, "commits"), names.topic(ctx.settings, "review-requests"),
-            names.topic(ctx.settings, "accepted"), names.topic(ctx.settings, "results"),
+            names.topic(ctx.settings, "results"),
             *(names.inference_topic(ctx.settings, v) for v in ctx.topics.inference),
             names.pool_topic(ctx.settings)]
     lag = await consumer_lag(ctx.settings, ctx.bootstrap, ctx.app.conf.id, path,
                              ctx.settings.partitions)
-    return sum(lag.values())
+    stored = await consumer_lag(ctx.settings, ctx.bootstrap, names.sink_group(ctx.settings),
+                                [names.topic(ctx.settings, "accepted")], ctx.settings.partitions)
+    return sum(lag.values()) + sum(stored.values())
 
 
 async def reconcile_once(ctx: AppContext) -> list[str]:

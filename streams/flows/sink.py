@@ -1,13 +1,26 @@
-"""sink: batched, idempotent inserts of every event into ClickHouse; acked only once stored."""
+"""sink: batched, idempotent inserts of every event into ClickHouse; committed only once stored.
+
+The sink is the one hop that reads every topic and writes nothing back but dead letters, so it
+reads with a plain aiokafka consumer in its own group (`names.sink_group`) rather than as a
+Faust agent: Faust delivers each message through its conductor, a stream and an ack, which
+cost the sink about 100 us per event (py-spy, bench/sink.py); `getmany` hands over thousands of
+records at once. The guarantee is the same at-least-once: offsets are committed after the
+batch is stored, and a batch redelivered after a crash or a rebalance collapses in the
+ReplacingMergeTree tables (and, on the same worker, in the store's seen ids).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents.errors import StoreBusy
+from infra.kafka import start_group_consumer, stop_consumer
 from infra.store import StoreUnavailable
 from schemas import (
     AcceptedChange,
@@ -22,8 +35,16 @@ from schemas import (
     ShadowComparison,
 )
 
+from .. import names
 from ..context import AppContext, emit, log
-from ..metrics import BATCH_EVENTS, EVENTS, SINK_ROWS
+from ..metrics import (
+    BATCH_EVENTS,
+    DEAD_LETTERS,
+    EVENTS,
+    SINK_COMMITS_REFUSED,
+    SINK_PARTITIONS,
+    SINK_ROWS,
+)
 
 # Short topic name -> the one event type it carries ("healing" carries two: see parse).
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -87,36 +108,135 @@ async def store_batch(ctx: AppContext, events: list[Event]) -> list[Event]:
             delay = min(delay * 2, MAX_BACKOFF_S)
 
 
+def dead_letter_record(record: ConsumerRecord, error: str) -> tuple[bytes | None, DeadLetter]:
+    """The DLQ's key and letter for one consumed record the sink cannot use."""
+    from agents.intake import dead_letter
+
+    letter = dead_letter(record.value, error=f"sink: {error}", topic=record.topic,
+                         partition=record.partition, offset=record.offset, key=record.key)
+    return record.key, letter
+
+
+def parse_records(types: dict, records: list[ConsumerRecord]
+                  ) -> tuple[list[Event], dict[int, ConsumerRecord], list[tuple[ConsumerRecord, str]]]:
+    """The events of a batch, the record each came from, and the unreadable records with why."""
+    parsed: list[Event] = []
+    origin: dict[int, ConsumerRecord] = {}
+    letters: list[tuple[ConsumerRecord, str]] = []
+    for record in records:
+        try:
+            item = parse(types, record.topic, record.value)
+        except Exception as exc:
+            letters.append((record, f"unreadable {record.topic} event: {exc}"))
+            continue
+        origin[id(item)] = record
+        parsed.append(item)
+    return parsed, origin, letters
+
+
+async def store_parsed(ctx: AppContext, parsed: list[Event], origin: dict[int, ConsumerRecord],
+                       letters: list[tuple[ConsumerRecord, str]]) -> int:
+    """Store one parsed batch; unreadable records and rows the store rejects alone go to the
+    DLQ. Returns the number of events stored, only once every dead letter is acked by the
+    broker, so the caller may then commit the batch's offsets."""
+    letters = list(letters)
+    if parsed:
+        for bad in await store_batch(ctx, parsed):
+            if bad.__class__ is not DeadLetter:  # a dead letter that cannot be stored is dropped
+                letters.append((origin[id(bad)], "store rejected the row"))
+    if letters:
+        await emit([(ctx.topics.dlq, *dead_letter_record(r, why)) for r, why in letters])
+        DEAD_LETTERS.labels(source="sink").inc(len(letters))
+        EVENTS.labels(agent="sink", outcome="dead_letter").inc(len(letters))
+    EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
+    return len(parsed)
+
+
+async def store_records(ctx: AppContext, types: dict, records: list[ConsumerRecord]) -> int:
+    """Parse and store one batch (`parse_records`, then `store_parsed`)."""
+    return await store_parsed(ctx, *parse_records(types, records))
+
+
+async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float
+               ) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """Up to `max_records` records, gathered for at most `within_s` from the first one: an
+    insert per second rather than per poll keeps ClickHouse's parts few on a quiet bus."""
+    batch: dict[TopicPartition, list[ConsumerRecord]] = {}
+    count, deadline = 0, None
+    while count < max_records:
+        wait = within_s if deadline is None else deadline - time.monotonic()
+        if wait <= 0:
+            break
+        got = await consumer.getmany(timeout_ms=max(1, int(wait * 1000)),
+                                     max_records=max_records - count)
+        if not got and deadline is None:
+            continue  # nothing yet: the window starts with the first record
+        for tp, records in got.items():
+            batch.setdefault(tp, []).extend(records)
+            count += len(records)
+        if deadline is None:
+            deadline = time.monotonic() + within_s
+    return batch
+
+
+async def commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
+                 ) -> bool:
+    """Commit past the batch. A partition revoked meanwhile refuses the commit: its new owner
+    reads those records again and stores them a second time, which the tables collapse."""
+    try:
+        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        return True
+    except KafkaError as exc:
+        SINK_COMMITS_REFUSED.inc()
+        log.warning("sink: commit refused (%s); the batch will be read and stored again", exc)
+        return False
+
+
 def register(ctx: AppContext) -> None:
+    settings = ctx.settings
     types: dict = {ctx.topics.name(short): kind for short, kind in EVENT_TYPES.items()}
     types[ctx.topics.name(HEALING)] = None
-    sink_topics = ctx.app.topic(*types, key_type=bytes, value_type=bytes,
-                                key_serializer="raw", value_serializer="raw")
-    settings = ctx.settings
+    topics = names.sink_topics(settings)
+    assert set(topics) == set(types), "names.sink_topics and EVENT_TYPES disagree"
 
-    @ctx.agent(sink_topics, name="sink")
-    async def sink(stream):
-        async for batch in stream.noack_take(settings.sink_batch, within=settings.sink_within_s):
-            BATCH_EVENTS.labels(agent="sink").observe(len(batch))
-            parsed, origin = [], {}
-            for event in batch:
-                try:
-                    item = parse(types, event.message.topic, event.value)
-                    origin[id(item)] = event
-                    parsed.append(item)
-                except Exception as exc:
-                    with contextlib.suppress(Exception):
-                        await ctx.send_to_dlq(
-                            event, f"unreadable {event.message.topic} event: {exc}", "sink")
-            if parsed:
-                for bad in await store_batch(ctx, parsed):
-                    if bad.__class__ is not DeadLetter:
-                        with contextlib.suppress(Exception):
-                            await ctx.send_to_dlq(origin[id(bad)], "store rejected the row",
-                                                  "sink")
-            for event in batch:
-                await stream.ack(event)
-            EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
+    async def store_and_commit(consumer: AIOKafkaConsumer, batch: dict, parsed) -> None:
+        await store_parsed(ctx, *parsed)
+        await commit(consumer, batch)
+
+    class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned) -> None:
+            SINK_PARTITIONS.set(len(assigned))
+            ctx.sink_joined.set()
+
+    @ctx.task(name="sink")
+    async def sink() -> None:
+        consumer = await start_group_consumer(settings, ctx.bootstrap, names.sink_group(settings),
+                                              topics, Joined())
+        # Two stages: while the store thread inserts one batch, this loop takes and parses the
+        # next (bench/sink.py: the sink idled a third of the time waiting for its insert).
+        # One insert at a time, so batches are stored and committed in order.
+        storing: asyncio.Task | None = None
+        try:
+            while True:
+                batch = await take(consumer, settings.sink_batch, settings.sink_within_s)
+                records = [r for part in batch.values() for r in part]
+                if not records:
+                    continue
+                BATCH_EVENTS.labels(agent="sink").observe(len(records))
+                parsed = parse_records(types, records)
+                if storing is not None:
+                    await storing
+                storing = asyncio.ensure_future(store_and_commit(consumer, batch, parsed))
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()
+                with contextlib.suppress(BaseException):
+                    await storing
+            await stop_consumer(consumer)
 
 
-__all__ = ["emit", "register"]
+__all__ = ["emit", "parse_records", "register", "store_batch", "store_parsed", "store_records",
+           "take"]

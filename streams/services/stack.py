@@ -188,12 +188,17 @@ def status(settings: Settings) -> dict:
     if health:
         out["versions"] = health.get("versions", {})
     if bootstrap:
-        # findings is for users; the worker group does not consume it.
-        topic_names = [t for t in names.all_topics(settings, [v.id for v in config.versions])
-                       if t != names.topic(settings, "findings")]
+        # The worker group reads the inputs and the hops' topics; the sink's own group
+        # (streams/flows/sink.py) reads every stored topic; findings is for users.
+        stored = names.sink_topics(settings)
+        hops = [*(names.topic(settings, t) for t in (*names.INPUT_KINDS, "results", "failures")),
+                *(names.inference_topic(settings, v.id) for v in config.versions),
+                names.pool_topic(settings)]
         try:
             out["lag"] = asyncio.run(consumer_lag(settings, bootstrap,
-                                                  settings.resolved_app_id(), topic_names))
+                                                  settings.resolved_app_id(), hops))
+            out["sink_lag"] = asyncio.run(consumer_lag(settings, bootstrap,
+                                                       names.sink_group(settings), stored))
         except ReviewbusError as exc:
             out["lag_error"] = str(exc)
     return out

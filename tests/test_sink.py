@@ -1,0 +1,182 @@
+"""The sink's own consumer (streams/flows/sink.py) on the embedded broker: how it gathers a
+batch, that a commit after a rebalance is refused and the records are read again (at-least-once),
+and, through a real worker, that an unreadable event on a stored topic becomes a dead letter
+while the events around it are stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from agents.settings import Settings
+from infra.kafka import ensure_topics, produce_all, start_group_consumer, start_producer, stop_consumer
+from schemas import Feedback
+from streams import names
+from streams.flows.sink import commit, parse, parse_records, take
+from streams.metrics import SINK_COMMITS_REFUSED
+
+from .conftest import make_stack
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(tmp_path) -> Settings:
+    # The worker's defaults but a short session: a test's second member joins in seconds.
+    return Settings(home=tmp_path, broker_session_timeout_s=3.0, broker_heartbeat_interval_s=1.0)
+
+
+async def _topic(settings: Settings, broker: str, n: int, partitions: int = 2) -> str:
+    topic = f"sink-test-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings, broker, {topic: partitions})
+    producer = await start_producer(settings, broker)
+    try:
+        await produce_all(producer, topic, ((str(i % partitions).encode(), f"v{i}".encode())
+                                            for i in range(n)))
+    finally:
+        await producer.stop()
+    return topic
+
+
+def test_take_gathers_up_to_max_records_within_the_window_from_the_first(broker, tmp_path):
+    settings = _settings(tmp_path)
+
+    async def run() -> tuple[int, int, float, bool]:
+        topic = await _topic(settings, broker, 30)
+        consumer = await start_group_consumer(settings, broker, f"g-{uuid.uuid4().hex[:6]}",
+                                              [topic])
+        try:
+            first = await take(consumer, 10, within_s=30.0)  # full long before the window ends
+            start = time.monotonic()
+            rest = await take(consumer, 1000, within_s=0.5)  # the window ends it
+            waited = time.monotonic() - start
+            try:  # nothing left: it waits for a first record, however long
+                await asyncio.wait_for(take(consumer, 10, within_s=0.1), timeout=1.0)
+                idle_returned = True
+            except TimeoutError:
+                idle_returned = False
+            return (sum(map(len, first.values())), sum(map(len, rest.values())), waited,
+                    idle_returned)
+        finally:
+            await stop_consumer(consumer)
+
+    first, rest, waited, idle_returned = asyncio.run(run())
+    assert (first, rest) == (10, 20)
+    assert 0.4 <= waited < 5.0
+    assert not idle_returned
+
+
+def test_a_commit_after_a_rebalance_is_refused_and_the_batch_is_read_again(broker, tmp_path):
+    settings = _settings(tmp_path)
+
+    async def run() -> tuple[bool, bool, int, list[bytes]]:
+        topic = await _topic(settings, broker, 20)
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        a = await start_group_consumer(settings, broker, group, [topic])
+        b = None
+        try:
+            batch = await take(a, 100, within_s=0.5)
+            assert sum(map(len, batch.values())) == 20
+            refused_before = SINK_COMMITS_REFUSED._value.get()
+            b = await start_group_consumer(settings, broker, group, [topic])
+            deadline = time.monotonic() + 30
+            while len(a.assignment()) != 1 or len(b.assignment()) != 1:  # both polled: rejoin
+                assert time.monotonic() < deadline, "the group did not rebalance"
+                await asyncio.gather(a.getmany(timeout_ms=200), b.getmany(timeout_ms=200))
+            committed = await commit(a, batch)  # one of its two partitions is b's now
+            refused = SINK_COMMITS_REFUSED._value.get() - refused_before
+            again = await take(b, 100, within_s=0.5)  # b starts where nobody committed
+            kept = await commit(b, again)
+            values = sorted(r.value for records in again.values() for r in records)
+            return committed, kept, int(refused), values
+        finally:
+            await stop_consumer(a)
+            if b is not None:
+                await stop_consumer(b)
+
+    committed, kept, refused, values = asyncio.run(run())
+    assert not committed and refused == 1
+    assert kept
+    assert len(values) == 10 and all(v.startswith(b"v") for v in values)
+
+
+def test_parse_records_sorts_unreadable_records_out_with_their_reason():
+    from aiokafka import ConsumerRecord
+
+    settings = Settings()
+    fb = names.topic(settings, "feedback")
+    good = Feedback(fingerprint="f1", verdict="false_positive", actor="me")
+
+    def record(offset: int, value: bytes) -> ConsumerRecord:
+        return ConsumerRecord(topic=fb, partition=0, offset=offset, timestamp=0,
+                              timestamp_type=0, key=b"k", value=value, checksum=None,
+                              serialized_key_size=1, serialized_value_size=len(value),
+                              headers=())
+
+    types = {fb: Feedback}
+    parsed, origin, letters = parse_records(
+        types, [record(0, good.model_dump_json().encode()), record(1, b"{not json"),
+                record(2, b'{"event_id": "x"}')])
+    assert [p.fingerprint for p in parsed] == ["f1"]
+    assert origin[id(parsed[0])].offset == 0
+    assert [(r.offset, why.split(":")[0]) for r, why in letters] == [
+        (1, f"unreadable {fb} event"), (2, f"unreadable {fb} event")]
+    with pytest.raises(KeyError):
+        parse(types, "elsewhere", b"{}")
+
+
+def test_the_worker_dead_letters_an_unreadable_stored_event_and_stores_the_rest(
+        tmp_path_factory, broker):
+    stack = make_stack(tmp_path_factory, broker, {
+        "task": "code-review", "rotation": {"interval_s": 3600},
+        "versions": [{"id": "st", "backend": "fake", "initial_state": "stable"}]}, "sink")
+    try:
+        s = stack.settings
+        good = [Feedback(fingerprint=f"f{i}", verdict="false_positive", actor="me")
+                for i in range(3)]
+
+        async def publish() -> None:
+            producer = await start_producer(s, s.kafka)
+            try:
+                values = [good[0].model_dump_json().encode(), b"\xff not an event",
+                          *(g.model_dump_json().encode() for g in good[1:])]
+                await produce_all(producer, names.topic(s, "feedback"),
+                                  ((b"k", v) for v in values))
+            finally:
+                await producer.stop()
+
+        asyncio.run(publish())
+        stack.wait_for("SELECT count() AS n FROM feedback FINAL", lambda r: r[0]["n"] == 3)
+        letters = stack.wait_for(
+            "SELECT source_topic, error, payload FROM dead_letters FINAL",
+            lambda r: len(r) == 1)
+        assert letters[0]["source_topic"] == names.topic(s, "feedback")
+        assert letters[0]["error"].startswith(f"sink: unreadable {names.topic(s, 'feedback')}")
+        assert letters[0]["payload"]  # the raw bytes kept, for replay by hand
+        # Everything stored is committed by the sink's own group.
+        lag = asyncio.run(_sink_lag(s))
+        assert lag == 0
+    finally:
+        stack.stop()
+
+
+async def _sink_lag(settings: Settings) -> int:
+    from infra.kafka import consumer_lag
+
+    deadline = time.monotonic() + 30
+    while True:
+        lag = await consumer_lag(settings, settings.kafka, names.sink_group(settings),
+                                 [names.topic(settings, "feedback")], settings.partitions)
+        if sum(lag.values()) == 0 or time.monotonic() > deadline:
+            return sum(lag.values())
+        await asyncio.sleep(0.3)
+
+
+def test_sink_topics_are_every_stored_topic():
+    settings = Settings()
+    stored = set(names.sink_topics(settings))
+    assert names.topic(settings, "findings") not in stored
+    assert names.topic(settings, "accepted") in stored and names.topic(settings, "dlq") in stored
+    assert stored <= set(names.all_topics(settings, []))
