@@ -79,8 +79,10 @@ class AppContext:
         self.rotation_sent: dict[str, float] = {}  # rotation: transitions sent, not folded
         self.join_reported = {"expired": 0, "evicted": 0}  # shadow: drops counted so far
         self.agents: dict[str, Any] = {}  # agent name -> Faust agent, filled by register()
-        # Set once the sink's own consumer group gave it its partitions (streams/flows/sink.py).
-        self.sink_joined = asyncio.Event()
+        # Hops with a consumer group of their own (streams/group_consumer.py): set once the
+        # group first gave this worker its partitions.
+        self.joined: dict[str, asyncio.Event] = {"sink": asyncio.Event(),
+                                                 "results": asyncio.Event()}
 
     def unavailable(self) -> frozenset[str]:
         return self.breakers.open_versions()

@@ -13,11 +13,13 @@ BATCH_EVENTS = Histogram(
     ["agent"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 5000),
 )
 SINK_ROWS = Counter("reviewbus_sink_rows_total", "Rows written to ClickHouse", ["outcome"])
-SINK_PARTITIONS = Gauge("reviewbus_sink_partitions",
-                        "Partitions the sink's consumer group assigned to this worker's sink")
-SINK_COMMITS_REFUSED = Counter(
-    "reviewbus_sink_commits_refused_total",
-    "Sink batches stored but not committed (a rebalance took the partition): read again")
+GROUP_PARTITIONS = Gauge(
+    "reviewbus_group_partitions",
+    "Partitions assigned to a hop that reads with its own consumer group (sink, results)",
+    ["agent"])
+GROUP_COMMITS_REFUSED = Counter(
+    "reviewbus_group_commits_refused_total",
+    "Batches handled but not committed (a rebalance took the partition): read again", ["agent"])
 LIFECYCLE = Counter("reviewbus_lifecycle_events_total", "Lifecycle events emitted", ["action"])
 VERSION_STATE = Gauge("reviewbus_version_traffic_percent", "Traffic share by version", ["version"])
 TIMER_SECONDS = Histogram(

@@ -41,8 +41,8 @@ def register(ctx: AppContext) -> None:
             "status": "ok" if ready and ctx.store is not None else "starting",
             "pid": os.getpid(), "broker": ctx.bootstrap, "task": ctx.config.task,
             "store": ctx.store is not None, "registry_ready": ready,
-            # Informational: events wait in Kafka until the sink's group has joined.
-            "sink_joined": ctx.sink_joined.is_set(),
+            # Informational: events wait in Kafka until these hops' own groups have joined.
+            "groups_joined": {hop: e.is_set() for hop, e in ctx.joined.items()},
             "versions": {v: e.state.value for v, e in ctx.registry.registry.versions.items()},
             "open_circuits": sorted(ctx.unavailable()),
             **membership(ctx),

@@ -75,18 +75,18 @@ class Stack:
             time.sleep(0.3)
         raise RuntimeError(f"worker not healthy in {timeout}s: {self.log_tail()}")
 
-    def wait_sink_joined(self, timeout: float = 30.0) -> None:
-        """Until the sink's own consumer group assigned it its partitions (it joins a few
-        seconds after /health says ok; events wait in Kafka meanwhile)."""
+    def wait_groups_joined(self, timeout: float = 30.0) -> None:
+        """Until the results hop's and the sink's own consumer groups assigned them their
+        partitions (they join a few seconds after /health says ok; events wait in Kafka)."""
         from streams.services.stack import worker_health
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             health = worker_health(read_json(self.home / "worker.json")) or {}
-            if health.get("sink_joined"):
+            if all((health.get("groups_joined") or {"": False}).values()):
                 return
             time.sleep(0.2)
-        raise AssertionError(f"the sink did not join in {timeout}s: {self.log_tail()}")
+        raise AssertionError(f"the groups did not join in {timeout}s: {self.log_tail()}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -63,7 +63,7 @@ def unique_findings(stack) -> set[str]:
 
 def test_kill_9_with_2000_events_in_flight_loses_nothing_and_counts_once(stack):
     batch = events()
-    stack.wait_sink_joined()  # so the store fills while the bus runs, not in one late insert
+    stack.wait_groups_joined()  # so the store fills while the bus runs, not in one late insert
 
     async def publish() -> None:
         producer = await start_producer(stack.settings, stack.settings.kafka)

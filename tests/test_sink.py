@@ -1,7 +1,8 @@
-"""The sink's own consumer (streams/flows/sink.py) on the embedded broker: how it gathers a
-batch, that a commit after a rebalance is refused and the records are read again (at-least-once),
-and, through a real worker, that an unreadable event on a stored topic becomes a dead letter
-while the events around it are stored."""
+"""The hops that read with a consumer group of their own (streams/group_consumer.py, used by
+the sink and the results hop) on the embedded broker: how a batch is gathered, that a commit
+after a rebalance is refused and the records are read again (at-least-once); and, through a
+real worker, that an unreadable event on a stored topic becomes a dead letter while the
+events around it are stored and committed."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from agents.settings import Settings
 from infra.kafka import ensure_topics, produce_all, start_group_consumer, start_producer, stop_consumer
 from schemas import Feedback
 from streams import names
-from streams.flows.sink import commit, parse, parse_records, take
-from streams.metrics import SINK_COMMITS_REFUSED
+from streams.flows.sink import parse, parse_records
+from streams.group_consumer import commit, take
+from streams.metrics import GROUP_COMMITS_REFUSED
 
 from .conftest import make_stack
 
@@ -79,16 +81,16 @@ def test_a_commit_after_a_rebalance_is_refused_and_the_batch_is_read_again(broke
         try:
             batch = await take(a, 100, within_s=0.5)
             assert sum(map(len, batch.values())) == 20
-            refused_before = SINK_COMMITS_REFUSED._value.get()
+            refused_before = GROUP_COMMITS_REFUSED.labels(agent="sink")._value.get()
             b = await start_group_consumer(settings, broker, group, [topic])
             deadline = time.monotonic() + 30
             while len(a.assignment()) != 1 or len(b.assignment()) != 1:  # both polled: rejoin
                 assert time.monotonic() < deadline, "the group did not rebalance"
                 await asyncio.gather(a.getmany(timeout_ms=200), b.getmany(timeout_ms=200))
-            committed = await commit(a, batch)  # one of its two partitions is b's now
-            refused = SINK_COMMITS_REFUSED._value.get() - refused_before
+            committed = await commit(a, batch, "sink")  # one of its two partitions is b's now
+            refused = GROUP_COMMITS_REFUSED.labels(agent="sink")._value.get() - refused_before
             again = await take(b, 100, within_s=0.5)  # b starts where nobody committed
-            kept = await commit(b, again)
+            kept = await commit(b, again, "sink")
             values = sorted(r.value for records in again.values() for r in records)
             return committed, kept, int(refused), values
         finally:

@@ -65,8 +65,9 @@ def cmd_status(args, settings: Settings) -> int:
         print(f"version:  {v} {state}")
     for topic, lag in sorted(info.get("lag", {}).items()):
         print(f"lag:      {topic} {lag}")
-    for topic, lag in sorted(info.get("sink_lag", {}).items()):
-        print(f"lag:      {topic} {lag} (sink)")
+    for hop in ("results", "sink"):
+        for topic, lag in sorted(info.get(f"{hop}_lag", {}).items()):
+            print(f"lag:      {topic} {lag} ({hop})")
     return 0
 
 

@@ -100,17 +100,18 @@ MAX_REROUTES = 2  # per request, counted in ctx.rerouted
 
 
 async def backlog(ctx: AppContext) -> int:
-    """Messages not committed yet on the routing path: by the worker group on the hops, and
-    by the sink's group on `accepted` (an accepted request not stored yet looks unserved)."""
-    path = [names.topic(ctx.settings, "commits"), names.topic(ctx.settings, "review-requests"),
-            names.topic(ctx.settings, "results"),
-            *(names.inference_topic(ctx.settings, v) for v in ctx.topics.inference),
-            names.pool_topic(ctx.settings)]
-    lag = await consumer_lag(ctx.settings, ctx.bootstrap, ctx.app.conf.id, path,
-                             ctx.settings.partitions)
-    stored = await consumer_lag(ctx.settings, ctx.bootstrap, names.sink_group(ctx.settings),
-                                [names.topic(ctx.settings, "accepted")], ctx.settings.partitions)
-    return sum(lag.values()) + sum(stored.values())
+    """Messages not committed yet on the routing path: by the worker group on its hops, by
+    the results hop's group on `results`, and by the sink's group on `accepted` (an accepted
+    request not stored yet looks unserved)."""
+    s, p = ctx.settings, ctx.settings.partitions
+    path = [names.topic(s, "commits"), names.topic(s, "review-requests"),
+            *(names.inference_topic(s, v) for v in ctx.topics.inference), names.pool_topic(s)]
+    total = 0
+    for group, topics in ((ctx.app.conf.id, path),
+                          (names.results_group(s), [names.topic(s, "results")]),
+                          (names.sink_group(s), [names.topic(s, "accepted")])):
+        total += sum((await consumer_lag(s, ctx.bootstrap, group, topics, p)).values())
+    return total
 
 
 async def reconcile_once(ctx: AppContext) -> list[str]:

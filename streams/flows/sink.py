@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from agents.errors import StoreBusy
-from infra.kafka import start_group_consumer, stop_consumer
 from infra.store import StoreUnavailable
 from schemas import (
     AcceptedChange,
@@ -37,14 +34,8 @@ from schemas import (
 
 from .. import names
 from ..context import AppContext, emit, log
-from ..metrics import (
-    BATCH_EVENTS,
-    DEAD_LETTERS,
-    EVENTS,
-    SINK_COMMITS_REFUSED,
-    SINK_PARTITIONS,
-    SINK_ROWS,
-)
+from ..group_consumer import Batch, commit, consume, records_of
+from ..metrics import DEAD_LETTERS, EVENTS, SINK_ROWS
 
 # Short topic name -> the one event type it carries ("healing" carries two: see parse).
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -157,41 +148,6 @@ async def store_records(ctx: AppContext, types: dict, records: list[ConsumerReco
     return await store_parsed(ctx, *parse_records(types, records))
 
 
-async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float
-               ) -> dict[TopicPartition, list[ConsumerRecord]]:
-    """Up to `max_records` records, gathered for at most `within_s` from the first one: an
-    insert per second rather than per poll keeps ClickHouse's parts few on a quiet bus."""
-    batch: dict[TopicPartition, list[ConsumerRecord]] = {}
-    count, deadline = 0, None
-    while count < max_records:
-        wait = within_s if deadline is None else deadline - time.monotonic()
-        if wait <= 0:
-            break
-        got = await consumer.getmany(timeout_ms=max(1, int(wait * 1000)),
-                                     max_records=max_records - count)
-        if not got and deadline is None:
-            continue  # nothing yet: the window starts with the first record
-        for tp, records in got.items():
-            batch.setdefault(tp, []).extend(records)
-            count += len(records)
-        if deadline is None:
-            deadline = time.monotonic() + within_s
-    return batch
-
-
-async def commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
-                 ) -> bool:
-    """Commit past the batch. A partition revoked meanwhile refuses the commit: its new owner
-    reads those records again and stores them a second time, which the tables collapse."""
-    try:
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-        return True
-    except KafkaError as exc:
-        SINK_COMMITS_REFUSED.inc()
-        log.warning("sink: commit refused (%s); the batch will be read and stored again", exc)
-        return False
-
-
 def register(ctx: AppContext) -> None:
     settings = ctx.settings
     types: dict = {ctx.topics.name(short): kind for short, kind in EVENT_TYPES.items()}
@@ -199,44 +155,33 @@ def register(ctx: AppContext) -> None:
     topics = names.sink_topics(settings)
     assert set(topics) == set(types), "names.sink_topics and EVENT_TYPES disagree"
 
-    async def store_and_commit(consumer: AIOKafkaConsumer, batch: dict, parsed) -> None:
+    storing: list[asyncio.Task] = []  # the one insert in flight
+
+    async def store_and_commit(consumer: AIOKafkaConsumer, batch: Batch, parsed) -> None:
         await store_parsed(ctx, *parsed)
-        await commit(consumer, batch)
+        await commit(consumer, batch, "sink")
 
-    class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
-        async def on_partitions_revoked(self, revoked) -> None:
-            pass
-
-        async def on_partitions_assigned(self, assigned) -> None:
-            SINK_PARTITIONS.set(len(assigned))
-            ctx.sink_joined.set()
+    async def process(consumer: AIOKafkaConsumer, batch: Batch) -> None:
+        # Two stages: while the store thread inserts one batch, the loop takes and parses the
+        # next (bench/sink.py: the sink idled a third of the time waiting for its insert).
+        # One insert at a time, so batches are stored and committed in order.
+        parsed = parse_records(types, records_of(batch))
+        if storing:
+            await storing.pop()
+        storing.append(asyncio.ensure_future(store_and_commit(consumer, batch, parsed)))
 
     @ctx.task(name="sink")
     async def sink() -> None:
-        consumer = await start_group_consumer(settings, ctx.bootstrap, names.sink_group(settings),
-                                              topics, Joined())
-        # Two stages: while the store thread inserts one batch, this loop takes and parses the
-        # next (bench/sink.py: the sink idled a third of the time waiting for its insert).
-        # One insert at a time, so batches are stored and committed in order.
-        storing: asyncio.Task | None = None
         try:
-            while True:
-                batch = await take(consumer, settings.sink_batch, settings.sink_within_s)
-                records = [r for part in batch.values() for r in part]
-                if not records:
-                    continue
-                BATCH_EVENTS.labels(agent="sink").observe(len(records))
-                parsed = parse_records(types, records)
-                if storing is not None:
-                    await storing
-                storing = asyncio.ensure_future(store_and_commit(consumer, batch, parsed))
+            await consume(settings, ctx.bootstrap, "sink", names.sink_group(settings), topics,
+                          process, max_records=settings.sink_batch,
+                          within_s=settings.sink_within_s, joined=ctx.joined["sink"])
         finally:
-            if storing is not None and not storing.done():
-                storing.cancel()
+            for task in storing:  # stopping or restarting: its batch is read again
+                task.cancel()
                 with contextlib.suppress(BaseException):
-                    await storing
-            await stop_consumer(consumer)
+                    await task
+            storing.clear()
 
 
-__all__ = ["emit", "parse_records", "register", "store_batch", "store_parsed", "store_records",
-           "take"]
+__all__ = ["emit", "parse_records", "register", "store_batch", "store_parsed", "store_records"]

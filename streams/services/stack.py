@@ -188,17 +188,20 @@ def status(settings: Settings) -> dict:
     if health:
         out["versions"] = health.get("versions", {})
     if bootstrap:
-        # The worker group reads the inputs and the hops' topics; the sink's own group
-        # (streams/flows/sink.py) reads every stored topic; findings is for users.
-        stored = names.sink_topics(settings)
-        hops = [*(names.topic(settings, t) for t in (*names.INPUT_KINDS, "results", "failures")),
+        # The worker group reads the inputs, inference and failures; the results hop and the
+        # sink read with groups of their own (streams/group_consumer.py); findings is for users.
+        hops = [*(names.topic(settings, t) for t in (*names.INPUT_KINDS, "failures")),
                 *(names.inference_topic(settings, v.id) for v in config.versions),
                 names.pool_topic(settings)]
         try:
             out["lag"] = asyncio.run(consumer_lag(settings, bootstrap,
                                                   settings.resolved_app_id(), hops))
+            out["results_lag"] = asyncio.run(consumer_lag(
+                settings, bootstrap, names.results_group(settings),
+                [names.topic(settings, "results")]))
             out["sink_lag"] = asyncio.run(consumer_lag(settings, bootstrap,
-                                                       names.sink_group(settings), stored))
+                                                       names.sink_group(settings),
+                                                       names.sink_topics(settings)))
         except ReviewbusError as exc:
             out["lag_error"] = str(exc)
     return out
