@@ -341,3 +341,102 @@ def test_track_weight_follows_the_better_model():
     assert learner.track_weight([(bad, good, truth)], 100, 100.0) == 1.0
     assert learner.track_weight([(good, bad, truth)], 100, 100.0) == 0.0
     assert learner.track_weight([(good[:10], bad[:10], truth[:10])], 300, 100.0) == 0.75
+
+
+# ---------------------------------------------------------------- features added for issue 22
+
+
+def test_char_grams_shape_and_summary_tokens():
+    assert learner.char_grams("bumps")[:3] == [" bu", "bum", "ump"]
+    change = _change("o/r", "c" * 40, "bump version to 1.2.4\n\nbody", "pyproject.toml",
+                     '-version = "1.2.3"\n+version = "1.2.4"')
+    shape = learner.shape_tokens(change)
+    assert "version_bump" in shape and "version_bump_only" in shape
+    assert "only:build_ci" in shape or "only:code" in shape
+    assert "top:." in shape and "lines:1-2" in shape
+    assert learner.summary_tokens("bump version to 1.2.4\n\nbody")[-3:] == [
+        "first:bump", "first2:bump version", "last:4"]
+    # the new blocks sit after the old columns: a model fitted before them still answers
+    examples = _examples()
+    counts = learner.featurize([e.change for e in examples])
+    old = learner._offsets()["chars"]
+    labels = [e.label for e in examples]
+    model = learner.fit(counts[:, :old], labels, learner.LearnerParams(
+        chars_weight=0.0, shape_weight=0.0))
+    assert np.array_equal(model.predict_proba(counts), model.predict_proba(counts[:, :old]))
+
+
+def _history_rows(n=60):
+    paths = [["docs/a.md"] if i % 3 == 0 else ["src/x.py", "tests/test_x.py"] for i in range(n)]
+    labels = ["docs" if i % 3 == 0 else ("bug_fix" if i % 2 else "feature") for i in range(n)]
+    return paths, labels
+
+
+def test_context_reads_only_the_labels_before_a_commit():
+    from agents.learning import context
+
+    assert learner.N_CONTEXT == context.N_CONTEXT
+    paths, labels = _history_rows()
+    stale = context.stale_bounds(len(paths), every=10)
+    block = context.block_bounds(len(paths), 20, 10)
+    assert stale[:12] == [0] * 10 + [10, 10] and block[:22] == [0] * 20 + [20, 20]
+    for bounds in (stale, block):
+        assert all(b <= j for j, b in enumerate(bounds))
+        base = context.contexts_at(paths, labels, bounds)
+        for j in (5, 25, 47):
+            # rewriting the label of commit j and every later one changes no context up to j
+            flipped = labels[:j] + ["revert"] * (len(labels) - j)
+            again = context.contexts_at(paths, flipped, bounds)
+            assert np.array_equal(again[:j + 1], base[:j + 1])
+    with pytest.raises(ValueError, match="earlier"):
+        context.contexts_at(paths, labels, [1] + [0] * (len(paths) - 1))
+    # no history: the zero context; a history of docs under docs/: positive docs evidence
+    assert not context.contexts([], [["docs/b.md"]]).any()
+    x = context.contexts(list(zip(paths, labels)), [["docs/b.md"], ["src/x.py"]])
+    docs = learner.LABELS.index("docs")
+    top = context.GROUPS.index("top") * len(learner.LABELS)
+    assert x[0, top + docs] > 0 > x[1, top + docs]
+    assert np.array_equal(x, context.contexts(list(zip(paths, labels)),
+                                              [["docs/b.md"], ["src/x.py"]]))
+
+
+@pytest.mark.parametrize("extra", [{}, {"context_weight": 0.3}])
+def test_the_served_state_answers_as_the_protocol_predicts(tmp_path, monkeypatch, extra):
+    """The learner the eval scores is the learner the state serves: fitted on the same rows
+    (the other repositories and the repository's first `seen` commits), the backend's
+    probabilities for the next commits are the strategy's."""
+    from agents.backends.base import build_backend
+    from agents.learning import context
+    from agents.learning.online_eval import context_counts, table
+
+    monkeypatch.setattr(context, "EVERY", 10)  # training rows with a history in 30 commits
+    examples = sorted(_examples(12), key=lambda e: (e.author_date, e.id))
+    params = learner.LearnerParams.from_dict(extra)
+    counts, labels, repos = table(examples)
+    test_counts = None
+    if params.context_weight > 0:
+        counts, test_counts, _static = context_counts(examples, counts, labels, repos, 10, 10)
+    strat = learner.LearnerStrategy(counts, labels, params, half=100.0, test_counts=test_counts)
+    seen, repo = 20, "org/one"
+    mine = repos[repo]
+    train = sorted(repos["org/two"] + mine[:seen])
+    base = strat.fit_base(train)
+    local = strat.fit_local(base, mine[:seen])
+    block = mine[seen:seen + 10]
+    expected = strat.predict(base, local, seen, block)["learner"]
+    g = strat._proba(base[0], block)
+    proba = learner.blend(g, strat._proba(local["local"], block), seen, 100.0)
+
+    manifest, gm, own = fit_state([examples[i] for i in train], params, takeover=seen,
+                                  half=100.0)
+    assert ("history" in manifest["repos"][repo]) == (params.context_weight > 0)
+    LearnerStore(tmp_path).save(manifest, gm, own)
+    backend = build_backend(VersionSpec(id="learner-t", backend="learner",
+                                        params={"state_dir": str(tmp_path)}))
+    served = backend.predict([examples[i].change for i in block])
+    if params.context_weight > 0:  # the context counts: without it the answers differ
+        none = learner.with_context(strat.counts[block], np.zeros((len(block), context.N_CONTEXT)))
+        assert np.abs(strat._proba(base[0], block) - base[0].predict_proba(none)).max() > 1e-3
+    assert [p.change_type.label for p in served] == expected
+    for p, row in zip(served, proba):
+        assert np.allclose([p.change_type.scores[lbl] for lbl in learner.LABELS], row, atol=1e-5)

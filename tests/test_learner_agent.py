@@ -291,3 +291,25 @@ def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answer
     reg = fold("code-review", lifecycle(stack))
     assert reg.versions[vid].state == VersionState.archived
     assert reg.versions[second].state == VersionState.shadow
+
+
+def test_a_refit_with_the_label_history_saves_it_and_serves_with_it(tmp_path):
+    rows = mldata.rows(8, repos=("org/one", "org/two"))
+    examples = refit.examples_from_rows(rows)
+    params = {"context_weight": 0.3}
+    result = refit.refit(examples, "org/one", params=params, takeover=10, holdout_fraction=0.25)
+    entry = result.manifest["repos"]["org/one"]
+    mine = [e for e in examples if e.repo == "org/one"]
+    assert [h[1] for h in entry["history"]] == [e.label for e in mine]  # oldest first
+    assert entry["history"][0][0] == [f.path for f in mine[0].change.files]
+    assert result.metrics["holdout"]["n"] == 5
+    again = refit.refit(examples, "org/one", params=params, takeover=10, holdout_fraction=0.25)
+    assert again.metrics == result.metrics and again.manifest == result.manifest
+    refit.save(result, tmp_path / "s")
+    spec = VersionSpec(id="learner-org__one-n20", backend="learner", repos=["org/one"],
+                       params={"state_dir": str(tmp_path / "s"), "takeover": 10})
+    answers = LearnerBackend(spec).predict([e.change for e in mine])
+    assert sum(a.change_type.label == e.label for a, e in zip(answers, mine)) >= 18
+    # without the context the state has no history to keep
+    assert "history" not in refit.refit(examples, "org/one", takeover=10,
+                                        holdout_fraction=0).manifest["repos"]["org/one"]

@@ -8,7 +8,7 @@ refit on the repository's own labels, over a global base (agents/learning/learne
     params:
       state_dir: /path/to/state   # default: $REVIEWBUS_HOME/learner/<version id>
       # takeover: 100             # labels from which a repository's own model answers
-      # half: 100                 # blend: own weight n / (n + half), n = its labels
+      # half: 200                 # blend: own weight n / (n + half), n = its labels
 ```
 
 A change of a repository with at least `takeover` labels (and a fitted model) is answered by
@@ -70,7 +70,7 @@ class LearnerBackend:
 
     def predict(self, batch: list[NormalizedChange]) -> list[Prediction]:
         from ..learning import learner, subject
-        from ..learning.learner_store import HALF, TAKEOVER
+        from ..learning.learner_store import HALF, TAKEOVER, serving_counts
 
         try:
             manifest = self.store.manifest()
@@ -82,7 +82,7 @@ class LearnerBackend:
         takeover = self.params["takeover"] or int(manifest.get("takeover", TAKEOVER))
         half = float(self.params["half"] if self.params["half"] is not None
                      else manifest.get("half", HALF))
-        counts = learner.featurize(batch)
+        counts = serving_counts(batch, manifest)
         proba = base.predict_proba(counts)
         repos = manifest.get("repos", {})
         for repo in sorted({c.repo for c in batch}):

@@ -11,14 +11,24 @@ scikit-learn's HashingVectorizer: stateless, identical across processes):
 - `paths`: each changed path's tokens, directories, file name, extension and path kind
   (`docs`, `test`, `build_ci`, `code`), plus the change's size bucket;
 - `diff`: words of the changed lines (`text.changed_lines`, the first 2,000);
-- `numeric`: `text.features` (12 values in [0, ~1.5]).
+- `numeric`: `text.features` (12 values in [0, ~1.5]);
+- `chars`: character 3-5-grams inside the masked message's words (`char_grams`);
+- `shape`: the change's shape (`shape_tokens`): its set of path kinds and extensions, top-level
+  directories, size and added share in buckets, file statuses, a version bump in the diff;
+- `summary`: the first line's word n-grams and first words (off by default: measured, no gain);
+- `context`: the repository's label history (agents/learning/context.py; off by default:
+  measured, lower accuracy). The only block that is not a function of the change alone:
+  `featurize` leaves it 0 and `with_context` sets it.
+The blocks after `numeric` came later; a model fitted before them reads only its own columns.
 A fit turns counts into TF-IDF (sublinear tf, idf over the training rows), L2-normalises every
-field on its own and scales it by its weight. With `embeddings`, the rows' MiniLM vectors are
-appended as dense columns (scaled by `embedding_weight`).
+field on its own and scales it by its weight (`numeric` and `context` are kept as they are,
+times their weight). With `embeddings`, the rows' MiniLM vectors are appended as dense columns
+(scaled by `embedding_weight`).
 
 `fit(X, y, ...)` returns a `LinearModel`: multinomial logistic regression (L-BFGS, fixed
 iterations: deterministic), class weights balanced (inverse frequency ^ `balance`), optional
-per-row sample weights (the learner weights a repository's own commits above the global base's).
+per-row sample weights (`own_weights`: with `recency`, a repository's own model weighs its newer
+commits more).
 `predict_proba` returns the 9 CHANGE_TYPES columns always, so models fitted on different label
 subsets blend.
 """
@@ -43,8 +53,13 @@ if TYPE_CHECKING:
 
 LABELS = tuple(CHANGE_TYPES)
 FIELDS = ("message", "paths", "diff")
-FIELD_DIMS = {"message": 1 << 18, "paths": 1 << 15, "diff": 1 << 17}
+# hashed after the numeric columns, so that a model fitted before they existed still reads
+# its columns at the same offsets (LinearModel.scores drops columns it has no weights for)
+EXTRA_FIELDS = ("chars", "shape", "summary")
+FIELD_DIMS = {"message": 1 << 18, "paths": 1 << 15, "diff": 1 << 17, "chars": 1 << 17,
+              "shape": 1 << 12, "summary": 1 << 16}
 N_NUMERIC = 12
+N_CONTEXT = 36  # context.N_CONTEXT: the repository's label history (context.py), last block
 _WORD = re.compile(r"[a-z0-9]+")
 _PATH_SPLIT = re.compile(r"[/._\-]+")
 
@@ -53,12 +68,17 @@ _PATH_SPLIT = re.compile(r"[/._\-]+")
 class LearnerParams:
     """What a fit needs; stored with the model."""
 
-    c: float = 4.0                      # inverse L2 strength of the logistic regression
-    balance: float = 0.5                # class weight = (n / (k * count)) ** balance; 0: none
+    c: float = 8.0                      # inverse L2 strength of the logistic regression
+    balance: float = 1.0                # class weight = (n / (k * count)) ** balance; 0: none
     message_weight: float = 1.0
     paths_weight: float = 0.6
     diff_weight: float = 0.6
     numeric_weight: float = 0.5
+    chars_weight: float = 1.0           # character 3-5-grams of the masked message's words
+    shape_weight: float = 0.25          # the change's shape: kinds, extensions, sizes, bumps
+    summary_weight: float = 0.0         # the message's first line alone, and its first words
+    context_weight: float = 0.0         # the repository's label history (context.py)
+    recency: float = 300.0              # > 0: the own model weighs a commit 2^(-age / recency)
     embedding_weight: float = 0.0       # > 0: MiniLM vectors appended (needs embeddings)
     max_iter: int = 300
     # the head over the linear model (agents/learning/stacking.py): linear (served and stored);
@@ -131,14 +151,78 @@ def field_tokens(change: NormalizedChange) -> tuple[list[str], list[str], list[s
     return _grams(_words(message)), path_tokens(_paths(change)), diff_words[:2000]
 
 
+def char_grams(message: str, lo: int = 3, hi: int = 5, limit: int = 300) -> list[str]:
+    """Character lo..hi-grams inside each word (padded with spaces) of the masked message's
+    first `limit` characters: `bump`, `bumps`, `bumped` share `bum`, `ump`."""
+    out: list[str] = []
+    for w in _words(message[:limit]):
+        w = f" {w} "
+        for n in range(lo, hi + 1):
+            out += [w[i:i + n] for i in range(max(1, len(w) - n + 1))]
+    return out
+
+
+_VERSION_LINE = re.compile(r"^[+-].*\b(version|__version__|release)\b.*\d+\.\d+", re.I)
+
+
+def shape_tokens(change: NormalizedChange) -> list[str]:
+    """What kind of change this is by its shape: the set of path kinds and extensions (all of
+    one kind: `only:<kind>`), the top-level directories, the size and the added share in
+    buckets, new/removed files, and a version bump in the diff."""
+    from ..changetype import path_kind
+    from .text import _counts, _paths
+
+    paths = _paths(change)
+    kinds = sorted({path_kind(p) for p in paths})
+    exts = sorted({p.rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower() if "." in p.rsplit("/", 1)[-1]
+                   else "-" for p in paths})
+    tops = sorted({p.split("/", 1)[0].lower() if "/" in p else "." for p in paths})
+    out = [f"k:{k}" for k in kinds] + [f"e:{e}" for e in exts[:8]] + [f"top:{t}" for t in tops[:8]]
+    if len(kinds) == 1:
+        out.append(f"only:{kinds[0]}")
+    out.append("kinds:" + "+".join(kinds))
+    if len(exts) == 1:
+        out.append(f"only_ext:{exts[0]}")
+    added, deleted = _counts(change)
+    total = added + deleted
+    out.append("lines:" + ("0" if total == 0 else "1-2" if total <= 2 else "3-10" if total <= 10
+                           else "11-50" if total <= 50 else "51-300" if total <= 300 else "big"))
+    share = added / total if total else 0.5
+    out.append("share:" + ("del" if share < 0.2 else "mostly_del" if share < 0.45 else
+                           "even" if share <= 0.55 else "mostly_add" if share <= 0.8 else "add"))
+    status = sorted({f.status for f in change.files})
+    out += [f"status:{st}" for st in status]
+    bumps = sum(1 for ln in change.diff.split("\n")[:400] if _VERSION_LINE.match(ln)
+                and not ln.startswith(("+++", "---")))
+    if bumps:
+        out.append("version_bump")
+        if total <= 4 * bumps + 4:
+            out.append("version_bump_only")
+    return out
+
+
+def summary_tokens(message: str) -> list[str]:
+    """The first line's word 1-2-grams and its first and first two words (`first:add`)."""
+    words = _words(message.split("\n", 1)[0])
+    out = _grams(words)
+    if words:
+        out.append(f"first:{words[0]}")
+        out.append(f"first2:{' '.join(words[:2])}")
+        out.append(f"last:{words[-1]}")
+    return out
+
+
 def featurize(changes: Sequence[NormalizedChange]) -> sparse.csr_matrix:
-    """Raw counts: [message | paths | diff | numeric] columns (see FIELD_DIMS, N_NUMERIC)."""
-    from .text import features
+    """Raw counts: [message | paths | diff | numeric | chars | shape | summary | context]
+    columns (see FIELD_DIMS, N_NUMERIC, N_CONTEXT; the context columns are 0 here)."""
+    from .text import features, text_fields
 
     offsets = _offsets()
     rows, cols, vals = [], [], []
     for i, change in enumerate(changes):
-        for name, tokens in zip(FIELDS, field_tokens(change)):
+        message = text_fields(change)[0]
+        extra = (char_grams(message), shape_tokens(change), summary_tokens(message))
+        for name, tokens in zip(FIELDS + EXTRA_FIELDS, (*field_tokens(change), *extra)):
             for k, v in _hash_tokens(tokens, FIELD_DIMS[name]).items():
                 rows.append(i)
                 cols.append(offsets[name] + k)
@@ -158,11 +242,25 @@ def _offsets() -> dict[str, int]:
         out[name] = at
         at += FIELD_DIMS[name]
     out["numeric"] = at
+    at += N_NUMERIC
+    for name in EXTRA_FIELDS:
+        out[name] = at
+        at += FIELD_DIMS[name]
+    out["context"] = at
     return out
 
 
 def width() -> int:
-    return sum(FIELD_DIMS.values()) + N_NUMERIC
+    return sum(FIELD_DIMS.values()) + N_NUMERIC + N_CONTEXT
+
+
+def with_context(counts: sparse.csr_matrix, ctx: np.ndarray) -> sparse.csr_matrix:
+    """These rows' counts with their context columns (context.py) set to `ctx` [n, N_CONTEXT]."""
+    at = _offsets()["context"]
+    base = counts.tocsr()[:, :at]
+    block = sparse.csr_matrix(np.asarray(ctx, dtype=np.float64).reshape(counts.shape[0], N_CONTEXT))
+    out: sparse.csr_matrix = sparse.hstack([base, block], format="csr")
+    return out
 
 
 # ---------------------------------------------------------------- weighting
@@ -181,19 +279,22 @@ def weigh(counts: sparse.csr_matrix, idf: np.ndarray, params: LearnerParams) -> 
     kept as they are, times numeric_weight."""
     x = counts.tocsr(copy=True).astype(np.float64)
     offsets = _offsets()
-    numeric = offsets["numeric"]
-    is_text = x.indices < numeric
+    blocks = [*FIELDS, "numeric", *EXTRA_FIELDS, "context"]
+    field_of = np.searchsorted(np.array([offsets[f] for f in blocks]),
+                               x.indices, side="right") - 1  # a block per column
+    is_text = (field_of != blocks.index("numeric")) & (field_of != blocks.index("context"))
     x.data[is_text] = (1.0 + np.log(np.maximum(x.data[is_text], 1.0))) * idf[x.indices[is_text]]
     weights = {"message": params.message_weight, "paths": params.paths_weight,
-               "diff": params.diff_weight}
-    field_of = np.searchsorted(np.array([offsets[f] for f in FIELDS] + [numeric]),
-                               x.indices, side="right") - 1  # 0..2 text fields, 3 numeric
+               "diff": params.diff_weight, "numeric": params.numeric_weight,
+               "chars": params.chars_weight, "shape": params.shape_weight,
+               "summary": params.summary_weight,
+               "context": params.context_weight}
     row_of = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-    k = len(FIELDS) + 1
+    k = len(blocks)
     norms = np.sqrt(np.bincount(row_of * k + field_of, weights=x.data ** 2,
                                 minlength=x.shape[0] * k)).reshape(x.shape[0], k)
-    scale = np.array([weights[f] for f in FIELDS] + [params.numeric_weight])
-    denom = np.where(field_of < len(FIELDS), norms[row_of, field_of], 1.0)
+    scale = np.array([weights[f] for f in blocks])
+    denom = np.where(is_text, norms[row_of, field_of], 1.0)
     x.data = x.data / np.where(denom > 0, denom, 1.0) * scale[field_of]
     x.eliminate_zeros()
     return x
@@ -226,6 +327,8 @@ class LinearModel:
     card: dict[str, Any] = field(default_factory=dict)
 
     def scores(self, counts: sparse.csr_matrix, embeddings: np.ndarray | None = None) -> np.ndarray:
+        if counts.shape[1] > len(self.idf):  # a model fitted before the extra fields existed
+            counts = counts[:, :len(self.idf)]
         x = design(counts, self.idf, self.params, embeddings)
         coef = self.coef
         z: np.ndarray = np.asarray((x @ coef.T).todense() if sparse.issparse(coef) else x @ coef.T)
@@ -327,6 +430,17 @@ def fit(counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
                        clf.intercept_.astype(np.float64), card)
 
 
+def own_weights(n: int, params: LearnerParams) -> np.ndarray | None:
+    """Sample weights of a repository's own model over its n commits (oldest first): with
+    `recency`, a commit `age` commits older than the newest weighs 2^(-age / recency); else
+    None (all equal)."""
+    if params.recency <= 0 or n == 0:
+        return None
+    age = np.arange(n - 1, -1, -1, dtype=np.float64)
+    out: np.ndarray = 0.5 ** (age / params.recency)
+    return out
+
+
 def blend(global_proba: np.ndarray, local_proba: np.ndarray | None, n_local: int,
           half: float) -> np.ndarray:
     """The learner's answer: the global base's and the repository's own model's probabilities,
@@ -366,11 +480,16 @@ class LearnerStrategy:
     """
 
     def __init__(self, counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
-                 embeddings: np.ndarray | None = None, mode: str = "blend", half: float = 100.0,
-                 own_weight: float = 3.0, local_params: LearnerParams | None = None) -> None:
+                 embeddings: np.ndarray | None = None, mode: str = "blend", half: float = 200.0,
+                 own_weight: float = 3.0, local_params: LearnerParams | None = None,
+                 test_counts: sparse.csr_matrix | None = None) -> None:
         if mode not in ("blend", "adaptive", "pooled", "global"):
             raise ValueError(f"unknown mode {mode!r}")
         self.counts = counts.tocsr()
+        # the rows as they are answered, when that differs from how they are trained: with
+        # the repository's label history (context.py), a block is answered in the context of
+        # the labels before it
+        self.test_counts = self.counts if test_counts is None else test_counts.tocsr()
         self.labels = list(labels)
         self.params = params
         self.local_params = local_params or params
@@ -396,7 +515,7 @@ class LearnerStrategy:
 
     def _proba(self, model: Model, rows: Sequence[int]) -> np.ndarray:
         rows = list(rows)
-        return model.predict_proba(self.counts[rows], self._emb(rows, model.params))
+        return model.predict_proba(self.test_counts[rows], self._emb(rows, model.params))
 
     def fit_base(self, rows: Sequence[int]) -> tuple[Model, list[int]]:
         base = self._fit(rows, self.params), list(rows)
@@ -405,7 +524,8 @@ class LearnerStrategy:
 
     def fit_local(self, base: tuple[Model, list[int]],
                   rows: Sequence[int]) -> dict[str, Model]:
-        out = {"local": self._fit(rows, self.local_params)}
+        out = {"local": self._fit(rows, self.local_params,
+                                  own_weights(len(rows), self.local_params))}
         if self.mode == "pooled":
             _model, base_rows = base
             both = list(base_rows) + list(rows)

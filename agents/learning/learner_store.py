@@ -4,6 +4,7 @@ Layout of a state directory (default `$REVIEWBUS_HOME/learner/<version id>`):
 
     state.json              params, takeover, half, and per repository: labels seen, the
                             labels its model was fitted on, its model file, its scope history
+                            and, with `context_weight`, its label history (context.py)
     global.npz              the global base (all repositories' labels)
     repos/<owner>__<name>.npz  each repository's own model (its labels only)
 
@@ -30,18 +31,44 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from schemas import NormalizedChange
+
 from .data import Example, by_repo, date_key
-from .learner import LearnerParams, LinearModel, featurize, fit
+from .learner import LearnerParams, LinearModel, featurize, fit, own_weights, with_context
 
 # Measured with the prequential protocol on ../shared/datasets/ (docs/guides/learner.md):
 # below this many labels a repository's own model is not used (the global base answers).
 TAKEOVER = 100
-HALF = 100.0
+HALF = 200.0
 SCOPE_HISTORY = 400  # newest commits kept per repository for the learned scope
 
 
 def repo_file(repo: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "__", repo) + ".npz"
+
+
+def training_counts(examples: Sequence[Example], params: LearnerParams) -> Any:
+    """The examples' feature counts as a fit reads them: with `context_weight`, each in the
+    context of its repository's label history before it (context.training_contexts)."""
+    counts = featurize([e.change for e in examples])
+    if params.context_weight > 0:
+        from .context import training_contexts
+
+        counts = with_context(counts, training_contexts(examples))
+    return counts
+
+
+def serving_counts(changes: Sequence[NormalizedChange], manifest: dict[str, Any]) -> Any:
+    """The changes' feature counts as the state answers them: with `context_weight`, each in
+    the context of the label history its repository's entry saved (none: no context)."""
+    counts = featurize(changes)
+    if float((manifest.get("params") or {}).get("context_weight") or 0) > 0:
+        from .context import serving_contexts
+
+        repos = manifest.get("repos") or {}
+        counts = with_context(counts, serving_contexts(
+            changes, {r: (e or {}).get("history") or [] for r, e in repos.items()}))
+    return counts
 
 
 def fit_state(examples: Sequence[Example], params: LearnerParams | None = None,
@@ -52,7 +79,7 @@ def fit_state(examples: Sequence[Example], params: LearnerParams | None = None,
     id -> the scope of its original subject, for the learned scope (optional)."""
     params = params or LearnerParams()
     examples = sorted(examples, key=lambda e: (date_key(e.author_date), e.id))
-    counts = featurize([e.change for e in examples])
+    counts = training_counts(examples, params)
     index = {e.id: i for i, e in enumerate(examples)}
     base = fit(counts, [e.label for e in examples], params)
     own: dict[str, LinearModel] = {}
@@ -61,8 +88,13 @@ def fit_state(examples: Sequence[Example], params: LearnerParams | None = None,
         idx = [index[e.id] for e in rows]
         entry: dict[str, Any] = {"labels": len(rows), "fitted_on": 0, "file": None}
         if len(rows) >= takeover:
-            own[repo] = fit(counts[idx], [e.label for e in rows], params)
+            own[repo] = fit(counts[idx], [e.label for e in rows], params,
+                            sample_weight=own_weights(len(rows), params))
             entry.update(fitted_on=len(rows), file=repo_file(repo))
+        if params.context_weight > 0:
+            from .context import history
+
+            entry["history"] = history(rows)
         if scopes is not None:
             entry["scope_history"] = [[[f.path for f in e.change.files], scopes.get(e.id)]
                                       for e in rows[-SCOPE_HISTORY:]]

@@ -48,7 +48,7 @@ class LearnerAgentConfig(BaseModel):
     refit_every: int = Field(default=50, ge=1)  # new labels of a repository before a refit
     keep_per_repo: int = Field(default=3, ge=1)  # learner versions kept registered per repo
     takeover: int = Field(default=100, ge=1)  # labels from which a repo's own model answers
-    half: float = Field(default=100.0, ge=0)  # own weight n / (n + half)
+    half: float = Field(default=200.0, ge=0)  # own weight n / (n + half)
     holdout_fraction: float = Field(default=0.15, ge=0, lt=1)  # 0: no holdout fit
     params: dict[str, Any] = Field(default_factory=dict)  # LearnerParams
     timeout_s: float = Field(default=30.0, gt=0)  # the versions' inference timeout

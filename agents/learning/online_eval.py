@@ -32,6 +32,27 @@ def table(examples: Sequence[Example]) -> Table:
     return counts, [e.label for e in examples], repos
 
 
+def context_counts(examples: Sequence[Example], counts: Any, labels: Sequence[str],
+                   repos: dict[str, list[int]], warmup: int, refit_every: int
+                   ) -> tuple[Any, Any, Any]:
+    """The rows with their repository's label history (context.py): (as trained: the history
+    before the last multiple of context.EVERY; as answered in the prequential protocol: the
+    history before the row's block; as answered without any label of the repository)."""
+    from . import context
+    from .learner import with_context
+
+    train = np.zeros((counts.shape[0], context.N_CONTEXT))
+    test = np.zeros_like(train)
+    for order in repos.values():
+        paths = [context.change_paths(examples[i].change) for i in order]
+        ys = [labels[i] for i in order]
+        train[order] = context.contexts_at(paths, ys, context.stale_bounds(len(order)))
+        test[order] = context.contexts_at(paths, ys,
+                                          context.block_bounds(len(order), warmup, refit_every))
+    return (with_context(counts, train), with_context(counts, test),
+            with_context(counts, np.zeros_like(train)))
+
+
 def evaluate_prequential(examples: Sequence[Example], warmup: int = 100, refit_every: int = 50,
                          params: LearnerParams | dict[str, Any] | None = None, mode: str = "blend",
                          half: float = HALF, own_weight: float = 3.0,
@@ -46,12 +67,24 @@ def evaluate_prequential(examples: Sequence[Example], warmup: int = 100, refit_e
     if not isinstance(params, LearnerParams):
         params = LearnerParams.from_dict(params)
     counts, labels, repos = prepared if prepared is not None else table(examples)
+    test_counts = None
+    if params.context_weight > 0:
+        counts, test_counts, static = context_counts(examples, counts, labels, repos, warmup,
+                                                     refit_every)
     strategy = LearnerStrategy(counts, labels, params, embeddings=embeddings, mode=mode,
-                               half=half, own_weight=own_weight)
+                               half=half, own_weight=own_weight, test_counts=test_counts)
     report = prequential.prequential(strategy, repos, labels, warmup, refit_every, log=log)
     report.update(model={"params": params.__dict__, "mode": mode, "half": half,
                          **({"own_weight": own_weight} if mode == "pooled" else {})})
-    if loro and len(repos) > 1:
+    if loro and len(repos) > 1 and test_counts is not None:
+        # with the label history, the `global` predictor of the prequential run read the
+        # repository's earlier labels; static LORO answers it without any (zero context)
+        report["loro"] = prequential.loro(
+            LearnerStrategy(counts, labels, params, embeddings=embeddings, test_counts=static),
+            repos, labels)
+        report["loro"]["per_repo"] = {r: {k: v[k] for k in ("accuracy", "macro_f1")}
+                                      for r, v in report["loro"]["per_repo"].items()}
+    elif loro and len(repos) > 1:
         # The `global` predictor is the base fitted on the other repositories answering every
         # commit of this one: the static leave-one-repository-out protocol, at no extra fit.
         report["loro"] = {

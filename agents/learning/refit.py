@@ -23,9 +23,10 @@ from typing import Any
 from schemas import VersionSpec
 
 from ..errors import BackendError, ConfigError, InvalidEvent
+from .context import history
 from .data import Example, date_key, example_from_row
-from .learner import LearnerParams, LinearModel, argmax_labels, blend, featurize, fit
-from .learner_store import LearnerStore, repo_file
+from .learner import LearnerParams, LinearModel, argmax_labels, blend, fit, own_weights
+from .learner_store import HALF, LearnerStore, repo_file, serving_counts, training_counts
 from .metrics import classification_report
 
 log = logging.getLogger("reviewbus")
@@ -59,11 +60,22 @@ def _fit_own(mine: Sequence[Example], params: LearnerParams, takeover: int
              ) -> LinearModel | None:
     if len(mine) < takeover:
         return None
-    return fit(featurize([e.change for e in mine]), [e.label for e in mine], params)
+    return fit(training_counts(mine, params), [e.label for e in mine], params,
+               sample_weight=own_weights(len(mine), params))
 
 
 def _fit_base(examples: Sequence[Example], params: LearnerParams) -> LinearModel:
-    return fit(featurize([e.change for e in examples]), [e.label for e in examples], params)
+    return fit(training_counts(examples, params), [e.label for e in examples], params)
+
+
+def _entry(mine: Sequence[Example], params: LearnerParams) -> dict[str, Any]:
+    """What the state keeps of a repository besides its model: its labels, and with
+    `context_weight` the label history the backend answers its changes in."""
+    entry: dict[str, Any] = {"labels": len(mine), "fitted_on": 0, "file": None,
+                             "trained_ids": [e.id for e in mine]}
+    if params.context_weight > 0:
+        entry["history"] = history(mine)
+    return entry
 
 
 def holdout_metrics(examples: Sequence[Example], repo: str, params: LearnerParams,
@@ -77,7 +89,8 @@ def holdout_metrics(examples: Sequence[Example], repo: str, params: LearnerParam
     head = mine[:-k]
     base, own = _fit_base(rest, params), _fit_own(head, params, takeover)
     tail = mine[-k:]
-    counts = featurize([e.change for e in tail])
+    counts = serving_counts([e.change for e in tail],
+                            {"params": asdict(params), "repos": {repo: _entry(head, params)}})
     proba = base.predict_proba(counts)
     if own is not None:
         proba = blend(proba, own.predict_proba(counts), len(head), half)
@@ -87,7 +100,7 @@ def holdout_metrics(examples: Sequence[Example], repo: str, params: LearnerParam
 
 
 def refit(examples: Sequence[Example], repo: str, *, params: dict[str, Any] | None = None,
-          takeover: int = 100, half: float = 100.0, holdout_fraction: float = 0.15,
+          takeover: int = 100, half: float = HALF, holdout_fraction: float = 0.15,
           base: LinearModel | None = None) -> Refit:
     """The global base on every example (or `base`, fitted on the same examples, reused
     across the repositories of one tick), the repository's own model on its examples when it
@@ -101,8 +114,7 @@ def refit(examples: Sequence[Example], repo: str, *, params: dict[str, Any] | No
     own: dict[str, LinearModel] = {}
     base = base if base is not None else _fit_base(examples, lp)
     own_model = _fit_own(mine, lp, takeover)
-    entry: dict[str, Any] = {"labels": len(mine), "fitted_on": 0, "file": None,
-                             "trained_ids": [e.id for e in mine]}
+    entry = _entry(mine, lp)
     if own_model is not None:
         own[repo] = own_model
         entry.update(fitted_on=len(mine), file=repo_file(repo))
