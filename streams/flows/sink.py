@@ -1,11 +1,11 @@
 """sink: batched, idempotent inserts of every event into ClickHouse; committed only once stored.
 
-The sink is the one hop that reads every topic and writes nothing back but dead letters, so it
-reads with a plain aiokafka consumer in its own group (`names.sink_group`) rather than as a
-Faust agent: Faust delivers each message through its conductor, a stream and an ack, which
-cost the sink about 100 us per event (py-spy, bench/sink.py); `getmany` hands over thousands of
-records at once. The guarantee is the same at-least-once: offsets are committed after the
-batch is stored, and a batch redelivered after a crash or a rebalance collapses in the
+The sink reads every stored topic and writes nothing back but dead letters, so it reads with a
+consumer group of its own (`names.sink_group`, streams/group_consumer.py) rather than as a
+Faust agent, which delivered each message through its conductor, a stream and an ack: with
+10,000 results the worker's CPU fell from 270 to 193 us per result when the sink left Faust
+(py-spy, bench/sink.py). The guarantee is the same at-least-once: offsets are committed after
+the batch is stored, and a batch read again after a crash or a rebalance collapses in the
 ReplacingMergeTree tables (and, on the same worker, in the store's seen ids).
 """
 
