@@ -35,8 +35,14 @@ DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "commits
 LEXICAL = {}
 EMBEDDING_ONLY = {"message_weight": 0.0, "paths_weight": 0.0, "diff_weight": 0.0,
                   "numeric_weight": 0.5, "embedding_weight": 1.0}
+# the served default before the features of 2026-12-06 evening (char n-grams, shape, recency,
+# balance 1, C 8, half 200): kept to compare against
+LEXICAL_V1 = {"balance": 0.5, "c": 4.0, "chars_weight": 0.0, "shape_weight": 0.0, "recency": 0.0}
 CONFIGS: dict[str, dict] = {
     "lexical": {"params": LEXICAL, "mode": "blend"},
+    "lexical-v1": {"params": LEXICAL_V1, "mode": "blend", "half": 100.0},
+    "lexical-context": {"params": {"context_weight": 0.15}, "mode": "blend"},
+    "lexical-half100": {"params": LEXICAL, "mode": "blend", "half": 100.0},
     "lexical-local-only": {"params": LEXICAL, "mode": "blend", "half": 0.0},
     "lexical-adaptive": {"params": LEXICAL, "mode": "adaptive"},
     "combo-e1": {"params": {"embedding_weight": 1.0}, "mode": "blend"},
@@ -187,7 +193,9 @@ class _Recorder:
         class Recording(strategy_cls):
             def predict(self, base, local, seen, rows):
                 out = super().predict(base, local, seen, rows)
-                cls.answers.update(zip(rows, out["learner"]))
+                for row, label in zip(rows, out["learner"]):
+                    # the first answer: the prequential run's (a static LORO run follows)
+                    cls.answers.setdefault(row, label)
                 return out
         return Recording
 
