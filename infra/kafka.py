@@ -129,7 +129,10 @@ async def start_group_consumer(settings: Settings, bootstrap: str, group: str,
         fetch_max_bytes=16_000_000, max_partition_fetch_bytes=4_000_000,
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
-        rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000))
+        rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+        # A member that does not poll for this long leaves its group. The sink does not poll
+        # while it retries a batch through a ClickHouse outage; Faust's default, not 5 min.
+        max_poll_interval_ms=1_000_000)
     consumer.subscribe(list(topics), listener=listener)
     try:
         await consumer.start()

@@ -1,18 +1,23 @@
-"""Hops that read with a plain aiokafka consumer group of their own instead of a Faust agent.
+"""A hop that reads with a plain aiokafka consumer group of its own instead of a Faust agent.
 
 Faust hands an agent one message at a time: its conductor builds an event per message, the
-stream buffers it, and every ack is a call. For a hop that reads every event of the bus and
-only writes to other topics (the sink, the results hop), that per-message path cost more than
-the hop's own work (py-spy, bench/sink.py). aiokafka's `getmany` returns thousands of records
-per call instead. The rules are the bus's (docs/concepts/batching.md): take what is there up
-to N records or a window, handle them, await the acks of every output, and only then commit.
+stream buffers it, and every ack is a call. For the sink, which reads every event of the bus
+and writes nothing back but dead letters, that per-message path cost more than its own work
+(py-spy, bench/sink.py). aiokafka's `getmany` returns thousands of records per call instead.
+The rules are the bus's (docs/concepts/batching.md): take what is there up to N records or a
+window, handle them, await the acks of every output, and only then commit.
 
-    await consume(ctx, "sink", group, topics, process, max_records=5000, within_s=1.0)
+    await consume(settings, bootstrap, "sink", group, topics, process, max_records=5000,
+                  within_s=1.0, joined=event)
 
-`process(consumer, batch)` does the work and commits (`commit`). A rebalance can take a
-partition between a take and its commit: the commit is refused and counted, and the new owner
-reads those records again, so a hop's side effects must be idempotent (they are: the store
-collapses repeats; repeated comparisons and health samples carry the same ids).
+`process(consumer, batch)` does the work and commits (`commit`), possibly later, in the
+background (`OneInFlight`). A rebalance can take a partition between a take and its commit:
+the commit is refused and counted, and the new owner reads those records again, so the hop's
+side effects must be idempotent (the store's are: it collapses repeats).
+
+The results hop stays a Faust agent: moved here too it showed no CPU gain beyond the noise,
+and its health judge then started a group join (~5 s on Tansu) after the worker, letting a
+broken version answer that long before quarantine saw it (docs/concepts/batching.md).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -35,28 +41,21 @@ Batch = dict[TopicPartition, list[ConsumerRecord]]
 Process = Callable[[AIOKafkaConsumer, Batch], Awaitable[None]]
 
 
-class Delivered:
-    """A consumed record dressed as the Faust event the hops' handlers read: `value`, and
-    `message` with topic, partition, offset and key (what a dead letter records)."""
-
-    __slots__ = ("message", "value")
-
-    def __init__(self, record: ConsumerRecord) -> None:
-        self.message = record
-        self.value = record.value
-
-
 def records_of(batch: Batch) -> list[ConsumerRecord]:
     return [r for records in batch.values() for r in records]
 
 
-async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float) -> Batch:
+async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float,
+               check: Callable[[], None] | None = None) -> Batch:
     """Up to `max_records` records, gathered for at most `within_s` from the first one (the
     sink's 1 s window means an insert per second rather than per poll on a quiet bus). Waits
-    as long as it takes for a first record."""
+    as long as it takes for a first record, calling `check` (which may raise) at least every
+    `within_s` meanwhile."""
     batch: Batch = {}
     count, deadline = 0, None
     while count < max_records:
+        if check is not None:
+            check()
         wait = within_s if deadline is None else deadline - time.monotonic()
         if wait <= 0:
             break
@@ -91,31 +90,71 @@ class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
         self.agent, self.joined = agent, joined
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        pass  # each batch commits itself; a refused commit is the rebalance's only cost
+        # Each batch commits itself; a refused commit is the rebalance's only cost.
+        GROUP_PARTITIONS.labels(agent=self.agent).set(0)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         GROUP_PARTITIONS.labels(agent=self.agent).set(len(assigned))
         self.joined.set()
 
 
+class OneInFlight:
+    """The last stage of each batch (the sink's insert and commit) in the background, one at
+    a time and in order, while the loop takes and parses the next batch. A failed stage is
+    raised by the next `submit` or `check`, so no later batch commits past it."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[None] | None = None
+
+    def check(self) -> None:
+        """Raise the failure of a finished stage (take() calls this while the bus is quiet)."""
+        task = self.task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            self.task = None
+            raise task.exception()  # type: ignore[misc]
+
+    async def submit(self, stage: Coroutine[Any, Any, None]) -> None:
+        """Wait for the previous stage (raising its failure), then start this one."""
+        previous, self.task = self.task, None
+        if previous is not None:
+            try:
+                await previous
+            except BaseException:
+                stage.close()  # never started: its batch is read again
+                raise
+        self.task = asyncio.ensure_future(stage)
+
+    async def cancel(self) -> None:
+        """Stop the stage in flight (its batch is not committed: read again), without taking
+        a cancellation meant for the caller."""
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+
 async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iterable[str],
                   process: Process, *, max_records: int, within_s: float,
-                  joined: asyncio.Event) -> None:
+                  joined: asyncio.Event, pending: OneInFlight | None = None) -> None:
     """Take batches of `topics` as a member of `group` and hand each to `process`, until
     cancelled (a guarded task restarts it when it raises: the uncommitted batch is read
-    again)."""
+    again). `pending`: the stages `process` left in flight, checked while waiting and
+    cancelled before the consumer stops."""
     from .metrics import BATCH_EVENTS
 
     consumer = await start_group_consumer(settings, bootstrap, group, topics,
                                           Joined(agent, joined))
     try:
         while True:
-            batch = await take(consumer, max_records, within_s)
+            batch = await take(consumer, max_records, within_s,
+                               pending.check if pending is not None else None)
             if batch:
                 BATCH_EVENTS.labels(agent=agent).observe(sum(map(len, batch.values())))
                 await process(consumer, batch)
     finally:
+        if pending is not None:
+            await pending.cancel()
         await stop_consumer(consumer)
 
 
-__all__ = ["Batch", "Delivered", "Joined", "commit", "consume", "records_of", "take"]
+__all__ = ["Batch", "Joined", "OneInFlight", "commit", "consume", "records_of", "take"]

@@ -15,7 +15,7 @@ BATCH_EVENTS = Histogram(
 SINK_ROWS = Counter("reviewbus_sink_rows_total", "Rows written to ClickHouse", ["outcome"])
 GROUP_PARTITIONS = Gauge(
     "reviewbus_group_partitions",
-    "Partitions assigned to a hop that reads with its own consumer group (sink, results)",
+    "Partitions assigned to a hop that reads with its own consumer group (the sink)",
     ["agent"])
 GROUP_COMMITS_REFUSED = Counter(
     "reviewbus_group_commits_refused_total",

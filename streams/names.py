@@ -35,11 +35,6 @@ def sink_group(settings: Settings) -> str:
     return f"{settings.resolved_app_id()}-sink"
 
 
-def results_group(settings: Settings) -> str:
-    """The results hop's own consumer group (streams/flows/results.py)."""
-    return f"{settings.resolved_app_id()}-results"
-
-
 def sink_topics(settings: Settings) -> list[str]:
     """What the sink stores: every internal topic, lifecycle and the dead letters."""
     return [topic(settings, n) for n in (*INTERNAL, *SINGLE_PARTITION, "dlq")]

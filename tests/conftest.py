@@ -76,8 +76,8 @@ class Stack:
         raise RuntimeError(f"worker not healthy in {timeout}s: {self.log_tail()}")
 
     def wait_groups_joined(self, timeout: float = 30.0) -> None:
-        """Until the results hop's and the sink's own consumer groups assigned them their
-        partitions (they join a few seconds after /health says ok; events wait in Kafka)."""
+        """Until the hops with consumer groups of their own (the sink) have their partitions
+        (they join a few seconds after /health says ok; events wait in Kafka meanwhile)."""
         from streams.services.stack import worker_health
 
         deadline = time.monotonic() + timeout

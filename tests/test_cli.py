@@ -49,7 +49,6 @@ def test_up_status_down_with_health_and_metrics(env, capsys):
                                       "minilm-lora-v1": "shadow"}
         assert status["lag"] and all(v >= 0 for v in status["lag"].values())
         assert set(status["sink_lag"]) == set(names.sink_topics(Settings()))
-        assert set(status["results_lag"]) == {names.topic(Settings(), "results")}
 
         with urllib.request.urlopen(worker["web_url"] + "/health", timeout=5) as resp:
             health = json.loads(resp.read())

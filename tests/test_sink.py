@@ -1,8 +1,8 @@
-"""The hops that read with a consumer group of their own (streams/group_consumer.py, used by
-the sink and the results hop) on the embedded broker: how a batch is gathered, that a commit
-after a rebalance is refused and the records are read again (at-least-once); and, through a
-real worker, that an unreadable event on a stored topic becomes a dead letter while the
-events around it are stored and committed."""
+"""The sink's consumer group of its own (streams/group_consumer.py) on the embedded broker: how
+a batch is gathered, that a commit after a rebalance is refused and the records are read
+again (at-least-once), that the pipelined insert never lets a later batch commit past a
+failed one; and, through a real worker, that an unreadable event on a stored topic becomes a
+dead letter while the events around it are stored and committed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from infra.kafka import ensure_topics, produce_all, start_group_consumer, start_
 from schemas import Feedback
 from streams import names
 from streams.flows.sink import parse, parse_records
-from streams.group_consumer import commit, take
+from streams.group_consumer import OneInFlight, commit, take
 from streams.metrics import GROUP_COMMITS_REFUSED
 
 from .conftest import make_stack
@@ -176,9 +176,112 @@ async def _sink_lag(settings: Settings) -> int:
         await asyncio.sleep(0.3)
 
 
-def test_sink_topics_are_every_stored_topic():
+def test_the_sink_stores_every_topic_but_the_users_findings():
+    from streams.flows.sink import EVENT_TYPES, HEALING
+
     settings = Settings()
     stored = set(names.sink_topics(settings))
-    assert names.topic(settings, "findings") not in stored
-    assert names.topic(settings, "accepted") in stored and names.topic(settings, "dlq") in stored
-    assert stored <= set(names.all_topics(settings, []))
+    assert stored == {names.topic(settings, t) for t in (*EVENT_TYPES, HEALING)}
+    # Not the inputs (intake archives what it accepts), not the inference requests, not the
+    # users' findings.
+    everything = set(names.all_topics(settings, []))
+    assert stored == everything - {
+        names.topic(settings, "findings"), *(names.topic(settings, t) for t in names.INPUT_KINDS),
+        *(t for t in everything if t.startswith(names.topic(settings, "inference.")))}
+
+
+def test_one_stage_in_flight_in_order_and_a_failure_stops_the_later_ones():
+    log: list[str] = []
+
+    async def stage(name: str, fail: bool = False, wait: float = 0.05) -> None:
+        log.append(f"start {name}")
+        await asyncio.sleep(wait)
+        if fail:
+            raise RuntimeError(f"{name} failed")
+        log.append(f"commit {name}")
+
+    async def run() -> tuple[str, str]:
+        pending = OneInFlight()
+        await pending.submit(stage("a"))
+        await pending.submit(stage("b", fail=True))  # waits for a, then starts b
+        await asyncio.sleep(0)
+        assert log == ["start a", "commit a", "start b"]
+        with pytest.raises(RuntimeError) as failed:  # c never starts: b's batch is read again
+            await pending.submit(stage("c"))
+        await pending.submit(stage("d", fail=True, wait=0.0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(RuntimeError) as checked:  # take() finds it while the bus is quiet
+            pending.check()
+        pending.check()  # raised once; nothing in flight now
+        await pending.submit(stage("e", wait=10.0))
+        await asyncio.sleep(0)
+        await pending.cancel()  # stopping: e's batch is not committed
+        return str(failed.value), str(checked.value)
+
+    failed, checked = asyncio.run(run())
+    assert (failed, checked) == ("b failed", "d failed")
+    assert log == ["start a", "commit a", "start b", "start d", "start e"]
+
+
+def test_take_calls_its_check_while_waiting_for_a_first_record(broker, tmp_path):
+    settings = _settings(tmp_path)
+
+    async def run() -> int:
+        topic = await _topic(settings, broker, 0)
+        consumer = await start_group_consumer(settings, broker, f"g-{uuid.uuid4().hex[:6]}",
+                                              [topic])
+        calls = 0
+
+        def check() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise RuntimeError("the insert in flight failed")
+
+        try:
+            with pytest.raises(RuntimeError, match="in flight failed"):
+                await asyncio.wait_for(take(consumer, 10, within_s=0.1, check=check), 10)
+            return calls
+        finally:
+            await stop_consumer(consumer)
+
+    assert asyncio.run(run()) == 3
+
+
+def test_the_repair_waits_for_answers_the_sink_has_not_stored(broker, tmp_path):
+    """healing's backlog counts the sink group's lag on `results` (and `accepted`): an answer
+    not stored yet makes its request look unserved, and routing it again would only repeat
+    the inference."""
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from streams.flows.healing import backlog
+
+    settings = _settings(tmp_path).model_copy(update={"topic_prefix": f"bl{uuid.uuid4().hex[:6]}.",
+                                                      "partitions": 2})
+    ctx = SimpleNamespace(settings=settings, bootstrap=broker, topics=SimpleNamespace(inference={}),
+                          app=SimpleNamespace(conf=SimpleNamespace(id=settings.resolved_app_id())))
+
+    async def run() -> list[int]:
+        await ensure_topics(settings, broker, names.all_topics(settings, []))
+        results = names.topic(settings, "results")
+        producer = await start_producer(settings, broker)
+        try:
+            await produce_all(producer, results, ((b"k", b"{}") for _ in range(3)))
+        finally:
+            await producer.stop()
+        seen = [await backlog(ctx)]  # nobody committed: the worker group's lag and the sink's
+        for group in (settings.resolved_app_id(), names.sink_group(settings)):
+            consumer = await start_group_consumer(settings, broker, group, [results])
+            try:
+                got = await take(consumer, 3, within_s=2.0)
+                assert sum(map(len, got.values())) == 3
+                await consumer.commit({TopicPartition(tp.topic, tp.partition): r[-1].offset + 1
+                                       for tp, r in got.items()})
+            finally:
+                await stop_consumer(consumer)
+            seen.append(await backlog(ctx))
+        return seen
+
+    assert asyncio.run(run()) == [6, 3, 0]

@@ -65,9 +65,8 @@ def cmd_status(args, settings: Settings) -> int:
         print(f"version:  {v} {state}")
     for topic, lag in sorted(info.get("lag", {}).items()):
         print(f"lag:      {topic} {lag}")
-    for hop in ("results", "sink"):
-        for topic, lag in sorted(info.get(f"{hop}_lag", {}).items()):
-            print(f"lag:      {topic} {lag} ({hop})")
+    for topic, lag in sorted(info.get("sink_lag", {}).items()):
+        print(f"lag:      {topic} {lag} (sink)")
     return 0
 
 

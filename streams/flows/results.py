@@ -5,10 +5,8 @@ quarantine's health tracker (streams/flows/quarantine.py), and each paid Faust's
 cost (fetch, deliver, take, ack) and its own parse. This agent reads each result once with
 orjson and hands it to both; each part fails alone, as when they were two agents: the part
 that raises dead-letters the result under its own name (`shadow`, `quarantine`) and the other
-part's outputs still go out. Batched like every hop (streams/batching.py `handle_batch`);
-no partitioned state beyond the join, which `results` (keyed by request id) already
-partitions. Like the sink, it reads with a consumer group of its own (`names.results_group`,
-streams/group_consumer.py), not as a Faust agent: it reads every result of every version.
+part's outputs still go out. Batched like every hop (streams/batching.py); no partitioned
+state beyond the join, which `results` (keyed by request id) already partitions.
 """
 
 from __future__ import annotations
@@ -16,12 +14,9 @@ from __future__ import annotations
 import contextlib
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from .. import names
-from ..batching import dead_letter_all, handle_batch
+from ..batching import dead_letter_all, run_batches
 from ..context import AppContext, log
-from ..group_consumer import Batch, Delivered, commit, consume, records_of
 from .quarantine import judge
 from .shadow import join_result, publish_join_metrics
 
@@ -49,21 +44,11 @@ async def _part_failed(ctx: AppContext, event, agent: str, exc: Exception) -> No
 
 
 def register(ctx: AppContext) -> None:
-    settings = ctx.settings
-
     async def dead_letter(events, exc: Exception) -> None:
         await dead_letter_all(ctx, events, repr(exc), "shadow")
 
-    async def process(consumer: AIOKafkaConsumer, batch: Batch) -> None:
-        events = [Delivered(r) for r in records_of(batch)]
-        await handle_batch(ctx, events, "results", lambda event: read_result(ctx, event),
-                           on_send_error=dead_letter, after=lambda: publish_join_metrics(ctx))
-        await commit(consumer, batch, "results")
-
-    @ctx.task(name="results")
-    async def results() -> None:
+    @ctx.agent(ctx.topics.results, name="results")
+    async def results(stream):
         await ctx.registry.ready.wait()
-        await consume(settings, ctx.bootstrap, "results", names.results_group(settings),
-                      [names.topic(settings, "results")], process,
-                      max_records=settings.batch_max, within_s=settings.batch_within_s,
-                      joined=ctx.joined["results"])
+        await run_batches(ctx, stream, "results", lambda event: read_result(ctx, event),
+                          on_send_error=dead_letter, after=lambda: publish_join_metrics(ctx))

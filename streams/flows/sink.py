@@ -12,7 +12,6 @@ ReplacingMergeTree tables (and, on the same worker, in the store's seen ids).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -34,7 +33,7 @@ from schemas import (
 
 from .. import names
 from ..context import AppContext, emit, log
-from ..group_consumer import Batch, commit, consume, records_of
+from ..group_consumer import Batch, OneInFlight, commit, consume, records_of
 from ..metrics import DEAD_LETTERS, EVENTS, SINK_ROWS
 
 # Short topic name -> the one event type it carries ("healing" carries two: see parse).
@@ -155,7 +154,7 @@ def register(ctx: AppContext) -> None:
     topics = names.sink_topics(settings)
     assert set(topics) == set(types), "names.sink_topics and EVENT_TYPES disagree"
 
-    storing: list[asyncio.Task] = []  # the one insert in flight
+    storing = OneInFlight()
 
     async def store_and_commit(consumer: AIOKafkaConsumer, batch: Batch, parsed) -> None:
         await store_parsed(ctx, *parsed)
@@ -164,24 +163,14 @@ def register(ctx: AppContext) -> None:
     async def process(consumer: AIOKafkaConsumer, batch: Batch) -> None:
         # Two stages: while the store thread inserts one batch, the loop takes and parses the
         # next (bench/sink.py: the sink idled a third of the time waiting for its insert).
-        # One insert at a time, so batches are stored and committed in order.
         parsed = parse_records(types, records_of(batch))
-        if storing:
-            await storing.pop()
-        storing.append(asyncio.ensure_future(store_and_commit(consumer, batch, parsed)))
+        await storing.submit(store_and_commit(consumer, batch, parsed))
 
     @ctx.task(name="sink")
     async def sink() -> None:
-        try:
-            await consume(settings, ctx.bootstrap, "sink", names.sink_group(settings), topics,
-                          process, max_records=settings.sink_batch,
-                          within_s=settings.sink_within_s, joined=ctx.joined["sink"])
-        finally:
-            for task in storing:  # stopping or restarting: its batch is read again
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-            storing.clear()
+        await consume(settings, ctx.bootstrap, "sink", names.sink_group(settings), topics,
+                      process, max_records=settings.sink_batch, within_s=settings.sink_within_s,
+                      joined=ctx.joined["sink"], pending=storing)
 
 
 __all__ = ["emit", "parse_records", "register", "store_batch", "store_parsed", "store_records"]

@@ -188,17 +188,14 @@ def status(settings: Settings) -> dict:
     if health:
         out["versions"] = health.get("versions", {})
     if bootstrap:
-        # The worker group reads the inputs, inference and failures; the results hop and the
-        # sink read with groups of their own (streams/group_consumer.py); findings is for users.
-        hops = [*(names.topic(settings, t) for t in (*names.INPUT_KINDS, "failures")),
+        # The worker group reads the inputs, inference, results and failures; the sink reads
+        # with a group of its own (streams/group_consumer.py); findings is for users.
+        hops = [*(names.topic(settings, t) for t in (*names.INPUT_KINDS, "results", "failures")),
                 *(names.inference_topic(settings, v.id) for v in config.versions),
                 names.pool_topic(settings)]
         try:
             out["lag"] = asyncio.run(consumer_lag(settings, bootstrap,
                                                   settings.resolved_app_id(), hops))
-            out["results_lag"] = asyncio.run(consumer_lag(
-                settings, bootstrap, names.results_group(settings),
-                [names.topic(settings, "results")]))
             out["sink_lag"] = asyncio.run(consumer_lag(settings, bootstrap,
                                                        names.sink_group(settings),
                                                        names.sink_topics(settings)))
