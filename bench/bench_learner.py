@@ -48,6 +48,12 @@ CONFIGS: dict[str, dict] = {
     "combo-e1": {"params": {"embedding_weight": 1.0}, "mode": "blend"},
     "combo-adaptive": {"params": {"embedding_weight": 0.5}, "mode": "adaptive"},
     "lexical-pooled": {"params": LEXICAL, "mode": "pooled", "own_weight": 3.0},
+    # 2026-12-06 late: one model on the other repositories' rows + the own earlier commits x w
+    # (times their recency weight); `blend` (v2) and `mix` (pooled and v2 averaged) reported too
+    "lexical-pooled2": {"params": LEXICAL, "mode": "pooled", "own_weight": 2.0},
+    "lexical-pooled4": {"params": LEXICAL, "mode": "pooled", "own_weight": 4.0},
+    "lexical-pooled8": {"params": LEXICAL, "mode": "pooled", "own_weight": 8.0},
+    "lexical-pooled2-mix": {"params": LEXICAL, "mode": "pooled-mix", "own_weight": 2.0},
     "lexical-c10": {"params": {"c": 10.0}, "mode": "blend"},
     "lexical-half30": {"params": LEXICAL, "mode": "blend", "half": 30.0},
     "lexical-half300": {"params": LEXICAL, "mode": "blend", "half": 300.0},

@@ -148,6 +148,26 @@ def test_strategy_under_the_protocol_learns_each_repository():
     assert lo["protocol"] == "loro" and lo["accuracy"] >= 0.9
 
 
+def test_pooled_modes_report_the_pooled_model_the_blend_and_their_mix():
+    examples = sorted(_examples(12), key=lambda e: e.author_date)
+    counts = learner.featurize([e.change for e in examples])
+    labels = [e.label for e in examples]
+    repos: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        repos.setdefault(e.repo, []).append(i)
+    params = learner.LearnerParams()
+    blended = prequential.prequential(learner.LearnerStrategy(counts, labels, params, half=10),
+                                      repos, labels, warmup=10, refit_every=10)
+    for mode, answer in (("pooled", "pooled"), ("pooled-mix", "mix")):
+        strat = learner.LearnerStrategy(counts, labels, params, mode=mode, half=10, own_weight=2.0)
+        out = prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)
+        assert set(out["predictors"]) == {"global", "learner", "local", "pooled", "blend", "mix"}
+        assert out["predictors"]["learner"] == out["predictors"][answer]
+        # `blend` is the blend mode's answer, on the commits after the warmup
+        assert out["predictors"]["local"] == blended["predictors"]["local"]
+        assert out["accuracy"] >= 0.9
+
+
 
 @pytest.mark.parametrize("head", ["calibrated", "gbdt"])
 def test_stacked_heads_are_deterministic_and_learn(head):

@@ -469,8 +469,11 @@ class LearnerStrategy:
     mode:
     - "blend": the own model is fitted on the repository's earlier commits alone; the learner
       answers blend(global, own, seen, half).
-    - "pooled": the own model is fitted on the base's rows plus the repository's earlier
-      commits weighted `own_weight`; the learner answers with it.
+    - "pooled": one model fitted on the base's rows (weight 1) plus the repository's earlier
+      commits weighted `own_weight` times their recency weight (`own_weights`); the learner
+      answers with it. Also reported: `blend` (the blend mode's answer) and `mix` (the pooled
+      model's and the blend's probabilities averaged 1:1).
+    - "pooled-mix": as "pooled", the learner answers `mix`.
     - "adaptive": as "blend", but the own model's weight is chosen on its track record: the
       weight of a grid (0, 0.1, ..., 1) whose blend had the lowest log-loss on the commits the
       repository's earlier models already answered (test-then-train: labels the learner has
@@ -483,7 +486,7 @@ class LearnerStrategy:
                  embeddings: np.ndarray | None = None, mode: str = "blend", half: float = 200.0,
                  own_weight: float = 3.0, local_params: LearnerParams | None = None,
                  test_counts: sparse.csr_matrix | None = None) -> None:
-        if mode not in ("blend", "adaptive", "pooled", "global"):
+        if mode not in ("blend", "adaptive", "pooled", "pooled-mix", "global"):
             raise ValueError(f"unknown mode {mode!r}")
         self.counts = counts.tocsr()
         # the rows as they are answered, when that differs from how they are trained: with
@@ -526,10 +529,12 @@ class LearnerStrategy:
                   rows: Sequence[int]) -> dict[str, Model]:
         out = {"local": self._fit(rows, self.local_params,
                                   own_weights(len(rows), self.local_params))}
-        if self.mode == "pooled":
+        if self.mode in ("pooled", "pooled-mix"):
             _model, base_rows = base
             both = list(base_rows) + list(rows)
-            weight = np.concatenate([np.ones(len(base_rows)), np.full(len(rows), self.own_weight)])
+            recency = own_weights(len(rows), self.params)
+            own = self.own_weight * (recency if recency is not None else np.ones(len(rows)))
+            weight = np.concatenate([np.ones(len(base_rows)), own])
             out["pooled"] = self._fit(both, self.params, weight)
         return out
 
@@ -543,8 +548,13 @@ class LearnerStrategy:
             return out
         own = self._proba(local["local"], rows)
         out["local"] = argmax_labels(own)
-        if self.mode == "pooled":
-            out["learner"] = argmax_labels(self._proba(local["pooled"], rows))
+        if self.mode in ("pooled", "pooled-mix"):
+            pooled = self._proba(local["pooled"], rows)
+            mixed = blend(g, own, seen, self.half)
+            out["pooled"] = argmax_labels(pooled)
+            out["blend"] = argmax_labels(mixed)
+            out["mix"] = argmax_labels((pooled + mixed) / 2)
+            out["learner"] = out["pooled" if self.mode == "pooled" else "mix"]
         elif self.mode == "blend":
             out["learner"] = argmax_labels(blend(g, own, seen, self.half))
         elif self.mode == "adaptive":

@@ -75,7 +75,7 @@ def evaluate_prequential(examples: Sequence[Example], warmup: int = 100, refit_e
                                half=half, own_weight=own_weight, test_counts=test_counts)
     report = prequential.prequential(strategy, repos, labels, warmup, refit_every, log=log)
     report.update(model={"params": params.__dict__, "mode": mode, "half": half,
-                         **({"own_weight": own_weight} if mode == "pooled" else {})})
+                         **({"own_weight": own_weight} if mode.startswith("pooled") else {})})
     if loro and len(repos) > 1 and test_counts is not None:
         # with the label history, the `global` predictor of the prequential run read the
         # repository's earlier labels; static LORO answers it without any (zero context)
