@@ -107,17 +107,21 @@ class AppContext:
         return decorate
 
     async def send_to_dlq(self, event, error: str, agent: str) -> None:
-        """Dead-letter one consumed message with the reason; the stream goes on."""
+        """Dead-letter one consumed Faust event with the reason; the stream goes on."""
+        await self.dead_letter_messages([(event.message, error)], agent)
+
+    async def dead_letter_messages(self, failed: list[tuple[Any, str]], agent: str) -> None:
+        """Dead-letter consumed messages (a Faust message or an aiokafka record: value, topic,
+        partition, offset, key), each with its reason, in one send; returns once acked."""
         from agents.intake import dead_letter
 
         from .metrics import DEAD_LETTERS, EVENTS
 
-        msg = event.message
-        letter = dead_letter(msg.value, error=f"{agent}: {error}", topic=msg.topic,
-                             partition=msg.partition, offset=msg.offset, key=msg.key)
-        await emit([(self.topics.dlq, msg.key, letter)])
-        DEAD_LETTERS.labels(source=agent).inc()
-        EVENTS.labels(agent=agent, outcome="dead_letter").inc()
+        await emit([(self.topics.dlq, msg.key, dead_letter(
+            msg.value, error=f"{agent}: {error}", topic=msg.topic, partition=msg.partition,
+            offset=msg.offset, key=msg.key)) for msg, error in failed])
+        DEAD_LETTERS.labels(source=agent).inc(len(failed))
+        EVENTS.labels(agent=agent, outcome="dead_letter").inc(len(failed))
 
 
 def encode(event: Event) -> bytes:

@@ -33,7 +33,7 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka import start_group_consumer, stop_consumer
 
-from .metrics import GROUP_COMMITS_REFUSED, GROUP_PARTITIONS
+from .metrics import BATCH_EVENTS, GROUP_COMMITS_REFUSED, GROUP_PARTITIONS
 
 log = logging.getLogger("reviewbus")
 
@@ -140,8 +140,6 @@ async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iter
     cancelled (a guarded task restarts it when it raises: the uncommitted batch is read
     again). `pending`: the stages `process` left in flight, checked while waiting and
     cancelled before the consumer stops."""
-    from .metrics import BATCH_EVENTS
-
     consumer = await start_group_consumer(settings, bootstrap, group, topics,
                                           Joined(agent, joined))
     try:

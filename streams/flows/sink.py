@@ -34,7 +34,7 @@ from schemas import (
 from .. import names
 from ..context import AppContext, emit, log
 from ..group_consumer import Batch, OneInFlight, commit, consume, records_of
-from ..metrics import DEAD_LETTERS, EVENTS, SINK_ROWS
+from ..metrics import EVENTS, SINK_ROWS
 
 # Short topic name -> the one event type it carries ("healing" carries two: see parse).
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -98,15 +98,6 @@ async def store_batch(ctx: AppContext, events: list[Event]) -> list[Event]:
             delay = min(delay * 2, MAX_BACKOFF_S)
 
 
-def dead_letter_record(record: ConsumerRecord, error: str) -> tuple[bytes | None, DeadLetter]:
-    """The DLQ's key and letter for one consumed record the sink cannot use."""
-    from agents.intake import dead_letter
-
-    letter = dead_letter(record.value, error=f"sink: {error}", topic=record.topic,
-                         partition=record.partition, offset=record.offset, key=record.key)
-    return record.key, letter
-
-
 def parse_records(types: dict, records: list[ConsumerRecord]
                   ) -> tuple[list[Event], dict[int, ConsumerRecord], list[tuple[ConsumerRecord, str]]]:
     """The events of a batch, the record each came from, and the unreadable records with why."""
@@ -135,16 +126,9 @@ async def store_parsed(ctx: AppContext, parsed: list[Event], origin: dict[int, C
             if bad.__class__ is not DeadLetter:  # a dead letter that cannot be stored is dropped
                 letters.append((origin[id(bad)], "store rejected the row"))
     if letters:
-        await emit([(ctx.topics.dlq, *dead_letter_record(r, why)) for r, why in letters])
-        DEAD_LETTERS.labels(source="sink").inc(len(letters))
-        EVENTS.labels(agent="sink", outcome="dead_letter").inc(len(letters))
+        await ctx.dead_letter_messages(letters, "sink")
     EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
     return len(parsed)
-
-
-async def store_records(ctx: AppContext, types: dict, records: list[ConsumerRecord]) -> int:
-    """Parse and store one batch (`parse_records`, then `store_parsed`)."""
-    return await store_parsed(ctx, *parse_records(types, records))
 
 
 def register(ctx: AppContext) -> None:
@@ -173,4 +157,4 @@ def register(ctx: AppContext) -> None:
                       joined=ctx.joined["sink"], pending=storing)
 
 
-__all__ = ["emit", "parse_records", "register", "store_batch", "store_parsed", "store_records"]
+__all__ = ["emit", "parse_records", "register", "store_batch", "store_parsed"]

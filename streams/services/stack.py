@@ -193,12 +193,13 @@ def status(settings: Settings) -> dict:
         hops = [*(names.topic(settings, t) for t in (*names.INPUT_KINDS, "results", "failures")),
                 *(names.inference_topic(settings, v.id) for v in config.versions),
                 names.pool_topic(settings)]
+        async def lags() -> tuple[dict[str, int], dict[str, int]]:
+            return (await consumer_lag(settings, bootstrap, settings.resolved_app_id(), hops),
+                    await consumer_lag(settings, bootstrap, names.sink_group(settings),
+                                       names.sink_topics(settings)))
+
         try:
-            out["lag"] = asyncio.run(consumer_lag(settings, bootstrap,
-                                                  settings.resolved_app_id(), hops))
-            out["sink_lag"] = asyncio.run(consumer_lag(settings, bootstrap,
-                                                       names.sink_group(settings),
-                                                       names.sink_topics(settings)))
+            out["lag"], out["sink_lag"] = asyncio.run(lags())
         except ReviewbusError as exc:
             out["lag_error"] = str(exc)
     return out
