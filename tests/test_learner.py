@@ -132,13 +132,19 @@ def test_params_refuse_unknown_keys():
         learner.LearnerParams.from_dict({"nope": 1})
 
 
-def test_strategy_under_the_protocol_learns_each_repository():
+def _protocol_inputs():
+    """Features, labels and row indices per repository of `_examples(12)`, oldest first."""
     examples = sorted(_examples(12), key=lambda e: e.author_date)
     counts = learner.featurize([e.change for e in examples])
     labels = [e.label for e in examples]
     repos: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
         repos.setdefault(e.repo, []).append(i)
+    return counts, labels, repos
+
+
+def test_strategy_under_the_protocol_learns_each_repository():
+    counts, labels, repos = _protocol_inputs()
     strat = learner.LearnerStrategy(counts, labels, learner.LearnerParams(), half=10)
     out = prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)
     assert out["accuracy"] >= 0.9 and set(out["predictors"]) == {"global", "learner", "local"}
@@ -149,12 +155,7 @@ def test_strategy_under_the_protocol_learns_each_repository():
 
 
 def test_pooled_modes_report_the_pooled_model_the_blend_and_their_mix():
-    examples = sorted(_examples(12), key=lambda e: e.author_date)
-    counts = learner.featurize([e.change for e in examples])
-    labels = [e.label for e in examples]
-    repos: dict[str, list[int]] = {}
-    for i, e in enumerate(examples):
-        repos.setdefault(e.repo, []).append(i)
+    counts, labels, repos = _protocol_inputs()
     params = learner.LearnerParams()
     blended = prequential.prequential(learner.LearnerStrategy(counts, labels, params, half=10),
                                       repos, labels, warmup=10, refit_every=10)
