@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     log_level: str = "warning"
     sink_batch: int = 5000
     sink_within_s: float = 1.0
+    # A batch closes early once nothing arrived for this long: on a quiet bus the last events
+    # are stored this soon after they came (not at the end of sink_within_s); it also bounds
+    # the inserts to 1 / sink_idle_s per second however the events trickle in.
+    sink_idle_s: float = Field(default=0.2, gt=0)
     # Every hop takes what is there, up to batch_max events or batch_within_s (streams/batching.py).
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)

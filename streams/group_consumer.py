@@ -8,7 +8,7 @@ The rules are the bus's (docs/concepts/batching.md): take what is there up to N 
 window, handle them, await the acks of every output, and only then commit.
 
     await consume(settings, bootstrap, "sink", group, topics, process, max_records=5000,
-                  within_s=1.0, joined=event)
+                  within_s=1.0, idle_s=0.2, joined=event)
 
 `process(consumer, batch)` does the work and commits (`commit`), possibly later, in the
 background (`OneInFlight`). A rebalance can take a partition between a take and its commit:
@@ -46,11 +46,13 @@ def records_of(batch: Batch) -> list[ConsumerRecord]:
 
 
 async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float,
-               check: Callable[[], None] | None = None) -> Batch:
+               check: Callable[[], None] | None = None, idle_s: float | None = None) -> Batch:
     """Up to `max_records` records, gathered for at most `within_s` from the first one (the
-    sink's 1 s window means an insert per second rather than per poll on a quiet bus). Waits
-    as long as it takes for a first record, calling `check` (which may raise) at least every
-    `within_s` meanwhile."""
+    sink's 1 s window: an insert per second, not one per poll, while events keep coming), or
+    until nothing more arrived for `idle_s` (a bus gone quiet: its last records are handled
+    `idle_s` after they came, not at the end of the window; batches still last `idle_s` at
+    least). Waits as long as it takes for a first record, calling `check` (which may raise)
+    at least every `within_s` meanwhile."""
     batch: Batch = {}
     count, deadline = 0, None
     while count < max_records:
@@ -59,10 +61,15 @@ async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float,
         wait = within_s if deadline is None else deadline - time.monotonic()
         if wait <= 0:
             break
+        if deadline is not None and idle_s is not None:
+            wait = min(wait, idle_s)
         got = await consumer.getmany(timeout_ms=max(1, int(wait * 1000)),
                                      max_records=max_records - count)
-        if not got and deadline is None:
-            continue  # nothing yet: the window starts with the first record
+        if not got:
+            if deadline is None:
+                continue  # nothing yet: the window starts with the first record
+            if idle_s is not None:
+                break  # quiet for idle_s
         for tp, records in got.items():
             batch.setdefault(tp, []).extend(records)
             count += len(records)
@@ -135,7 +142,8 @@ class OneInFlight:
 
 async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iterable[str],
                   process: Process, *, max_records: int, within_s: float,
-                  joined: asyncio.Event, pending: OneInFlight | None = None) -> None:
+                  joined: asyncio.Event, pending: OneInFlight | None = None,
+                  idle_s: float | None = None) -> None:
     """Take batches of `topics` as a member of `group` and hand each to `process`, until
     cancelled (a guarded task restarts it when it raises: the uncommitted batch is read
     again). `pending`: the stages `process` left in flight, checked while waiting and
@@ -145,7 +153,7 @@ async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iter
     try:
         while True:
             batch = await take(consumer, max_records, within_s,
-                               pending.check if pending is not None else None)
+                               pending.check if pending is not None else None, idle_s)
             if batch:
                 BATCH_EVENTS.labels(agent=agent).observe(sum(map(len, batch.values())))
                 await process(consumer, batch)

@@ -70,6 +70,43 @@ def test_take_gathers_up_to_max_records_within_the_window_from_the_first(broker,
     assert not idle_returned
 
 
+def test_take_closes_a_batch_once_the_bus_went_quiet_for_idle_s(broker, tmp_path):
+    """idle_s: the records that came are handed on idle_s after the last one, long before the
+    window ends; records that keep coming faster than idle_s keep the batch open."""
+    settings = _settings(tmp_path)
+
+    async def run() -> tuple[int, float, int, int]:
+        topic = await _topic(settings, broker, 5)
+        consumer = await start_group_consumer(settings, broker, f"g-{uuid.uuid4().hex[:6]}",
+                                              [topic])
+        producer = await start_producer(settings, broker)
+        try:
+            start = time.monotonic()
+            quiet = await take(consumer, 1000, within_s=60.0, idle_s=0.3)
+            waited = time.monotonic() - start
+
+            async def trickle() -> None:  # one record every 0.1 s for ~1.5 s
+                for i in range(15):
+                    await producer.send_and_wait(topic, f"t{i}".encode())
+                    await asyncio.sleep(0.1)
+
+            sending = asyncio.ensure_future(trickle())
+            steady = await take(consumer, 1000, within_s=60.0, idle_s=0.6)
+            await sending
+            got = sum(map(len, steady.values()))
+            rest = await take(consumer, 1000, within_s=60.0, idle_s=0.6) if got < 15 else {}
+            return sum(map(len, quiet.values())), waited, got, sum(map(len, rest.values()))
+        finally:
+            await producer.stop()
+            await stop_consumer(consumer)
+
+    quiet, waited, steady, rest = asyncio.run(run())
+    assert quiet == 5 and waited < 10.0  # not the 60 s window
+    # Gaps of ~0.1 s never reach idle_s: the trickle stays one batch (a stall of the loaded
+    # machine may close it early, never before most of it came).
+    assert steady + rest == 15 and steady >= 10
+
+
 def test_a_commit_after_a_rebalance_is_refused_and_the_batch_is_read_again(broker, tmp_path):
     settings = _settings(tmp_path)
 
