@@ -2,9 +2,11 @@
 
 `python -m bench.parse [N]` prints microseconds per call of pydantic `model_validate_json`
 (the full model), `orjson.loads` (a dict: enough for a hop that only reads a few fields or
-forwards), and `model_dump_json` (what each output costs to encode). msgspec is not a
-dependency; orjson already is. Used to decide where a hop builds the model (docs/concepts/
-architecture.md, "Batches and hops").
+forwards), and `model_dump_json` (what each output costs to encode); for InferenceResult also
+msgspec's typed decode and encode, through a msgspec.Struct mirror of the model (the same
+fields, enums and bounds; measurement only: msgspec is a dev dependency, the bus does not use
+it). Used to decide where a hop builds the model (docs/concepts/batching.md, "Parse once per
+hop, cheaply").
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from agents.settings import Limits
 from schemas import InferenceRequest, InferenceResult, Role, Status
 
 from .load import commit_events
+
+try:
+    import msgspec
+
+    from .parse_msgspec import Result as MsgspecResult
+except ImportError:  # a dev dependency: `pip install -e '.[dev]'`
+    msgspec = None
 
 
 def _per_call_us(fn, n: int) -> float:
@@ -56,6 +65,14 @@ def run(n: int = 20_000) -> dict:
             "orjson_loads_us": round(_per_call_us(functools.partial(orjson.loads, raw), n), 2),
             "pydantic_dump_json_us": round(_per_call_us(obj.model_dump_json, n), 2),
         }
+    if msgspec is not None:
+        _, raw = samples()["InferenceResult"]
+        decoder = msgspec.json.Decoder(MsgspecResult)
+        decoded = decoder.decode(raw)
+        out["InferenceResult"] |= {
+            "msgspec_decode_us": round(_per_call_us(functools.partial(decoder.decode, raw), n), 2),
+            "msgspec_encode_us": round(
+                _per_call_us(functools.partial(msgspec.json.encode, decoded), n), 2)}
     return out
 
 

@@ -115,3 +115,30 @@ def test_report_rows_put_each_figure_next_to_its_ceiling():
     text = render(result)
     assert "1 bus throughput" in text and "0.25" in text
     assert fmt(None) == "-" and fmt(12345.6) == "12,346"
+
+
+def test_the_msgspec_mirror_reads_a_result_as_pydantic_does_and_rejects_what_it_rejects():
+    """bench/parse.py times msgspec against pydantic: the mirror must do the same work, or the
+    comparison is not a comparison."""
+    msgspec = pytest.importorskip("msgspec")
+    from bench.parse_msgspec import Result
+    from schemas import Finding, InferenceResult, Role, Status
+    from schemas.inference import ChangeType, Dimension, Severity
+
+    result = InferenceResult(
+        request_id="r1", task="code-review", version_id="v1", role=Role.shadow,
+        status=Status.ok, latency_ms=3.5, repo="a/b", sha="c" * 40,
+        change_type=ChangeType(label="feature", confidence=0.7, scores={"feature": 0.7}),
+        findings=[Finding(fingerprint="f" * 16, dimension=Dimension.correctness,
+                          severity=Severity.high, confidence=0.5, path="x.py", line=3,
+                          rule_id="E1", message="m", source="ruff")])
+    raw = result.model_dump_json().encode()
+    mirror = msgspec.json.decode(raw, type=Result)
+    assert msgspec.to_builtins(mirror) == json.loads(raw) | {
+        "occurred_at": mirror.occurred_at.isoformat().replace("+00:00", "Z")}
+    assert mirror.role is Role.shadow and mirror.findings[0].severity is Severity.high
+    bad = raw.replace(b'"confidence":0.5', b'"confidence":1.5')
+    with pytest.raises(ValueError):
+        InferenceResult.model_validate_json(bad)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(bad, type=Result)
