@@ -167,15 +167,18 @@ class Relay:
 
 
 class RawPipeline:
-    """The second ceiling: the intake (routing too) and inference hops as raw aiokafka
-    consumers."""
+    """The second ceiling: the worker's hops as raw aiokafka consumers. `with_readers`: the
+    results hop and the sink (into chDB under `store_home`) too, as the worker has them (the
+    same hops); without, intake and inference only (the figure of earlier runs)."""
 
     HOPS = ("commits", "accepted", f"inference.{STABLE}", "results", "findings")
 
-    def __init__(self, broker: str, partitions: int, batch: int, within_ms: int) -> None:
+    def __init__(self, broker: str, partitions: int, batch: int, within_ms: int,
+                 store_home: Path | None = None) -> None:
         self.settings = Settings(kafka=broker, partitions=partitions)
         self.broker, self.partitions = broker, partitions
         self.batch, self.within_ms = batch, within_ms
+        self.store_home = store_home
 
     async def throughput(self, n: int, log) -> dict:
         prefix = f"raw{uuid.uuid4().hex[:8]}."
@@ -193,14 +196,19 @@ class RawPipeline:
         out = await load.timestamps(self.settings, self.broker, prefix + "findings",
                                     load.request_id_of, prefix=run)
         rate = _span_rate(out)
-        log(f"  raw pipeline {n} events: {rate or 0:,.0f} events/s "
+        hops = "4 hops (with the results hop and the sink)" if self.store_home else "2 hops"
+        log(f"  raw pipeline, {hops}, {n} events: {rate or 0:,.0f} events/s "
             f"(wall {wall['events_per_s']:,.0f}/s)")
         return {"events": n, "events_per_s": rate, "events_per_s_wall": wall["events_per_s"]}
 
     def _start(self, prefix: str) -> subprocess.Popen:
+        store = []
+        if self.store_home is not None:
+            self.store_home.mkdir(parents=True, exist_ok=True)
+            store = [str(self.store_home / prefix.rstrip("."))]
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.rawpipe", self.broker, prefix, f"g-{prefix}",
-             str(self.batch), str(self.within_ms)],
+             str(self.batch), str(self.within_ms), *store],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = proc.stdout.readline() if proc.stdout else ""
         if line.strip() != "ready":
@@ -249,9 +257,11 @@ def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials:
 
     log("1. bus throughput: raw aiokafka pipeline, same hops and batching (ceiling 2)")
     defaults = Settings()
-    raw = RawPipeline(broker, partitions, defaults.batch_max,
-                      max(1, int(defaults.batch_within_s * 1000)))
+    within_ms = max(1, int(defaults.batch_within_s * 1000))
+    raw = RawPipeline(broker, partitions, defaults.batch_max, within_ms, home / "raw-stores")
     raw_tp = [asyncio.run(raw.throughput(events, log))["events_per_s"] for _ in range(trials)]
+    two = RawPipeline(broker, partitions, defaults.batch_max, within_ms)
+    two_tp = [asyncio.run(two.throughput(events, log))["events_per_s"] for _ in range(trials)]
 
     log("1. bus throughput: pipeline, stable no-op version, 0 shadows")
     w0 = _worker(home / "s0", broker, noop_config(0), partitions, log)
@@ -267,8 +277,11 @@ def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials:
             "ratio": ratio(tp0["median"], ceiling["median"]),
             "raw_pipeline_events_per_s": trials_summary(raw_tp),
             "ratio_to_raw_pipeline": ratio(tp0["median"], trials_summary(raw_tp)["median"]),
+            "raw_two_hops_events_per_s": trials_summary(two_tp),
+            "ratio_to_raw_two_hops": ratio(tp0["median"], trials_summary(two_tp)["median"]),
             "pipeline_wall_events_per_s": trials_summary([r["events_per_s_wall"] for r in runs0]),
-            "hops": {"pipeline": 2, "raw_pipeline": 2, "relay": 1},
+            # intake (routes too), inference, results (shadow join, health), the sink
+            "hops": {"pipeline": 4, "raw_pipeline": 4, "raw_two_hops": 2, "relay": 1},
         }
         log("2. routing overhead at 50% of the measured maximum rate")
         rate = 0.5 * (tp0["median"] or 100.0)

@@ -28,6 +28,11 @@ def rows(result: dict) -> list[list[Any]]:
                         _get(tp, "pipeline_events_per_s", "median"),
                         _get(tp, "raw_pipeline_events_per_s", "median"),
                         tp.get("ratio_to_raw_pipeline"), "events/s"])
+        if tp.get("raw_two_hops_events_per_s"):
+            out.append(["1 bus throughput", "vs raw pipeline of intake and inference only",
+                        _get(tp, "pipeline_events_per_s", "median"),
+                        _get(tp, "raw_two_hops_events_per_s", "median"),
+                        tp.get("ratio_to_raw_two_hops"), "events/s"])
     ro = result.get("routing_overhead")
     if ro:
         route = ro["pipeline"]["commit_to_inference_request"]
