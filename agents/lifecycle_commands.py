@@ -172,7 +172,7 @@ def manual_event(registry: Registry, command: str, version_id: str | None, *, ac
         action = A.rollback
         if entry.state == S.stable:
             to = S.deprecated
-            if previous_stable(registry, exclude=version_id) is None:
+            if previous_stable(registry, exclude=version_id) is None and not entry.spec.repos:
                 raise IllegalTransition(
                     f"rollback {version_id}: no deprecated version to restore")
         elif entry.state == S.canary:

@@ -3,10 +3,14 @@
 Pure. apply_event either applies one LifecycleEvent (returning a new Registry) or skips it with
 a Skip; fold replays a whole topic. Invariants kept by the fold:
 
-- at most one stable version per task: promoting one deprecates the other, rolling back the
-  stable version restores the previous one, quarantining the stable version restores the
-  previous one when there is one (deprecated and warm);
-- traffic only on canaries, and the canary shares together never above 100 %;
+- at most one stable version per task and repository scope (`spec.repos`: the global stable
+  version has none; a learner refit promoted for its repository has that one): promoting one
+  deprecates the other of the same scope only, rolling back the stable version restores the
+  previous one of its scope, quarantining the stable version restores the previous one when
+  there is one (deprecated and warm); a scoped stable version with none to restore leaves its
+  repositories to the global stable version;
+- traffic only on canaries, and the shares of canaries that can see the same repository
+  together never above 100 %;
 - no move the state machine forbids; a blocklisted spec is never registered;
 - each event id applied at most once (within the last SEEN_EVENT_IDS_MAX);
 - an event carrying `position` applies only on the registry it was decided on: a decision
@@ -35,7 +39,7 @@ from schemas import VersionState as S
 
 from .blocklist import blocked_by, describe, entry_for
 from .errors import IllegalTransition
-from .routing import canary_ranges, stable_version
+from .routing import canary_ranges, in_scope, same_scope_stable, scopes_overlap, stable_version
 
 SEEN_EVENT_IDS_MAX = 1000
 
@@ -92,12 +96,16 @@ def _recency(registry: Registry, entry: VersionEntry) -> int:
 
 def previous_stable(registry: Registry, exclude: str | None = None) -> str | None:
     """The deprecated version a rollback restores: one that was stable before it was
-    deprecated, the most recently deprecated first; ties by version id."""
+    deprecated, the most recently deprecated first; ties by version id. With `exclude` (the
+    stable version that leaves), only versions of its scope (`spec.repos`)."""
+    scope = frozenset(registry.versions[exclude].spec.repos) \
+        if exclude in registry.versions else None
     ranked = sorted(
         (e.previous_state != S.stable, -(e.since.timestamp() if e.since else 0.0),
          -_recency(registry, e), vid)
         for vid, e in registry.versions.items()
         if e.state == S.deprecated and vid != exclude
+        and (scope is None or frozenset(e.spec.repos) == scope)
     )
     return ranked[0][3] if ranked else None
 
@@ -200,22 +208,24 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Sk
     if event.to_state == S.canary:
         if event.traffic_percent <= 0:
             return _skip(registry, event, K.canary_share, "a canary needs a traffic share above 0 %")
+        mine = set(current.spec.repos)
         others = sum(e.traffic_percent for v, e in versions.items()
-                     if v != vid and e.state == S.canary)
+                     if v != vid and e.state == S.canary and scopes_overlap(mine, set(e.spec.repos)))
         if others + event.traffic_percent > 100.0 + 1e-9:
             return _skip(registry, event, K.canary_share, (
                 f"canary shares would add up to {others + event.traffic_percent:g} % "
                 f"(other canaries hold {others:g} %)"))
     if event.to_state == S.stable:
-        # Exactly one stable per task: the old stable steps down to deprecated.
-        old = stable_version(registry)
+        # One stable per task and scope: the old stable of the same scope steps down (a
+        # version scoped to a repository leaves the global stable version serving the others).
+        old = same_scope_stable(registry, vid)
         if old is not None and old != vid:
             versions[old] = _moved(versions[old], S.deprecated, event)
     elif current.state == S.stable and event.to_state in (S.deprecated, S.quarantined):
         # The stable version leaves: the one it replaced comes back (rollback); a quarantine
         # does the same when there is one, and otherwise leaves the task to its fallbacks.
         target = previous_stable(registry, exclude=vid)
-        if target is None and event.action == LifecycleAction.rollback:
+        if target is None and event.action == LifecycleAction.rollback and not current.spec.repos:
             return _skip(registry, event, K.nothing_to_restore, "rollback: no deprecated version to restore")
         if target is not None:
             versions[target] = _moved(versions[target], S.stable, event)
@@ -253,7 +263,8 @@ def _register(registry: Registry, event: LifecycleEvent, versions: dict[str, Ver
     if blocked is not None:
         return _skip(registry, event, K.blocklisted, f"blocklisted: {describe(blocked)}")
     if event.to_state == S.stable:
-        other = stable_version(registry)
+        other = next((v for v, e in registry.versions.items() if e.state == S.stable
+                      and set(e.spec.repos) == set(spec.repos)), None)
         if other is not None:
             return _skip(
                 registry, event, K.second_stable,
@@ -355,14 +366,22 @@ def fold_annotated(task: str, events: Iterable[LifecycleEvent]
 
 
 def traffic_table(registry: Registry) -> dict[str, float]:
-    """Share of primary traffic per version, in percent: canaries their (clamped) share, the
-    stable version 100 minus the canary shares, every other version 0."""
+    """Share of primary traffic per version, in percent of the traffic of the repositories it
+    serves: canaries their (clamped) share, a stable version 100 minus the shares of the
+    canaries beside it, every other version 0. A global version's share is counted as a
+    repository no scoped version names sees it; a scoped version's as its (first) repository
+    sees it."""
     table = {vid: 0.0 for vid in sorted(registry.versions)}
-    used = 0.0
-    for vid, start, end in canary_ranges(registry):
-        table[vid] = end - start
-        used += end - start
-    stable = stable_version(registry)
-    if stable is not None:
-        table[stable] = max(0.0, 100.0 - used)
+    views = {""} | {e.spec.repos[0] for e in registry.versions.values() if e.spec.repos}
+    for repo in sorted(views):
+        view = in_scope(registry, repo) if repo else registry.model_copy(update={"versions": {
+            v: e for v, e in registry.versions.items() if not e.spec.repos}})
+        used = 0.0
+        for vid, start, end in canary_ranges(view):
+            if repo in (view.versions[vid].spec.repos[:1] or [""]):
+                table[vid] = end - start
+            used += end - start
+        stable = stable_version(view, repo or None)
+        if stable is not None and repo in (view.versions[stable].spec.repos[:1] or [""]):
+            table[stable] = max(0.0, 100.0 - used)
     return table

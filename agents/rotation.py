@@ -10,7 +10,9 @@ not paused (shadow and canary versions, sorted by id):
    long; with `on_inconclusive: extend` up to `max_window_s`. It ends `settle_s` before the
    tick, so that rows still on their way to ClickHouse do not change a re-run.
 3. The queries of infra/queries.py (`measurement`), for the candidate and for the stable
-   version over the same window.
+   version over the same window. A candidate scoped to repositories (a learner refit) is
+   measured against the stable version that serves them, on their requests only: the
+   numbers of both sides come from the same traffic.
 4. decide(): the gates (agents/gates.py) and the policies turn the numbers into a verdict:
    promote, rollback (a failing canary back to shadow), quarantine, or hold. Every verdict
    is a LifecycleEvent with its evidence; a hold changes nothing and is only recorded.
@@ -34,7 +36,7 @@ from .config import RotationConfig
 from .gates import GateConfig, GateDecision, VersionMetrics, evaluate_gates
 from .lifecycle_commands import next_canary_step, transition_event_id
 from .registry import apply_event
-from .routing import stable_version
+from .routing import same_scope_stable
 
 LATENCY_SAMPLE = 20_000
 S = VersionState
@@ -193,7 +195,8 @@ def _verdict(registry: Registry, proposal: Proposal, decision: GateDecision,
             return PROMOTE, "replace_stable: candidate clearly better than stable"
         return "skip", f"replace_stable: {outcome}; the regular step decides"
     if outcome == "pass":
-        stable = stable_version(registry)
+        # the stable version a promotion would replace (a scoped one replaces its scope's)
+        stable = same_scope_stable(registry, proposal.version_id)
         if (proposal.to_state == S.stable and stable is not None
                 and registry.versions[stable].paused):
             return HOLD, f"gates pass, but stable version {stable} is paused"

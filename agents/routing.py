@@ -4,6 +4,11 @@ Pure. A cohort (a pull request, or a commit without one) hashes to a bucket in [
 canary versions own consecutive bucket ranges of their traffic share (sorted by version id),
 the stable version owns the rest, so a cohort always sees the same version while the
 registry does not change. An unavailable choice (open circuit) is healed by a fallback.
+
+A version scoped to repositories (`spec.repos`, e.g. a learner refit) is seen by their
+requests only: as a shadow, a canary (its share of their buckets) or their stable version,
+which serves them instead of the global stable version; every other repository keeps the
+global one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from schemas import Registry, Role, VersionState
 
 _BUCKET_RESOLUTION = 10**7  # buckets are multiples of 1e-7 percent
 _BUCKET_MODULUS = 100 * _BUCKET_RESOLUTION
+_GLOBAL = 1 << 30  # the rank of the global stable version: after every scoped one
 
 
 def cohort_key(repo: str, pull_request: int | None, sha: str) -> str:
@@ -57,13 +63,42 @@ def canary_ranges(registry: Registry) -> list[tuple[str, float, float]]:
     return ranges
 
 
-def stable_version(registry: Registry) -> str | None:
-    """The stable version (the first by id, should the registry ever hold more than one)."""
-    return next(
-        (v for v in sorted(registry.versions)
-         if registry.versions[v].state == VersionState.stable),
-        None,
-    )
+def scope_of(registry: Registry, version_id: str) -> frozenset[str]:
+    """The repositories a version is scoped to (`spec.repos`); empty: every repository."""
+    entry = registry.versions.get(version_id)
+    return frozenset(entry.spec.repos) if entry is not None else frozenset()
+
+
+def stable_version(registry: Registry, repo: str | None = None,
+                   scope: AbstractSet[str] = frozenset()) -> str | None:
+    """The stable version that serves `repo` (or every repository of `scope`).
+
+    A task has one global stable version (no `spec.repos`) and at most one stable version per
+    repository scope (a learner refit promoted for its repository, say): the narrowest stable
+    whose scope covers what is asked serves it, the global one otherwise; ties by version id.
+    With neither `repo` nor `scope`: the global stable version (None when there is none, even
+    if a scoped one is stable: it serves its repositories only)."""
+    need = set(scope) | ({repo} if repo else set())
+    ranked = sorted(
+        (len(e.spec.repos) if e.spec.repos else _GLOBAL, vid)
+        for vid, e in registry.versions.items()
+        if e.state == VersionState.stable
+        and (not e.spec.repos or (need and need <= set(e.spec.repos))))
+    return ranked[0][1] if ranked else None
+
+
+def same_scope_stable(registry: Registry, version_id: str) -> str | None:
+    """The stable version a promotion of `version_id` to stable replaces: the one of exactly
+    the same scope (the global stable for a global version)."""
+    scope = scope_of(registry, version_id)
+    return next((v for v in sorted(registry.versions)
+                 if registry.versions[v].state == VersionState.stable
+                 and frozenset(registry.versions[v].spec.repos) == scope), None)
+
+
+def scopes_overlap(a: AbstractSet[str], b: AbstractSet[str]) -> bool:
+    """Whether two scopes share a repository (an empty scope is every repository)."""
+    return not a or not b or bool(set(a) & set(b))
 
 
 _FALLBACK_RANK = {
@@ -118,7 +153,7 @@ def plan_route(
             chosen, role = vid, Role.canary
             break
     if chosen is None:
-        chosen = stable_version(registry)
+        chosen = stable_version(registry, repo)
 
     fallback_from: str | None = None
     if chosen is None:
@@ -137,12 +172,12 @@ def plan_route(
     return RoutePlan(primary=primary, role=role, shadows=shadows, fallback_from=fallback_from)
 
 
-def mirrors(registry: Registry, plan: RoutePlan, unavailable: AbstractSet[str] = frozenset()
-            ) -> list[str]:
+def mirrors(registry: Registry, plan: RoutePlan, unavailable: AbstractSet[str] = frozenset(),
+            repo: str | None = None) -> list[str]:
     """The versions that get a shadow copy of the request: the plan's shadows, plus the stable
-    version when a canary serves, so the shadow agent can compare the two."""
+    version (of `repo`) when a canary serves, so the shadow agent can compare the two."""
     out = list(plan.shadows)
-    stable = stable_version(registry)
+    stable = stable_version(registry, repo)
     if plan.role == Role.canary and stable and stable not in unavailable:
         out.append(stable)
     return [v for v in out if v != plan.primary]
@@ -152,4 +187,4 @@ def answering_versions(registry: Registry, cohort: str, repo: str | None = None)
     """Every version that answers a request of this cohort while all are available: the one
     that serves, then its mirrors."""
     plan = plan_route(registry, cohort, repo=repo)
-    return ([plan.primary] if plan.primary else []) + mirrors(registry, plan)
+    return ([plan.primary] if plan.primary else []) + mirrors(registry, plan, repo=repo)

@@ -75,11 +75,16 @@ def _window(window: Window | float, max_lag_s: float, params: dict[str, Any]) ->
             "AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64})")
 
 
-def interactions(task: str, version_id: str, window: Window | float, max_lag_s: float) -> Query:
+def interactions(task: str, version_id: str, window: Window | float, max_lag_s: float,
+                 repos: Sequence[str] = ()) -> Query:
     """One version's live attempts in the window: counts, latencies of the ok ones (a fixed
-    seed sample of at most LATENCY_SAMPLE, sorted), labels, cost."""
+    seed sample of at most LATENCY_SAMPLE, sorted), labels, cost. `repos`: those
+    repositories' requests only."""
     params: dict[str, Any] = {"task": task, "version": version_id}
     when = _window(window, max_lag_s, params)
+    if repos:
+        params["repos"] = sorted(repos)
+        when += " AND repo IN {repos:Array(String)}"
     return Query(f"""SELECT count() AS n, countIf(status != 'ok') AS errors,
        arraySort(groupArraySampleIf({LATENCY_SAMPLE}, 1)(latency_ms, status = 'ok')) AS latencies,
        countIf(label IS NOT NULL AND status = 'ok') AS labelled,
@@ -101,12 +106,14 @@ WHERE task = {{task:String}} AND candidate_version = {{version:String}}
 
 
 def measurement(task: str, candidate: str, stable: str | None, window: Window,
-                max_lag_s: float) -> dict[str, Query]:
-    """The queries one rotation decision runs, by name: candidate, agreement, stable if any."""
+                max_lag_s: float, repos: Sequence[str] = ()) -> dict[str, Query]:
+    """The queries one rotation decision runs, by name: candidate, agreement, stable if any.
+    `repos`: the candidate's scope; the stable version is then measured on those
+    repositories' requests only (the candidate never sees another's)."""
     out = {"candidate": interactions(task, candidate, window, max_lag_s),
            "agreement": agreement(task, candidate, window, max_lag_s)}
     if stable is not None:
-        out["stable"] = interactions(task, stable, window, max_lag_s)
+        out["stable"] = interactions(task, stable, window, max_lag_s, repos=repos)
     return out
 
 

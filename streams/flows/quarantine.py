@@ -37,7 +37,7 @@ from agents.health import (
     suspects_of,
 )
 from agents.registry import previous_stable
-from agents.routing import stable_version
+from agents.routing import scope_of, stable_version
 from infra import queries
 from infra.crash_markers import collect_deaths
 from schemas import (
@@ -87,7 +87,7 @@ def quarantine_events(ctx: AppContext, version_id: str, trigger: str, evidence: 
     ]
     target = None
     if entry.state == VersionState.canary:
-        target = stable_version(registry)
+        target = stable_version(registry, scope=scope_of(registry, version_id))
     elif entry.state == VersionState.stable:
         target = previous_stable(registry, exclude=version_id)
     if target is not None:

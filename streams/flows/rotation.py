@@ -36,13 +36,16 @@ async def evaluate(ctx: AppContext, now=None) -> list[Verdict]:
     registry = ctx.registry.registry
     cfg = ctx.config.rotation
     now = now or utcnow()
-    stable_id = stable_version(registry)
     verdicts: list[Verdict] = []
     for proposal in proposals(registry, cfg):
         entry = registry.versions[proposal.version_id]
+        # A candidate scoped to repositories is judged against the stable version that serves
+        # them, on their traffic alone.
+        repos = entry.spec.repos
+        stable_id = stable_version(registry, scope=frozenset(repos))
         window = window_for(entry.since, cfg, now)
         sql = queries.measurement(ctx.config.task, proposal.version_id, stable_id, window,
-                                  ctx.settings.timer_max_lag_s)
+                                  ctx.settings.timer_max_lag_s, repos=repos)
         candidate, stable = metrics_from_results(proposal.version_id, stable_id,
                                                  await measure(ctx, sql))
         # The evidence keeps the literal SQL: `reviewbus explain` runs it again.

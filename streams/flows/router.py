@@ -63,7 +63,7 @@ def requests_for(ctx: AppContext, accepted: AcceptedChange) -> list[InferenceReq
                                     fallback_from=plan.fallback_from, **base))
     # Versions nothing serves are left out by `route` (inference_topic_of), once for all.
     out += [InferenceRequest(version_id=v, role=Role.shadow, **base)
-            for v in mirrors(registry, plan, ctx.unavailable())]
+            for v in mirrors(registry, plan, ctx.unavailable(), repo=accepted.change.repo)]
     return out
 
 

@@ -34,7 +34,8 @@ def _answering(ctx: AppContext, repo: str, pull_request: int | None, sha: str,
 
 
 def comparisons_for(ctx: AppContext, result: InferenceResult, entry: dict[str, str]) -> list:
-    stable = stable_version(ctx.registry.registry)
+    # the stable version of the result's repository (a scoped stable serves its own)
+    stable = stable_version(ctx.registry.registry, result.repo or None)
     if stable is None:
         return []
     if result.version_id == stable:
@@ -66,7 +67,7 @@ def join_result(ctx: AppContext, head: dict, raw: bytes) -> list:
     is built only for a pair (bench/parse.py: the model is what costs)."""
     if head.get("role") not in COMPARED_ROLES or head.get("run_id"):
         return []
-    stable = stable_version(ctx.registry.registry)
+    stable = stable_version(ctx.registry.registry, head.get("repo") or None)
     if stable is None:
         return []
     version = head["version_id"]

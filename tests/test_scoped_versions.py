@@ -1,0 +1,178 @@
+"""Versions scoped to repositories (`spec.repos`: a learner refit, a training job's version)
+through the whole lifecycle (pure): a scoped version promoted to stable serves its own
+repositories and leaves the global stable version serving every other; a scoped candidate is
+measured against the stable version of its repositories, on their requests only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.config import RotationConfig
+from agents.errors import IllegalTransition
+from agents.gates import GateConfig, VersionMetrics
+from agents.lifecycle_commands import manual_event, register_events
+from agents.registry import apply_event, fold, previous_stable, traffic_table
+from agents.rotation import Window, decide, proposals
+from agents.routing import (
+    answering_versions,
+    cohort_key,
+    plan_route,
+    stable_version,
+)
+from infra.queries import measurement
+from schemas import LifecycleAction, LifecycleEvent, Role, VersionSpec, VersionState
+
+S = VersionState
+TASK = "code-review"
+A, B = "org/a", "org/b"
+
+
+def boot(**versions: tuple[str, list[str]]):
+    """boot(base=("stable", []), la=("shadow", [A]))"""
+    specs = [VersionSpec(id=v, backend="fake", initial_state=S(state), repos=repos)
+             for v, (state, repos) in versions.items()]
+    return fold(TASK, register_events(specs, fold(TASK, [])))
+
+
+def move(reg, vid, action, to, traffic=0.0):
+    event = LifecycleEvent(task=TASK, version_id=vid, action=action,
+                           from_state=reg.versions[vid].state, to_state=to,
+                           traffic_percent=traffic, actor="test")
+    new, why = apply_event(reg, event)
+    assert why is None, why
+    return new
+
+
+def promote_to_stable(reg, vid):
+    reg = move(reg, vid, LifecycleAction.promote, S.canary, 50.0)
+    return move(reg, vid, LifecycleAction.promote, S.stable)
+
+
+def served(reg, repo: str, n: int = 200) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(n):
+        plan = plan_route(reg, cohort_key(repo, None, f"{i:040x}"), repo=repo)
+        key = f"{plan.primary}:{plan.role.value}"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_a_scoped_stable_serves_its_repository_and_the_global_stable_the_others():
+    reg = promote_to_stable(boot(base=("stable", []), la=("shadow", [A])), "la")
+    assert {v: e.state for v, e in reg.versions.items()} == {"base": S.stable, "la": S.stable}
+    assert stable_version(reg) == "base"
+    assert stable_version(reg, A) == "la" and stable_version(reg, B) == "base"
+    assert stable_version(reg, scope={A}) == "la" and stable_version(reg, scope={A, B}) == "base"
+    assert served(reg, A) == {"la:primary": 200}
+    assert served(reg, B) == {"base:primary": 200}
+    assert traffic_table(reg) == {"base": 100.0, "la": 100.0}
+
+
+def test_a_scoped_canary_takes_its_share_of_its_repository_only():
+    reg = move(boot(base=("stable", []), la=("shadow", [A])), "la", LifecycleAction.promote,
+               S.canary, 50.0)
+    a = served(reg, A, 400)
+    assert set(a) == {"la:canary", "base:primary"} and 150 < a["la:canary"] < 250
+    assert served(reg, B) == {"base:primary": 200}
+    # the stable version of its repository gets a copy of each canary request, to compare
+    cohort = next(cohort_key(A, None, f"{i:040x}") for i in range(100)
+                  if plan_route(reg, cohort_key(A, None, f"{i:040x}"), repo=A).role == Role.canary)
+    assert answering_versions(reg, cohort, repo=A) == ["la", "base"]
+    assert traffic_table(reg) == {"base": 100.0, "la": 50.0}
+    # canaries of different repositories do not share one 100 %; a global one shares both
+    two = boot(base=("stable", []), la=("shadow", [A]), lb=("shadow", [B]), g=("shadow", []))
+    two = move(two, "la", LifecycleAction.promote, S.canary, 75.0)
+    two = move(two, "lb", LifecycleAction.promote, S.canary, 75.0)
+    refused = LifecycleEvent(task=TASK, version_id="g", action=LifecycleAction.promote,
+                             from_state=S.shadow, to_state=S.canary, traffic_percent=50.0,
+                             actor="test")
+    _, why = apply_event(two, refused)
+    assert why is not None and "canary shares would add up to" in why.text
+
+
+def test_the_next_scoped_stable_replaces_the_previous_of_its_scope_only():
+    reg = boot(base=("stable", []), la1=("shadow", [A]), la2=("shadow", [A]), lb=("shadow", [B]))
+    reg = promote_to_stable(reg, "la1")
+    reg = promote_to_stable(reg, "lb")
+    reg = promote_to_stable(reg, "la2")
+    states = {v: e.state for v, e in reg.versions.items()}
+    assert states == {"base": S.stable, "la1": S.deprecated, "la2": S.stable, "lb": S.stable}
+    # a rollback restores the previous one of the same scope
+    assert previous_stable(reg, exclude="la2") == "la1"
+    assert previous_stable(reg, exclude="base") is None
+    back = move(reg, "la2", LifecycleAction.rollback, S.deprecated)
+    assert back.versions["la1"].state == S.stable and back.versions["base"].state == S.stable
+    # a global promotion replaces the global stable only
+    (event,) = register_events([VersionSpec(id="g2", backend="fake")], reg)
+    reg = promote_to_stable(apply_event(reg, event)[0], "g2")
+    assert reg.versions["base"].state == S.deprecated and reg.versions["g2"].state == S.stable
+    assert reg.versions["la2"].state == S.stable and reg.versions["lb"].state == S.stable
+
+
+def test_a_scoped_stable_without_a_predecessor_rolls_back_to_the_global_one():
+    reg = promote_to_stable(boot(base=("stable", []), la=("shadow", [A])), "la")
+    event = manual_event(reg, "rollback", "la", actor="user:x", reason="worse than it looked")
+    assert event.to_state == S.deprecated
+    reg, why = apply_event(reg, event)
+    assert why is None and reg.versions["la"].state == S.deprecated
+    assert reg.versions["base"].state == S.stable
+    assert served(reg, A) == {"base:primary": 200}
+    # the global stable version still needs one to restore
+    with pytest.raises(IllegalTransition, match="no deprecated version to restore"):
+        manual_event(reg, "rollback", "base", actor="user:x", reason="no")
+
+
+def test_registering_a_stable_version_is_refused_per_scope():
+    reg = boot(base=("stable", []))
+    specs = [VersionSpec(id="la", backend="fake", initial_state=S.stable, repos=[A]),
+             VersionSpec(id="g", backend="fake", initial_state=S.stable)]
+    events = register_events(specs, reg)
+    reg, why = apply_event(reg, events[0])
+    assert why is None and reg.versions["la"].state == S.stable
+    _, why = apply_event(reg, events[1])
+    assert why is not None and "already has stable version base" in why.text
+
+
+def test_a_scoped_candidate_is_measured_on_its_repositories_against_their_stable():
+    reg = promote_to_stable(boot(base=("stable", []), la1=("shadow", [A]), la2=("shadow", [A]),
+                                 g=("shadow", [])), "la1")
+    gates = GateConfig(min_samples=5)
+    cfg = RotationConfig(canary_steps=(50,), shadow_to_canary=gates, canary_step=gates,
+                         canary_to_stable=gates)
+    assert {p.version_id for p in proposals(reg, cfg)} == {"la2", "g"}
+    assert stable_version(reg, scope=set(reg.versions["la2"].spec.repos)) == "la1"
+    assert stable_version(reg, scope=set(reg.versions["g"].spec.repos)) == "base"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    window = Window(t0, t0 + timedelta(hours=1))
+    scoped = measurement(TASK, "la2", "la1", window, 60, repos=[A])
+    assert "repo IN" in scoped["stable"].sql and scoped["stable"].params["repos"] == [A]
+    assert "'org/a'" in scoped["stable"].text()
+    assert "repo IN" not in scoped["candidate"].sql  # it sees its repositories only anyway
+    assert "repo IN" not in measurement(TASK, "g", "base", window, 60)["stable"].sql
+
+
+def test_a_paused_global_stable_does_not_hold_a_scoped_promotion_to_stable():
+    reg = move(boot(base=("stable", []), la=("shadow", [A]), lb=("shadow", [A])), "la",
+               LifecycleAction.promote, S.canary, 50.0)
+    reg = move(reg, "base", LifecycleAction.pause, S.stable)
+    gates = GateConfig(min_samples=20, max_error_rate=0.2, max_latency_ratio=2.0, min_agreement=None)
+    cfg = RotationConfig(canary_steps=(50,), settle_s=0, shadow_to_canary=gates,
+                         canary_step=gates, canary_to_stable=gates)
+    (proposal,) = [p for p in proposals(reg, cfg) if p.version_id == "la"]
+    now = datetime.now(UTC)
+    ok = [VersionMetrics(version_id=v, n=200, errors=0, latencies_ms=[10.0] * 200)
+          for v in ("la", "base")]
+    verdict = decide(reg, proposal, ok[0], ok[1], cfg, {}, Window(now - timedelta(hours=1), now),
+                     now)
+    assert verdict.verdict == "promote" and verdict.event.to_state == S.stable
+    reg, why = apply_event(reg, verdict.event)
+    assert why is None and reg.versions["base"].state == S.stable
+    # once la is stable for org/a, pausing it holds lb's promotion to stable there
+    reg = move(reg, "la", LifecycleAction.pause, S.stable)
+    reg = move(reg, "lb", LifecycleAction.promote, S.canary, 50.0)
+    (proposal,) = [p for p in proposals(reg, cfg) if p.version_id == "lb"]
+    held = decide(reg, proposal, ok[0], ok[1], cfg, {}, Window(now - timedelta(hours=1), now),
+                  now)
+    assert held.verdict == "hold" and "stable version la is paused" in held.why
