@@ -109,6 +109,29 @@ def test_only_the_newest_refits_stay_and_the_gates_own_the_rest():
     assert live.archive_all(reg, keep=2) == []
 
 
+def test_deprecated_refits_beyond_the_one_a_rollback_restores_are_archived():
+    """Refits promoted to stable for their repository replace one another: each leaves a
+    deprecated refit behind, and only the most recently deprecated can come back."""
+    reg = Registry(task="code-review")
+    for n in (50, 100, 150, 200):
+        reg = _registered(reg, "org/b", n)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for n, state, days in ((50, VersionState.deprecated, 2), (100, VersionState.deprecated, 1),
+                           (150, VersionState.stable, 3)):
+        vid = live.version_id("org/b", n)
+        reg.versions[vid] = reg.versions[vid].model_copy(
+            update={"state": state, "since": t0 + timedelta(days=days)})
+    # n50 was deprecated after n100 (a rollback to n50 that was replaced again): it stays
+    events = live.archive_all(reg, keep=1)
+    assert [(e.version_id, e.from_state) for e in events] == [
+        ("learner-org__b-n100", VersionState.deprecated)]
+    for e in events:
+        reg, skip = apply_event(reg, e)
+        assert skip is None
+    assert live.archive_all(reg, keep=1) == []
+    assert reg.versions["learner-org__b-n50"].state == VersionState.deprecated
+
+
 def test_the_model_card_has_the_data_window():
     rows = mldata.rows(4, repos=("org/one",))
     examples = refit.examples_from_rows(rows)

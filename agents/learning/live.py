@@ -10,8 +10,9 @@ streams/flows/learner.py runs them on the leader's timer (`learner:` in the vers
   registered in shadow; the register event's id is hashed from task, repository and label
   count, so a doubled leader tick registers once;
 - at most `keep_per_repo` learner versions of a repository stay registered: older ones still
-  in shadow (or registered, or quarantined) are archived; a canary, stable or deprecated one is
-  the gates' business and is never touched here.
+  in shadow (or registered, or quarantined) are archived, and so are deprecated ones older than
+  the newest deprecated one (what a rollback would restore); a canary, a stable one and that
+  deprecated one are the gates' business and are never touched here.
 
 The state of every refit lives in its own directory, `$REVIEWBUS_HOME/learner/<version id>`
 (the backend's default), so a new refit never rewrites a state another version serves.
@@ -23,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -162,11 +164,18 @@ def refit_event(registry: Registry, spec: VersionSpec, card: Mapping[str, Any]) 
 
 def archive_events(registry: Registry, repo: str, keep: int) -> list[LifecycleEvent]:
     """Archive the oldest of a repository's learner versions beyond the newest `keep` that are
-    not archived, when they are only candidates (shadow, registered, quarantined)."""
+    not archived, when they are only candidates (shadow, registered, quarantined) or
+    deprecated refits older than the newest deprecated one (a rollback restores that one
+    only: promoted refits replaced one another for the repository)."""
     live = [(n, vid, st) for n, vid, st in refits(registry, repo) if st != VersionState.archived]
+    # the most recently deprecated refit is what a rollback of the repository restores
+    deprecated = sorted((registry.versions[vid].since or datetime.min.replace(tzinfo=UTC), vid)
+                        for _n, vid, st in live if st == VersionState.deprecated)
+    restorable = deprecated[-1][1] if deprecated else None
     out = []
     for _n, vid, state in live[:max(0, len(live) - keep)]:
-        if state not in ARCHIVABLE:
+        if state not in ARCHIVABLE and not (state == VersionState.deprecated
+                                            and vid != restorable):
             continue
         out.append(LifecycleEvent(
             event_id=archive_event_id(registry.task, vid, state), task=registry.task, version_id=vid,
