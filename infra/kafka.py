@@ -118,14 +118,16 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
 
 async def start_group_consumer(settings: Settings, bootstrap: str, group: str,
                                topics: Iterable[str],
-                               listener: ConsumerRebalanceListener | None = None
-                               ) -> AIOKafkaConsumer:
+                               listener: ConsumerRebalanceListener | None = None,
+                               fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> AIOKafkaConsumer:
     """A member of consumer group `group` over `topics`, committing only when told to
     (at-least-once: the caller commits after its side effects). Session, heartbeat and
-    rebalance timeouts are the worker's, so it joins and leaves as fast as Faust's group."""
+    rebalance timeouts are the worker's, so it joins and leaves as fast as Faust's group.
+    `fetch_max_wait_ms`: how long a fetch that finds nothing waits (on Tansu, always that long:
+    infra/tansu.py), so how often an idle member polls."""
     consumer = AIOKafkaConsumer(
         **client_kwargs(settings, bootstrap), group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
         fetch_max_bytes=16_000_000, max_partition_fetch_bytes=4_000_000,
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),

@@ -31,7 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from infra.kafka import start_group_consumer, stop_consumer
+from infra.kafka import FETCH_MAX_WAIT_MS, start_group_consumer, stop_consumer
 
 from .metrics import BATCH_EVENTS, GROUP_COMMITS_REFUSED, GROUP_PARTITIONS
 
@@ -148,8 +148,11 @@ async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iter
     cancelled (a guarded task restarts it when it raises: the uncommitted batch is read
     again). `pending`: the stages `process` left in flight, checked while waiting and
     cancelled before the consumer stops."""
+    # A hop that gathers for idle_s anyway can poll at half that: every fetch that finds
+    # nothing costs the worker and the broker CPU (Tansu holds it for the whole wait).
+    wait_ms = FETCH_MAX_WAIT_MS if idle_s is None else max(FETCH_MAX_WAIT_MS, int(idle_s * 500))
     consumer = await start_group_consumer(settings, bootstrap, group, topics,
-                                          Joined(agent, joined))
+                                          Joined(agent, joined), fetch_max_wait_ms=wait_ms)
     try:
         while True:
             batch = await take(consumer, max_records, within_s,
