@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     web_port: int = 0  # 0 -> a free port, written to <home>/worker.json
     web_host: str = "127.0.0.1"
     log_level: str = "warning"
-    sink_batch: int = 5000
-    sink_within_s: float = 1.0
+    sink_batch: int = Field(default=5000, ge=1)
+    sink_within_s: float = Field(default=1.0, gt=0)
     # A batch closes early once nothing arrived for this long: on a quiet bus the last events
     # are stored this soon after they came (not at the end of sink_within_s); it also bounds
     # the inserts to 1 / sink_idle_s per second however the events trickle in.

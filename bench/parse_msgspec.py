@@ -1,10 +1,12 @@
-"""InferenceResult as a msgspec.Struct, for bench/parse.py only: the same fields, enums and
-numeric bounds, so msgspec's typed decode is measured doing the validation pydantic does.
+"""InferenceResult as a msgspec.Struct, for bench/parse.py only: the same fields, enums,
+numeric bounds and defaults, so msgspec's typed decode (with `strict=False`, pydantic's lax
+coercions: "3.5" for a float, a number for a datetime) is measured doing the validation
+pydantic does. Known difference: msgspec takes `true` for an int, pydantic refuses it.
 
 No `from __future__ import annotations` here: msgspec resolves the annotations at run time.
 """
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -57,7 +59,7 @@ class Result(msgspec.Struct):
     latency_ms: Annotated[float, msgspec.Meta(ge=0.0)]
     schema_version: int = 1
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "-"
-    occurred_at: datetime | None = None
+    occurred_at: datetime = msgspec.field(default_factory=lambda: datetime.now(UTC))
     run_id: str | None = None
     label: str | None = None
     fallback_from: str | None = None
@@ -66,7 +68,7 @@ class Result(msgspec.Struct):
     risk: Risk | None = None
     findings: list[Finding] = []
     suggested_message: str | None = None
-    usage: Usage | None = None
+    usage: Usage = msgspec.field(default_factory=Usage)
     error: str | None = None
     repo: str = ""
     sha: str = ""

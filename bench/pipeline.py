@@ -9,8 +9,10 @@ ceiling is a raw aiokafka relay, one consume-and-produce hop, on the same broker
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -192,7 +194,7 @@ class RawPipeline:
                                        prefix + "findings", messages, load.request_id_of,
                                        timeout=300.0)
         finally:
-            Relay.stop(proc)
+            self.finish(proc)
         out = await load.timestamps(self.settings, self.broker, prefix + "findings",
                                     load.request_id_of, prefix=run)
         rate = _span_rate(out)
@@ -206,15 +208,29 @@ class RawPipeline:
         if self.store_home is not None:
             self.store_home.mkdir(parents=True, exist_ok=True)
             store = [str(self.store_home / prefix.rstrip("."))]
+        errors = tempfile.TemporaryFile(mode="w+")
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.rawpipe", self.broker, prefix, f"g-{prefix}",
              str(self.batch), str(self.within_ms), *store],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True)
+        proc.errors = errors  # type: ignore[attr-defined]
         line = proc.stdout.readline() if proc.stdout else ""
         if line.strip() != "ready":
-            proc.kill()
+            self.finish(proc)
             raise RuntimeError("raw pipeline did not start")
         return proc
+
+    @staticmethod
+    def finish(proc: subprocess.Popen) -> None:
+        """Stop it; a hop that failed meanwhile (exit status 1) raises with its error: a
+        ceiling that lost a hop is not a ceiling."""
+        Relay.stop(proc)
+        errors = proc.errors  # type: ignore[attr-defined]
+        errors.seek(0)
+        tail = errors.read()[-2000:]
+        errors.close()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            raise RuntimeError(f"raw pipeline exited {proc.returncode}: {tail}")
 
 
 # ---- the whole of 1, 2, 3 and 7 ------------------------------------------------------------

@@ -7,6 +7,7 @@ dead letter while the events around it are stored and committed."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 
@@ -17,7 +18,7 @@ from infra.kafka import ensure_topics, produce_all, start_group_consumer, start_
 from schemas import Feedback
 from streams import names
 from streams.flows.sink import parse, parse_records
-from streams.group_consumer import OneInFlight, commit, take
+from streams.group_consumer import OneInFlight, commit, consume, take
 from streams.metrics import GROUP_COMMITS_REFUSED
 
 from .conftest import make_stack
@@ -105,6 +106,84 @@ def test_take_closes_a_batch_once_the_bus_went_quiet_for_idle_s(broker, tmp_path
     # Gaps of ~0.1 s never reach idle_s: the trickle stays one batch (a stall of the loaded
     # machine may close it early, never before most of it came).
     assert steady + rest == 15 and steady >= 10
+
+
+def test_consume_hands_on_a_batch_once_the_bus_went_quiet(broker, tmp_path):
+    """The wiring the sink uses: consume(..., idle_s=) passes idle_s to every take, so five
+    records reach `process` long before the 30 s window would end."""
+    settings = _settings(tmp_path)
+
+    async def run() -> list[int]:
+        topic = await _topic(settings, broker, 5)
+        seen: list[int] = []
+        handed = asyncio.Event()
+
+        async def process(consumer, batch) -> None:
+            seen.append(sum(map(len, batch.values())))
+            handed.set()
+
+        task = asyncio.ensure_future(consume(
+            settings, broker, "test", f"g-{uuid.uuid4().hex[:6]}", [topic], process,
+            max_records=1000, within_s=30.0, idle_s=0.2, joined=asyncio.Event()))
+        try:
+            await asyncio.wait_for(handed.wait(), timeout=15.0)
+            return seen
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    assert asyncio.run(run()) == [5]
+
+
+def test_a_busy_loop_is_not_taken_for_a_quiet_bus(broker, tmp_path):
+    """The worker's agents can hold the event loop past idle_s while records wait in the
+    socket: that is load, and the batch stays open for its window."""
+    settings = _settings(tmp_path)
+
+    async def run() -> tuple[int, int, float]:
+        topic = await _topic(settings, broker, 1)
+        consumer = await start_group_consumer(settings, broker, f"g-{uuid.uuid4().hex[:6]}",
+                                              [topic])
+        sent, stop = [0], threading.Event()
+
+        def produce() -> None:  # its own loop in a thread, ~1,000 records/s, never stalled
+            async def go() -> None:
+                producer = await start_producer(settings, broker)
+                try:
+                    while not stop.is_set():
+                        await asyncio.gather(*[await producer.send(topic, b"x" * 300)
+                                               for _ in range(10)])
+                        sent[0] += 10
+                        await asyncio.sleep(0.01)
+                finally:
+                    await producer.stop()
+            asyncio.run(go())
+
+        async def hog() -> None:  # CPU-bound work holding the loop for 0.4 s at a time
+            while not stop.is_set():
+                time.sleep(0.4)
+                await asyncio.sleep(0.005)
+
+        try:
+            await take(consumer, 10, within_s=0.1)  # joined, at the first record
+            thread = threading.Thread(target=produce)
+            thread.start()
+            await asyncio.sleep(0.3)
+            busy = asyncio.ensure_future(hog())
+            start = time.monotonic()
+            batch = await take(consumer, 1_000_000, within_s=2.0, idle_s=0.2)
+            took, at_return = time.monotonic() - start, sent[0]
+            stop.set()
+            await busy
+            await asyncio.to_thread(thread.join)
+            return sum(map(len, batch.values())), at_return, took
+        finally:
+            stop.set()
+            await stop_consumer(consumer)
+
+    got, sent, took = asyncio.run(run())
+    # Closed at the first late poll, the batch held what came in ~0.4 s (a fifth of it).
+    assert took >= 1.5 and got >= 0.5 * sent, (got, sent, took)
 
 
 def test_a_commit_after_a_rebalance_is_refused_and_the_batch_is_read_again(broker, tmp_path):
