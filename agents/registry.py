@@ -12,6 +12,9 @@ a Skip; fold replays a whole topic. Invariants kept by the fold:
 - traffic only on canaries, and the shares of canaries that can see the same repository
   together never above 100 %;
 - no move the state machine forbids; a blocklisted spec is never registered;
+- an event written before the per-scope rule (`schema_version` 1) folds by the rule it was
+  decided on, one stable version per task whatever its scope, so that a topic written before
+  folds to the registry its workers had (the same positions: no later decision turns stale);
 - each event id applied at most once (within the last SEEN_EVENT_IDS_MAX);
 - an event carrying `position` applies only on the registry it was decided on: a decision
   taken on a stale view (another worker, a person, a repeated tick got there first) is
@@ -42,6 +45,7 @@ from .errors import IllegalTransition
 from .routing import canary_ranges, in_scope, same_scope_stable, scopes_overlap, stable_version
 
 SEEN_EVENT_IDS_MAX = 1000
+SCOPED_SCHEMA_VERSION = 2  # LifecycleEvent.schema_version from which a stable is per scope
 
 TRANSITIONS: dict[S, set[S]] = {
     S.registered: {S.shadow, S.archived, S.quarantined},
@@ -94,12 +98,14 @@ def _recency(registry: Registry, entry: VersionEntry) -> int:
         return -1
 
 
-def previous_stable(registry: Registry, exclude: str | None = None) -> str | None:
+def previous_stable(registry: Registry, exclude: str | None = None, *,
+                    scope: frozenset[str] | None = None, scoped: bool = True) -> str | None:
     """The deprecated version a rollback restores: one that was stable before it was
     deprecated, the most recently deprecated first; ties by version id. With `exclude` (the
-    stable version that leaves), only versions of its scope (`spec.repos`)."""
-    scope = frozenset(registry.versions[exclude].spec.repos) \
-        if exclude in registry.versions else None
+    stable version that leaves), only versions of its scope (`spec.repos`), or of `scope` when
+    given; `scoped=False`: of any scope (the rule of events of schema version 1)."""
+    if scope is None and scoped and exclude in registry.versions:
+        scope = frozenset(registry.versions[exclude].spec.repos)
     ranked = sorted(
         (e.previous_state != S.stable, -(e.since.timestamp() if e.since else 0.0),
          -_recency(registry, e), vid)
@@ -108,6 +114,17 @@ def previous_stable(registry: Registry, exclude: str | None = None) -> str | Non
         and (scope is None or frozenset(e.spec.repos) == scope)
     )
     return ranked[0][3] if ranked else None
+
+
+def _legacy(event: LifecycleEvent) -> bool:
+    """Written before the per-scope rule: one stable version per task, whatever its scope."""
+    return event.schema_version < SCOPED_SCHEMA_VERSION
+
+
+def _first_stable(registry: Registry) -> str | None:
+    """The stable version by the rule of schema version 1 (one per task): the first by id."""
+    return next((v for v in sorted(registry.versions) if registry.versions[v].state == S.stable),
+                None)
 
 
 def _moved(entry: VersionEntry, to: S, event: LifecycleEvent, traffic: float = 0.0
@@ -205,12 +222,14 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Sk
 
     vid = event.version_id
     blocklist = list(registry.blocklist)
+    legacy = _legacy(event)
     if event.to_state == S.canary:
         if event.traffic_percent <= 0:
             return _skip(registry, event, K.canary_share, "a canary needs a traffic share above 0 %")
         mine = set(current.spec.repos)
         others = sum(e.traffic_percent for v, e in versions.items()
-                     if v != vid and e.state == S.canary and scopes_overlap(mine, set(e.spec.repos)))
+                     if v != vid and e.state == S.canary
+                     and (legacy or scopes_overlap(mine, set(e.spec.repos))))
         if others + event.traffic_percent > 100.0 + 1e-9:
             return _skip(registry, event, K.canary_share, (
                 f"canary shares would add up to {others + event.traffic_percent:g} % "
@@ -218,14 +237,20 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Sk
     if event.to_state == S.stable:
         # One stable per task and scope: the old stable of the same scope steps down (a
         # version scoped to a repository leaves the global stable version serving the others).
-        old = same_scope_stable(registry, vid)
+        old = _first_stable(registry) if legacy else same_scope_stable(registry, vid)
         if old is not None and old != vid:
             versions[old] = _moved(versions[old], S.deprecated, event)
     elif current.state == S.stable and event.to_state in (S.deprecated, S.quarantined):
         # The stable version leaves: the one it replaced comes back (rollback); a quarantine
         # does the same when there is one, and otherwise leaves the task to its fallbacks.
-        target = previous_stable(registry, exclude=vid)
-        if target is None and event.action == LifecycleAction.rollback and not current.spec.repos:
+        target = previous_stable(registry, exclude=vid, scoped=not legacy)
+        if (target is None and not legacy and current.spec.repos
+                and stable_version(registry) is None):
+            # its repositories go back to the global stable version: when there is none (an
+            # event of schema version 1 deprecated it), the one a global rollback restores
+            target = previous_stable(registry, exclude=vid, scope=frozenset())
+        if target is None and event.action == LifecycleAction.rollback and (
+                legacy or not current.spec.repos):
             return _skip(registry, event, K.nothing_to_restore, "rollback: no deprecated version to restore")
         if target is not None:
             versions[target] = _moved(versions[target], S.stable, event)
@@ -263,8 +288,8 @@ def _register(registry: Registry, event: LifecycleEvent, versions: dict[str, Ver
     if blocked is not None:
         return _skip(registry, event, K.blocklisted, f"blocklisted: {describe(blocked)}")
     if event.to_state == S.stable:
-        other = next((v for v, e in registry.versions.items() if e.state == S.stable
-                      and set(e.spec.repos) == set(spec.repos)), None)
+        other = next((v for v, e in sorted(registry.versions.items()) if e.state == S.stable
+                      and (_legacy(event) or set(e.spec.repos) == set(spec.repos))), None)
         if other is not None:
             return _skip(
                 registry, event, K.second_stable,
@@ -307,7 +332,7 @@ def _in_place(registry: Registry, event: LifecycleEvent, versions: dict[str, Ver
         blocklist.append(entry_for(current.spec, entry_id=event.event_id, reason=event.reason,
                                    actor=event.actor, added_at=event.occurred_at))
     elif action == LifecycleAction.update_spec:  # new filters (issue 4)
-        spec, why = _spec_update(current.spec, event)
+        spec, why = _spec_update(current, event)
         if spec is None:
             return _skip(registry, event, K.invalid_spec, why)
         versions[vid] = current.model_copy(update={"spec": spec,
@@ -320,9 +345,12 @@ def _in_place(registry: Registry, event: LifecycleEvent, versions: dict[str, Ver
     return _applied(registry, versions, event, blocklist), None
 
 
-def _spec_update(current: VersionSpec, event: LifecycleEvent) -> tuple[VersionSpec | None, str]:
+def _spec_update(entry: VersionEntry, event: LifecycleEvent) -> tuple[VersionSpec | None, str]:
     """The new spec of an update_spec event, or None and why not: same id, task, backend and
-    params (a different model is a different version); filters and the rest may change."""
+    params (a different model is a different version); filters and the rest may change, but
+    not the repositories of a stable version or a canary (one stable version per scope, the
+    canary shares of a repository at most 100 %: both were checked on the scope it has)."""
+    current = entry.spec
     if event.spec is None:
         return None, "update_spec event without a spec"
     try:
@@ -332,6 +360,10 @@ def _spec_update(current: VersionSpec, event: LifecycleEvent) -> tuple[VersionSp
     for name in ("id", "task", "backend", "params"):
         if getattr(spec, name) != getattr(current, name):
             return None, f"update_spec may not change {name}; register a new version instead"
+    if (entry.state in (S.stable, S.canary) and set(spec.repos) != set(current.repos)
+            and not _legacy(event)):
+        return None, (f"update_spec may not change the repositories of a {entry.state.value} "
+                      "version; register a new version instead")
     return spec, ""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -41,8 +41,16 @@ class LifecycleAction(str, Enum):
 
 
 
+# 2: one stable version per repository scope (agents/registry.py). The fold reads an event of
+# schema version 1 (written before) by the rule it was decided on: one stable version per task.
+LIFECYCLE_SCHEMA_VERSION = 2
+
+
 class LifecycleEvent(Event):
     """A change of one version's state or traffic. The registry is the fold of these."""
+
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+    schema_version: int = LIFECYCLE_SCHEMA_VERSION
 
     task: str
     version_id: str

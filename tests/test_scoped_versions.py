@@ -176,3 +176,74 @@ def test_a_paused_global_stable_does_not_hold_a_scoped_promotion_to_stable():
     held = decide(reg, proposal, ok[0], ok[1], cfg, {}, Window(now - timedelta(hours=1), now),
                   now)
     assert held.verdict == "hold" and "stable version la is paused" in held.why
+
+
+def test_update_spec_cannot_rescope_a_stable_version_or_a_canary():
+    """Rescoping org/a's stable refit to every repository would have made it a second global
+    stable version beside base (and a canary's share was checked on the scope it had)."""
+    reg = promote_to_stable(boot(base=("stable", []), la=("shadow", [A]), lb=("shadow", [B]),
+                                 lc=("shadow", [A])), "la")
+    reg = move(reg, "lb", LifecycleAction.promote, S.canary, 60.0)
+    for vid, state in (("la", S.stable), ("lb", S.canary)):
+        spec = reg.versions[vid].spec.model_copy(update={"repos": []})
+        event = LifecycleEvent(task=TASK, version_id=vid, action=LifecycleAction.update_spec,
+                               from_state=state, to_state=state, actor="test",
+                               spec=spec.model_dump(mode="json"))
+        _, why = apply_event(reg, event)
+        assert why is not None and "may not change the repositories" in why.text
+    # the rest of a stable version's spec may change, and a shadow's scope too
+    for vid, update in (("la", {"description": "refit"}), ("lc", {"repos": [B]})):
+        spec = reg.versions[vid].spec.model_copy(update=update)
+        state = reg.versions[vid].state
+        event = LifecycleEvent(task=TASK, version_id=vid, action=LifecycleAction.update_spec,
+                               from_state=state, to_state=state, actor="test",
+                               spec=spec.model_dump(mode="json"))
+        reg, why = apply_event(reg, event)
+        assert why is None, why
+    assert reg.versions["lc"].spec.repos == [B]
+
+
+def test_events_written_before_the_per_scope_rule_fold_as_they_were_decided():
+    """A topic written before the per-scope rule (schema_version 1) folds to the registry its
+    workers had: promoting org/a's refit to stable deprecated base, a second refit canary was
+    refused beyond 100 % in all, and the person's `rollback base` that followed applied. Folded
+    by the new rule, base would have stayed stable, that rollback would have been skipped, and
+    every later decision (they carry their position) would have turned stale."""
+    def legacy(reg, vid, action, to, traffic=0.0):
+        event = LifecycleEvent(task=TASK, version_id=vid, action=action, schema_version=1,
+                               from_state=reg.versions[vid].state, to_state=to,
+                               traffic_percent=traffic, actor="test", position=reg.applied)
+        return event, apply_event(reg, event)
+
+    reg = boot(base=("stable", []), la=("shadow", [A]), lb=("shadow", [B]), g=("shadow", []))
+    topic = []
+    for vid, action, to, traffic in (
+            ("la", LifecycleAction.promote, S.canary, 60.0),
+            ("lb", LifecycleAction.promote, S.canary, 60.0),  # refused then: 120 % in all
+            ("la", LifecycleAction.promote, S.stable, 0.0),  # base deprecated then
+            ("base", LifecycleAction.rollback, S.stable, 0.0),  # base back, la deprecated
+            ("g", LifecycleAction.promote, S.canary, 10.0)):
+        event, (reg, why) = legacy(reg, vid, action, to, traffic)
+        topic.append((event, why))
+    assert [why.code.value if why else None for _, why in topic] == [
+        None, "canary_share", None, None, None]
+    states = {v: (e.state, e.traffic_percent) for v, e in reg.versions.items()}
+    assert states == {"base": (S.stable, 0.0), "la": (S.deprecated, 0.0), "lb": (S.shadow, 0.0),
+                      "g": (S.canary, 10.0)}
+    # the same decisions under the new rule fold differently (hence the version)
+    new = boot(base=("stable", []), la=("shadow", [A]), lb=("shadow", [B]), g=("shadow", []))
+    skipped = []
+    for event, _ in topic:
+        new, why = apply_event(new, event.model_copy(update={"schema_version": 2}))
+        skipped.append(why.code.value if why else None)
+    assert skipped == [None, None, "stale", "state_mismatch", "stale"]
+    # new events on a registry a version 1 event left without a global stable version: the
+    # scoped stable version that leaves hands its repository back to the one base replaced
+    old = boot(base=("stable", []), la=("shadow", [A]))
+    for vid, action, to, traffic in (("la", LifecycleAction.promote, S.canary, 50.0),
+                                     ("la", LifecycleAction.promote, S.stable, 0.0)):
+        _, (old, why) = legacy(old, vid, action, to, traffic)
+        assert why is None
+    assert old.versions["base"].state == S.deprecated and stable_version(old, B) is None
+    back = move(old, "la", LifecycleAction.rollback, S.deprecated)
+    assert back.versions["base"].state == S.stable and served(back, A) == {"base:primary": 200}
