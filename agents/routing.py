@@ -109,17 +109,23 @@ _FALLBACK_RANK = {
 }
 
 
-def choose_fallback(registry: Registry, exclude: AbstractSet[str]) -> str | None:
+def choose_fallback(registry: Registry, exclude: AbstractSet[str], repo: str | None = None
+                    ) -> str | None:
     """The version to serve instead of a failing one: stable, then canaries (highest traffic
     first), then deprecated, then shadow; ties by version id. Never quarantined, archived,
-    registered or excluded; None when nothing is left."""
+    registered or excluded; None when nothing is left. With `repo`: only versions that may see
+    its requests (`in_scope`), and among the stable ones the one that serves it first (a
+    refit stable for another repository never answers this one)."""
+    if repo is not None:
+        registry = in_scope(registry, repo)
+    own = stable_version(registry, repo)
     candidates = [
-        (_FALLBACK_RANK[e.state], -e.traffic_percent if e.state == VersionState.canary else 0.0,
-         vid)
+        (_FALLBACK_RANK[e.state], vid != own,
+         -e.traffic_percent if e.state == VersionState.canary else 0.0, vid)
         for vid, e in registry.versions.items()
         if e.state in _FALLBACK_RANK and vid not in exclude
     ]
-    return min(candidates)[2] if candidates else None
+    return min(candidates)[3] if candidates else None
 
 
 def in_scope(registry: Registry, repo: str) -> Registry:
@@ -157,10 +163,10 @@ def plan_route(
 
     fallback_from: str | None = None
     if chosen is None:
-        primary = choose_fallback(registry, unavailable)
+        primary = choose_fallback(registry, unavailable, repo)
         role = Role.fallback
     elif chosen in unavailable:
-        primary = choose_fallback(registry, unavailable | {chosen})
+        primary = choose_fallback(registry, unavailable | {chosen}, repo)
         role, fallback_from = Role.fallback, chosen
     else:
         primary = chosen

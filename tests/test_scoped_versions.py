@@ -247,3 +247,50 @@ def test_events_written_before_the_per_scope_rule_fold_as_they_were_decided():
     assert old.versions["base"].state == S.deprecated and stable_version(old, B) is None
     back = move(old, "la", LifecycleAction.rollback, S.deprecated)
     assert back.versions["base"].state == S.stable and served(back, A) == {"base:primary": 200}
+
+
+def _failure_ctx(reg):
+    from types import SimpleNamespace
+
+    from agents.config import InferenceConfig
+    topics = SimpleNamespace(inference={}, pool="topic:pool", findings="topic:findings",
+                             healing="topic:healing")
+    return SimpleNamespace(topics=topics, registry=SimpleNamespace(registry=reg),
+                           unavailable=frozenset,
+                           config=SimpleNamespace(inference=InferenceConfig(max_fallback_attempts=2)))
+
+
+def _failed(repo: str, version: str, role: Role = Role.primary):
+    from schemas import FailureEvent, InferenceRequest, NormalizedChange
+    request = InferenceRequest(request_id="r0", task=TASK, version_id=version, role=role,
+                               change=NormalizedChange(repo=repo, sha="s0", message="m", diff=""))
+    return FailureEvent(request_id="r0", task=TASK, version_id=version, role=role.value,
+                        status="error", error="boom", request=request)
+
+
+def test_a_refit_stable_for_one_repository_is_no_fallback_for_another():
+    """A failed request of org/b falls back among the versions org/b may see: a refit stable
+    for org/a (ranked first as a stable version, before this fix) never answers it; org/a's
+    own failed canary request falls back to org/a's stable refit, not to the global one."""
+    from agents.routing import choose_fallback
+    from streams.flows.healing import plan
+
+    reg = promote_to_stable(boot(base=("stable", []), la=("shadow", [A]), g=("shadow", []),
+                                 x=("shadow", [])), "la")
+    reg = move(reg, "g", LifecycleAction.promote, S.canary, 10.0)
+    # base fails for org/b: the global canary serves, never org/a's refit
+    out = plan(_failure_ctx(reg), _failed(B, "base"))
+    assert out[0][2].version_id == "g" and out[0][2].change.repo == B
+    assert choose_fallback(reg, {"base"}, B) == "g"
+    # with nothing else that org/b may see, the request ends as an error finding
+    out = plan(_failure_ctx(reg), _failed(B, "base").model_copy(update={"request": _failed(
+        B, "base").request.model_copy(update={"tried": ["g", "x"]})}))
+    assert [type(v).__name__ for _, _, v in out] == ["ReviewFindings"]
+    # the global canary fails for org/a: org/a's stable refit answers ("base" < "la" by id)
+    assert choose_fallback(reg, {"g"}, A) == "la"
+    assert plan(_failure_ctx(reg), _failed(A, "g", Role.canary))[0][2].version_id == "la"
+    unavailable = plan_route(reg, next(cohort_key(A, None, f"{i:040x}") for i in range(200)
+                                       if plan_route(reg, cohort_key(A, None, f"{i:040x}"),
+                                                     repo=A).primary == "g"),
+                             frozenset({"g"}), repo=A)
+    assert unavailable.primary == "la" and unavailable.fallback_from == "g"

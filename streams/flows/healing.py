@@ -46,7 +46,9 @@ def plan(ctx: AppContext, failure: FailureEvent) -> list:
         if inference_topic_of(ctx, v, Role.fallback) is None}
     target, topic = None, None
     if request.attempt <= ctx.config.inference.max_fallback_attempts:
-        target = choose_fallback(ctx.registry.registry, exclude)
+        # only a version that may see this repository's requests (a refit stable for
+        # another repository is not a fallback for this one)
+        target = choose_fallback(ctx.registry.registry, exclude, request.change.repo)
         topic = inference_topic_of(ctx, target, Role.fallback) if target else None
     if target is None or topic is None:
         c = request.change
