@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,9 @@ class HealthTracker:
         self.accuracy_confidence = accuracy_confidence
         self.triggers = frozenset(triggers)
         self._versions: dict[str, _VersionHealth] = {}
+        # (version, repository) -> its accuracy there: the baseline of candidates scoped to
+        # repositories, kept for the repositories a scoped version names only
+        self._by_repo: dict[tuple[str, str], deque[bool]] = {}
 
     def _get(self, version_id: str) -> _VersionHealth:
         h = self._versions.get(version_id)
@@ -127,11 +131,17 @@ class HealthTracker:
     def latency_objective(self, version_id: str) -> float | None:
         return self.latency_overrides.get(version_id, self.latency_ms)
 
-    def observe(self, version_id: str, outcome: Outcome | bool, *, stable: str | None = None
+    def observe(self, version_id: str, outcome: Outcome | bool, *, stable: str | None = None,
+                scope: AbstractSet[str] = frozenset(), repo: str | None = None,
+                repo_baselines: AbstractSet[str] = frozenset()
                 ) -> tuple[str, dict[str, Any]] | None:
         """Record one outcome; (trigger, evidence) the first time a threshold is crossed.
 
         `stable` names the stable version, for the accuracy comparison (candidates only).
+        `scope`: the repositories the version is scoped to (`spec.repos`); its accuracy is then
+        compared with the stable version's on those repositories only. `repo`: the outcome's
+        repository, remembered apart when it is one of `repo_baselines` (the repositories some
+        scoped version names).
         """
         if isinstance(outcome, bool):
             outcome = Outcome(ok=outcome, status="ok" if outcome else "error")
@@ -140,6 +150,9 @@ class HealthTracker:
         h.window.append(outcome)
         if outcome.correct is not None:
             h.accuracy.append(outcome.correct)
+            if repo is not None and repo in repo_baselines:
+                self._by_repo.setdefault((version_id, repo), deque(
+                    maxlen=self.accuracy_window)).append(outcome.correct)
         if outcome.ok:
             h.consecutive = 0
         else:
@@ -149,15 +162,23 @@ class HealthTracker:
             h.errors.append(lines[0][:200] if lines else outcome.status)
         if h.tripped:
             return None
-        found = self._check(version_id, h, stable)
+        found = self._check(version_id, h, stable, scope)
         if found is None:
             return None
         trigger, details = found
         h.tripped, h.trigger = True, trigger
         return trigger, {**self._evidence(version_id, h), "trigger": trigger, **details}
 
-    def _check(self, version_id: str, h: _VersionHealth, stable: str | None
-               ) -> tuple[str, dict[str, Any]] | None:
+    def _baseline(self, stable: str, scope: AbstractSet[str]) -> list[bool]:
+        """The stable version's recent accuracy: on the repositories of `scope` only when
+        given (a scoped candidate sees those alone), else on all it answered."""
+        if not scope:
+            base = self._versions.get(stable)
+            return list(base.accuracy) if base is not None else []
+        return [hit for r in sorted(scope) for hit in self._by_repo.get((stable, r), ())]
+
+    def _check(self, version_id: str, h: _VersionHealth, stable: str | None,
+               scope: AbstractSet[str] = frozenset()) -> tuple[str, dict[str, Any]] | None:
         on = self.triggers
         size = len(h.window)
         errors = sum(1 for o in h.window if not o.ok)
@@ -180,10 +201,10 @@ class HealthTracker:
                         "latency_objective_ms": objective, "latency_samples": len(latencies)}
         if ("accuracy_regression" in on and stable is not None and stable != version_id
                 and len(h.accuracy) >= self.accuracy_min_samples):
-            base = self._versions.get(stable)
-            if base is not None and len(base.accuracy) >= self.accuracy_min_samples:
+            base = self._baseline(stable, scope)
+            if len(base) >= self.accuracy_min_samples:
                 hits, n = sum(h.accuracy), len(h.accuracy)
-                base_hits, base_n = sum(base.accuracy), len(base.accuracy)
+                base_hits, base_n = sum(base), len(base)
                 lo, hi = wilson_interval(hits, n, self.accuracy_confidence)
                 stable_acc = base_hits / base_n
                 if hi < stable_acc - self.accuracy_max_drop:
@@ -191,7 +212,8 @@ class HealthTracker:
                         "accuracy": hits / n, "accuracy_interval": [lo, hi], "labelled": n,
                         "stable_version": stable, "stable_accuracy": stable_acc,
                         "stable_labelled": base_n, "accuracy_max_drop": self.accuracy_max_drop,
-                        "confidence": self.accuracy_confidence}
+                        "confidence": self.accuracy_confidence,
+                        **({"stable_repos": sorted(scope)} if scope else {})}
         return None
 
     def _evidence(self, version_id: str, h: _VersionHealth) -> dict[str, Any]:
@@ -222,6 +244,8 @@ class HealthTracker:
     def reset(self, version_id: str) -> None:
         """Forget a version's history (after restore), so it can trigger again."""
         self._versions.pop(version_id, None)
+        for key in [k for k in self._by_repo if k[0] == version_id]:
+            del self._by_repo[key]
 
 
 def _pct(x: float) -> str:

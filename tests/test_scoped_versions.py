@@ -294,3 +294,57 @@ def test_a_refit_stable_for_one_repository_is_no_fallback_for_another():
                                                      repo=A).primary == "g"),
                              frozenset({"g"}), repo=A)
     assert unavailable.primary == "la" and unavailable.fallback_from == "g"
+
+
+def _judge(reg, results: list[tuple[str, str, bool]]) -> list[tuple[str, str, dict]]:
+    """Feed (version, repo, correct) results to streams/flows/quarantine.judge; the
+    quarantines it asked for."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from agents.health import HealthTracker
+    from streams.flows import quarantine as flow
+
+    asked: list[tuple[str, str, dict]] = []
+
+    async def quarantine(ctx, version_id, trigger, evidence):
+        asked.append((version_id, trigger, evidence))
+        return True
+
+    health = HealthTracker(consecutive_failures=1000, window=50, max_error_rate=1.0,
+                           min_samples=50, invalid_outputs=1000, latency_ms=None,
+                           accuracy_window=400, accuracy_min_samples=20, accuracy_max_drop=0.2)
+    ctx = SimpleNamespace(registry=SimpleNamespace(registry=reg), health=health)
+    real, flow.quarantine = flow.quarantine, quarantine
+    try:
+        for i, (vid, repo, correct) in enumerate(results):
+            head = {"version_id": vid, "repo": repo, "status": "ok", "latency_ms": 1.0,
+                    "request_id": f"r{i}", "label": "fix",
+                    "change_type": {"label": "fix" if correct else "docs"}}
+            asyncio.run(flow.judge(ctx, head))
+    finally:
+        flow.quarantine = real
+    return asked
+
+
+def test_quarantine_judges_a_scoped_version_against_its_repositories_stable():
+    """org/a is hard (base: 50 % there), org/b easy (base: 100 %). Judged against base's
+    accuracy over every repository (before this fix), org/a's stable refit at 60 % was
+    quarantined for an accuracy regression, and a refit candidate at 40 % on org/a while
+    base gets 95 % there escaped it."""
+    reg = promote_to_stable(boot(base=("stable", []), la=("shadow", [A]), lb=("shadow", [B])),
+                            "la")
+    base = [("base", B, True)] * 200 + [("base", A, i % 2 == 0) for i in range(40)]
+    # the stable refit of org/a answers org/a only, at 60 %: it is org/a's stable version
+    assert _judge(reg, base + [("la", A, i % 5 < 3) for i in range(100)]) == []
+    # a scoped candidate is compared with the stable of its repository: la (60 % on org/a)
+    reg = boot(base=("stable", []), la=("stable", [A]), la2=("shadow", [A]))
+    fine = [("la", A, i % 5 < 3) for i in range(100)] + [("la2", A, i % 2 == 0) for i in range(100)]
+    assert _judge(reg, base + fine) == []
+    # ... or with the global stable version measured on its repositories' requests alone
+    reg = boot(base=("stable", []), lb=("shadow", [B]))
+    base_b = [("base", B, i % 20 != 0) for i in range(100)] + [("base", A, False)] * 300
+    asked = _judge(reg, base_b + [("lb", B, i % 5 < 2) for i in range(100)])
+    assert [(v, t) for v, t, _ in asked] == [("lb", "accuracy_regression")]
+    assert asked[0][2]["stable_version"] == "base" and asked[0][2]["stable_repos"] == [B]
+    assert asked[0][2]["stable_accuracy"] == 0.95

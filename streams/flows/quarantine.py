@@ -45,6 +45,7 @@ from schemas import (
     LifecycleAction,
     LifecycleEvent,
     QuarantineEvent,
+    Registry,
     Role,
     Status,
     VersionState,
@@ -90,6 +91,11 @@ def quarantine_events(ctx: AppContext, version_id: str, trigger: str, evidence: 
         target = stable_version(registry, scope=scope_of(registry, version_id))
     elif entry.state == VersionState.stable:
         target = previous_stable(registry, exclude=version_id)
+        if target is None and entry.spec.repos:
+            # a scoped stable version hands its repositories back to the global one (as the
+            # fold does: agents/registry.py)
+            target = stable_version(registry) or previous_stable(
+                registry, exclude=version_id, scope=frozenset())
     if target is not None:
         out.append((ctx.topics.healing, version_id, HealingAction(
             event_id=f"rb-{event_id}", task=registry.task, action="rollback",
@@ -165,13 +171,25 @@ async def judge(ctx: AppContext, head: dict) -> None:
     entry = registry.versions.get(version_id) if isinstance(version_id, str) else None
     if entry is None or entry.state in NO_TRAFFIC:
         return
+    # A version scoped to repositories is judged against the stable version that serves them
+    # (a scoped stable version against none: it is theirs), on their requests only.
+    scope = scope_of(registry, version_id)
+    repo = head.get("repo")
     verdict = ctx.health.observe(version_id, outcome_of(head),
-                                 stable=stable_version(registry))
+                                 stable=stable_version(registry, scope=scope), scope=scope,
+                                 repo=repo if isinstance(repo, str) else None,
+                                 repo_baselines=scoped_repos(registry))
     if verdict is not None:
         trigger, evidence = verdict
         if head.get("status") != Status.ok.value:
             evidence["last_error"] = (head.get("error") or str(head.get("status")))[:300]
         await quarantine(ctx, version_id, trigger, evidence)
+
+
+def scoped_repos(registry: Registry) -> frozenset[str]:
+    """The repositories some version not archived is scoped to."""
+    return frozenset(r for e in registry.versions.values()
+                     if e.state != VersionState.archived for r in e.spec.repos)
 
 
 # ---- registry changes ------------------------------------------------------------------------
