@@ -219,13 +219,18 @@ def unserved(task: str, after_s: float, window_s: float, limit: int = 500) -> Qu
 # ---- quarantine re-tests (streams/flows/quarantine.py) ---------------------------------------
 
 
-def archive_sample(task: str, n: int, window_s: float) -> Query:
-    """The newest n archived requests of the last window_s (the re-test's traffic)."""
+def archive_sample(task: str, n: int, window_s: float, repos: Sequence[str] = ()) -> Query:
+    """The newest n archived requests of the last window_s (the re-test's traffic); `repos`:
+    those repositories' only (a version scoped to them sees no other)."""
+    params: dict[str, Any] = {"task": task, "window_ms": _ms(window_s), "n": int(n)}
+    where = ""
+    if repos:
+        params["repos"] = sorted(repos)
+        where = "AND repo IN {repos:Array(String)} "
     return Query("SELECT accepted, occurred_at FROM events_archive FINAL "
-                 "WHERE task = {task:String} "
-                 "AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64}) "
-                 "ORDER BY occurred_at DESC LIMIT {n:UInt32}",
-                 {"task": task, "window_ms": _ms(window_s), "n": int(n)})
+                 "WHERE task = {task:String} " + where
+                 + "AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64}) "
+                 "ORDER BY occurred_at DESC LIMIT {n:UInt32}", params)
 
 
 def retest_results(task: str, version_id: str, run_id: str, accepted_from: datetime) -> Query:

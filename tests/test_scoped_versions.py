@@ -348,3 +348,34 @@ def test_quarantine_judges_a_scoped_version_against_its_repositories_stable():
     assert [(v, t) for v, t, _ in asked] == [("lb", "accuracy_regression")]
     assert asked[0][2]["stable_version"] == "base" and asked[0][2]["stable_repos"] == [B]
     assert asked[0][2]["stable_accuracy"] == 0.95
+
+
+
+def test_a_scoped_version_is_retested_on_its_repositories_against_their_stable():
+    """A quarantined refit of org/a was re-tested on every repository's archived requests and
+    judged against base's accuracy on them: a refit fit for org/a alone failed on others'."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from agents.config import QuarantineConfig
+    from streams.flows import quarantine as flow
+
+    asked: list[tuple[str, dict]] = []
+
+    class Store:  # no archived rows: the re-test is postponed once the sample was asked for
+        async def query(self, sql, params):
+            asked.append((sql, params))
+            return SimpleNamespace(as_dicts=lambda: [])
+
+    reg = promote_to_stable(boot(base=("stable", []), la1=("shadow", [A]), la2=("shadow", [A])),
+                            "la1")
+    reg = move(reg, "la2", LifecycleAction.quarantine, S.quarantined)
+    ctx = SimpleNamespace(config=SimpleNamespace(task=TASK, quarantine=QuarantineConfig()),
+                          settings=SimpleNamespace(retest_sample_window_s=3600.0), store=Store(),
+                          registry=SimpleNamespace(registry=reg))
+    asyncio.run(flow.start_retest(ctx, "la2", flow.Quarantined(since=0.0)))
+    asyncio.run(flow.stable_accuracy_on(ctx, reg, ["r1"], datetime.now(UTC),
+                                        frozenset(reg.versions["la2"].spec.repos)))
+    (sample_sql, sample), (_, accuracy) = asked
+    assert "repo IN" in sample_sql and sample["repos"] == [A]
+    assert accuracy["version"] == "la1"  # org/a's stable version, not base

@@ -250,7 +250,10 @@ async def start_retest(ctx: AppContext, version_id: str, state: Quarantined) -> 
     from ..services.bus import replay_requests
 
     q = ctx.config.quarantine
-    sample = queries.archive_sample(ctx.config.task, q.retest_sample, ctx.settings.retest_sample_window_s)
+    # a version scoped to repositories is re-tested on their requests only
+    sample = queries.archive_sample(ctx.config.task, q.retest_sample,
+                                    ctx.settings.retest_sample_window_s,
+                                    sorted(scope_of(ctx.registry.registry, version_id)))
     rows = (await ctx.store.query(sample.sql, sample.params)).as_dicts()
     if not rows:
         state.next_retest = time.monotonic() + q.retest_after_s
@@ -283,7 +286,8 @@ async def finish_retest(ctx: AppContext, version_id: str, state: Quarantined) ->
     verdict = retest_verdict(rows, state.sent, min_success_rate=q.retest_min_success_rate,
                              latency_ms=ctx.config.slo.objectives(version_id).latency_ms,
                              stable_accuracy=await stable_accuracy_on(
-                                 ctx, registry, [r["request_id"] for r in rows], accepted_from),
+                                 ctx, registry, [r["request_id"] for r in rows], accepted_from,
+                                 scope_of(registry, version_id)),
                              max_accuracy_drop=q.accuracy_max_drop)
     verdict["run_id"] = state.run_id
     digest = hashlib.sha256(f"{registry.task}|{version_id}|retest|{state.run_id}".encode())
@@ -319,10 +323,12 @@ async def finish_retest(ctx: AppContext, version_id: str, state: Quarantined) ->
 
 
 async def stable_accuracy_on(ctx: AppContext, registry, request_ids: list[str],
-                             accepted_from: datetime) -> float | None:
+                             accepted_from: datetime, scope: frozenset[str] = frozenset()
+                             ) -> float | None:
     """The stable version's live change-type accuracy on these requests (None: no labels);
-    they were accepted at accepted_from or later."""
-    stable = stable_version(registry)
+    they were accepted at accepted_from or later. `scope`: the re-tested version's
+    repositories, whose stable version is the baseline."""
+    stable = stable_version(registry, scope=scope)
     if stable is None or not request_ids:
         return None
     query = queries.stable_accuracy(registry.task, stable, request_ids, accepted_from)
