@@ -35,8 +35,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from agents.settings import Settings
-from infra.kafka import client_kwargs, start_producer
-from streams.group_consumer import OneInFlight, take
+from infra.kafka import client_kwargs, start_group_consumer, start_producer, stop_consumer
+from streams.group_consumer import OneInFlight, commit, fetch_wait_ms, take
 
 STABLE = "noop-stable"
 # The worker's producer settings (streams/app.py), chosen by measuring this pipeline.
@@ -115,13 +115,9 @@ async def sink(settings, bootstrap, prefix, group, store_dir: str, stop: asyncio
 
     store = await asyncio.to_thread(Store.connect, f"chdb:///{store_dir}")
     await asyncio.to_thread(store.migrate)
-    consumer = AIOKafkaConsumer(prefix + "accepted", prefix + "results",
-                                **client_kwargs(settings, bootstrap), group_id=f"{group}-sink",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=int(SINK_IDLE_S * 500),
-                                fetch_max_bytes=16_000_000,
-                                max_partition_fetch_bytes=16_000_000)
-    await consumer.start()
+    consumer = await start_group_consumer(settings, bootstrap, f"{group}-sink",
+                                          [prefix + "accepted", prefix + "results"],
+                                          fetch_max_wait_ms=fetch_wait_ms(SINK_IDLE_S))
     storing = OneInFlight()
 
     def check() -> None:
@@ -140,7 +136,7 @@ async def sink(settings, bootstrap, prefix, group, store_dir: str, stop: asyncio
 
     async def store_and_commit(batch, archive: list, interactions: list) -> None:
         await asyncio.to_thread(insert, archive, interactions)
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        await commit(consumer, batch, "rawpipe-sink")
 
     try:
         while True:
@@ -159,7 +155,7 @@ async def sink(settings, bootstrap, prefix, group, store_dir: str, stop: asyncio
             await storing.task
     finally:
         await storing.cancel()
-        await consumer.stop()
+        await stop_consumer(consumer)
         await asyncio.to_thread(store.close)
 
 

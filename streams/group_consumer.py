@@ -82,6 +82,15 @@ async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float,
     return batch
 
 
+def fetch_wait_ms(idle_s: float | None) -> int:
+    """The fetch wait of a hop that gathers until idle_s of quiet: half of that (it waits for
+    more anyway), at most 500 ms; without idle_s, the bus's short wait. Every fetch that finds
+    nothing costs the worker and the broker CPU (an empty fetch waits up to that long)."""
+    if idle_s is None:
+        return FETCH_MAX_WAIT_MS
+    return min(500, max(FETCH_MAX_WAIT_MS, int(idle_s * 500)))
+
+
 async def commit(consumer: AIOKafkaConsumer, batch: Batch, agent: str) -> bool:
     """Commit past the batch. A partition revoked meanwhile refuses the commit: its new owner
     reads those records again (at-least-once)."""
@@ -152,12 +161,9 @@ async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iter
     cancelled (a guarded task restarts it when it raises: the uncommitted batch is read
     again). `pending`: the stages `process` left in flight, checked while waiting and
     cancelled before the consumer stops."""
-    # A hop that gathers for idle_s anyway can poll at half that: every fetch that finds
-    # nothing costs the worker and the broker CPU (an empty fetch waits up to that long).
-    wait_ms = FETCH_MAX_WAIT_MS if idle_s is None else min(500, max(FETCH_MAX_WAIT_MS,
-                                                                     int(idle_s * 500)))
     consumer = await start_group_consumer(settings, bootstrap, group, topics,
-                                          Joined(agent, joined), fetch_max_wait_ms=wait_ms)
+                                          Joined(agent, joined),
+                                          fetch_max_wait_ms=fetch_wait_ms(idle_s))
     try:
         while True:
             batch = await take(consumer, max_records, within_s,
@@ -171,4 +177,5 @@ async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iter
         await stop_consumer(consumer)
 
 
-__all__ = ["Batch", "Joined", "OneInFlight", "commit", "consume", "records_of", "take"]
+__all__ = ["Batch", "Joined", "OneInFlight", "commit", "consume", "fetch_wait_ms", "records_of",
+           "take"]
