@@ -48,6 +48,8 @@ from scipy import sparse  # type: ignore[import-untyped]
 
 from schemas import CHANGE_TYPES, NormalizedChange
 
+from .context import N_CONTEXT  # the repository's label history: the last block of columns
+
 if TYPE_CHECKING:
     from .stacking import StackedModel
 
@@ -59,7 +61,6 @@ EXTRA_FIELDS = ("chars", "shape", "summary")
 FIELD_DIMS = {"message": 1 << 18, "paths": 1 << 15, "diff": 1 << 17, "chars": 1 << 17,
               "shape": 1 << 12, "summary": 1 << 16}
 N_NUMERIC = 12
-N_CONTEXT = 36  # context.N_CONTEXT: the repository's label history (context.py), last block
 _WORD = re.compile(r"[a-z0-9]+")
 _PATH_SPLIT = re.compile(r"[/._\-]+")
 
@@ -141,12 +142,14 @@ def path_tokens(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def field_tokens(change: NormalizedChange) -> tuple[list[str], list[str], list[str]]:
-    """(message n-grams, path tokens, diff n-grams) of one change."""
-    from .text import _paths, changed_lines, text_fields
+def field_tokens(change: NormalizedChange, fields: tuple[str, str, str] | None = None
+                 ) -> tuple[list[str], list[str], list[str]]:
+    """(message n-grams, path tokens, diff n-grams) of one change; `fields`: its
+    `text_fields`, when the caller holds them already (they read the whole diff)."""
+    from .text import _paths, text_fields
 
-    message, _summary, _diff = text_fields(change)
-    diff_words = [w for ln in changed_lines(change.diff).split("\n") if not ln.startswith("file: ")
+    message, _summary, diff = fields or text_fields(change)
+    diff_words = [w for ln in diff.split("\n") if not ln.startswith("file: ")
                   for w in _words(ln)]
     return _grams(_words(message)), path_tokens(_paths(change)), diff_words[:2000]
 
@@ -220,9 +223,10 @@ def featurize(changes: Sequence[NormalizedChange]) -> sparse.csr_matrix:
     offsets = _offsets()
     rows, cols, vals = [], [], []
     for i, change in enumerate(changes):
-        message = text_fields(change)[0]
+        fields = text_fields(change)
+        message = fields[0]
         extra = (char_grams(message), shape_tokens(change), summary_tokens(message))
-        for name, tokens in zip(FIELDS + EXTRA_FIELDS, (*field_tokens(change), *extra)):
+        for name, tokens in zip(FIELDS + EXTRA_FIELDS, (*field_tokens(change, fields), *extra)):
             for k, v in _hash_tokens(tokens, FIELD_DIMS[name]).items():
                 rows.append(i)
                 cols.append(offsets[name] + k)
