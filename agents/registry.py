@@ -42,7 +42,14 @@ from schemas import VersionState as S
 
 from .blocklist import blocked_by, describe, entry_for
 from .errors import IllegalTransition
-from .routing import canary_ranges, in_scope, same_scope_stable, scopes_overlap, stable_version
+from .routing import (
+    canary_ranges,
+    in_scope,
+    same_scope_stable,
+    scopes_overlap,
+    stable_of_scope,
+    stable_version,
+)
 
 SEEN_EVENT_IDS_MAX = 1000
 SCOPED_SCHEMA_VERSION = 2  # LifecycleEvent.schema_version from which a stable is per scope
@@ -121,10 +128,18 @@ def _legacy(event: LifecycleEvent) -> bool:
     return event.schema_version < SCOPED_SCHEMA_VERSION
 
 
-def _first_stable(registry: Registry) -> str | None:
-    """The stable version by the rule of schema version 1 (one per task): the first by id."""
-    return next((v for v in sorted(registry.versions) if registry.versions[v].state == S.stable),
-                None)
+def restore_target(registry: Registry, leaving: str, *, legacy: bool = False) -> str | None:
+    """The deprecated version that becomes stable when the stable version `leaving` is
+    deprecated or quarantined: the last stable of its scope. A scoped one with none hands its
+    repositories back to the global stable version (nothing to restore), or, when there is
+    none (an event of schema version 1 deprecated it), to the one a global rollback restores.
+    `legacy`: the rule of schema version 1 events (any scope)."""
+    target = previous_stable(registry, exclude=leaving, scoped=not legacy)
+    entry = registry.versions.get(leaving)
+    if (target is None and not legacy and entry is not None and entry.spec.repos
+            and stable_version(registry) is None):
+        target = previous_stable(registry, exclude=leaving, scope=frozenset())
+    return target
 
 
 def _moved(entry: VersionEntry, to: S, event: LifecycleEvent, traffic: float = 0.0
@@ -237,18 +252,13 @@ def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Sk
     if event.to_state == S.stable:
         # One stable per task and scope: the old stable of the same scope steps down (a
         # version scoped to a repository leaves the global stable version serving the others).
-        old = _first_stable(registry) if legacy else same_scope_stable(registry, vid)
+        old = stable_of_scope(registry, None) if legacy else same_scope_stable(registry, vid)
         if old is not None and old != vid:
             versions[old] = _moved(versions[old], S.deprecated, event)
     elif current.state == S.stable and event.to_state in (S.deprecated, S.quarantined):
         # The stable version leaves: the one it replaced comes back (rollback); a quarantine
         # does the same when there is one, and otherwise leaves the task to its fallbacks.
-        target = previous_stable(registry, exclude=vid, scoped=not legacy)
-        if (target is None and not legacy and current.spec.repos
-                and stable_version(registry) is None):
-            # its repositories go back to the global stable version: when there is none (an
-            # event of schema version 1 deprecated it), the one a global rollback restores
-            target = previous_stable(registry, exclude=vid, scope=frozenset())
+        target = restore_target(registry, vid, legacy=legacy)
         if target is None and event.action == LifecycleAction.rollback and (
                 legacy or not current.spec.repos):
             return _skip(registry, event, K.nothing_to_restore, "rollback: no deprecated version to restore")
@@ -288,8 +298,7 @@ def _register(registry: Registry, event: LifecycleEvent, versions: dict[str, Ver
     if blocked is not None:
         return _skip(registry, event, K.blocklisted, f"blocklisted: {describe(blocked)}")
     if event.to_state == S.stable:
-        other = next((v for v, e in sorted(registry.versions.items()) if e.state == S.stable
-                      and (_legacy(event) or set(e.spec.repos) == set(spec.repos))), None)
+        other = stable_of_scope(registry, None if _legacy(event) else frozenset(spec.repos))
         if other is not None:
             return _skip(
                 registry, event, K.second_stable,

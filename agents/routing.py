@@ -87,13 +87,19 @@ def stable_version(registry: Registry, repo: str | None = None,
     return ranked[0][1] if ranked else None
 
 
+def stable_of_scope(registry: Registry, scope: AbstractSet[str] | None) -> str | None:
+    """The stable version of exactly `scope` (the empty scope: the global one), the first by
+    id; `None`: of any scope (the one-stable-per-task rule of schema version 1 events)."""
+    return next((v for v in sorted(registry.versions)
+                 if registry.versions[v].state == VersionState.stable
+                 and (scope is None or frozenset(registry.versions[v].spec.repos) == scope)),
+                None)
+
+
 def same_scope_stable(registry: Registry, version_id: str) -> str | None:
     """The stable version a promotion of `version_id` to stable replaces: the one of exactly
     the same scope (the global stable for a global version)."""
-    scope = scope_of(registry, version_id)
-    return next((v for v in sorted(registry.versions)
-                 if registry.versions[v].state == VersionState.stable
-                 and frozenset(registry.versions[v].spec.repos) == scope), None)
+    return stable_of_scope(registry, scope_of(registry, version_id))
 
 
 def scopes_overlap(a: AbstractSet[str], b: AbstractSet[str]) -> bool:

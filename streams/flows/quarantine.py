@@ -36,7 +36,7 @@ from agents.health import (
     root_cause,
     suspects_of,
 )
-from agents.registry import previous_stable
+from agents.registry import restore_target
 from agents.routing import scope_of, stable_version
 from infra import queries
 from infra.crash_markers import collect_deaths
@@ -90,12 +90,10 @@ def quarantine_events(ctx: AppContext, version_id: str, trigger: str, evidence: 
     if entry.state == VersionState.canary:
         target = stable_version(registry, scope=scope_of(registry, version_id))
     elif entry.state == VersionState.stable:
-        target = previous_stable(registry, exclude=version_id)
-        if target is None and entry.spec.repos:
-            # a scoped stable version hands its repositories back to the global one (as the
-            # fold does: agents/registry.py)
-            target = stable_version(registry) or previous_stable(
-                registry, exclude=version_id, scope=frozenset())
+        # what the fold restores; a scoped stable version with nothing of its own to restore
+        # hands its repositories back to the global one
+        target = restore_target(registry, version_id) or (
+            stable_version(registry) if entry.spec.repos else None)
     if target is not None:
         out.append((ctx.topics.healing, version_id, HealingAction(
             event_id=f"rb-{event_id}", task=registry.task, action="rollback",
