@@ -75,6 +75,14 @@ def _window(window: Window | float, max_lag_s: float, params: dict[str, Any]) ->
             "AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64})")
 
 
+def _repos_filter(repos: Sequence[str], params: dict[str, Any]) -> str:
+    """` AND repo IN {repos}` with its bound parameter, or nothing for no repositories."""
+    if not repos:
+        return ""
+    params["repos"] = sorted(repos)
+    return " AND repo IN {repos:Array(String)}"
+
+
 def interactions(task: str, version_id: str, window: Window | float, max_lag_s: float,
                  repos: Sequence[str] = ()) -> Query:
     """One version's live attempts in the window: counts, latencies of the ok ones (a fixed
@@ -82,9 +90,7 @@ def interactions(task: str, version_id: str, window: Window | float, max_lag_s: 
     repositories' requests only."""
     params: dict[str, Any] = {"task": task, "version": version_id}
     when = _window(window, max_lag_s, params)
-    if repos:
-        params["repos"] = sorted(repos)
-        when += " AND repo IN {repos:Array(String)}"
+    when += _repos_filter(repos, params)
     return Query(f"""SELECT count() AS n, countIf(status != 'ok') AS errors,
        arraySort(groupArraySampleIf({LATENCY_SAMPLE}, 1)(latency_ms, status = 'ok')) AS latencies,
        countIf(label IS NOT NULL AND status = 'ok') AS labelled,
@@ -223,13 +229,9 @@ def archive_sample(task: str, n: int, window_s: float, repos: Sequence[str] = ()
     """The newest n archived requests of the last window_s (the re-test's traffic); `repos`:
     those repositories' only (a version scoped to them sees no other)."""
     params: dict[str, Any] = {"task": task, "window_ms": _ms(window_s), "n": int(n)}
-    where = ""
-    if repos:
-        params["repos"] = sorted(repos)
-        where = "AND repo IN {repos:Array(String)} "
     return Query("SELECT accepted, occurred_at FROM events_archive FINAL "
-                 "WHERE task = {task:String} " + where
-                 + "AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64}) "
+                 "WHERE task = {task:String}" + _repos_filter(repos, params)
+                 + " AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64}) "
                  "ORDER BY occurred_at DESC LIMIT {n:UInt32}", params)
 
 
