@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             result.update(run_analyzers(home / "analyzers", broker.address,
                                         commits=args.commits, replay_commits=args.replay_commits,
                                         partitions=args.partitions, log=log,
-                                        label=args.label))
+                                        label=args.label, trials=args.trials))
     finally:
         if broker is not None:
             broker.stop()

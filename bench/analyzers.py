@@ -236,13 +236,15 @@ async def _direct_loop(spec, changes: list[NormalizedChange], batch: int) -> flo
 
 
 def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
-               partitions: int, log) -> dict:
+               partitions: int, log, trials: int = 1) -> dict:
     config = load_config(None)
     stable = next(v for v in config.versions if v.initial_state.value == "stable")
     changes = [change_of(e) for e, _ in commits]
     log(f"5. replay: {stable.id} directly on {len(changes)} commits (ceiling)")
-    direct = asyncio.run(_direct_loop(stable, changes, config.inference.batch_size))
-    log(f"  direct: {direct:.1f} commits/s")
+    direct = []
+    for _ in range(trials):
+        direct.append(asyncio.run(_direct_loop(stable, changes, config.inference.batch_size)))
+        log(f"  direct: {direct[-1]:.1f} commits/s")
     w = Worker(home, broker, replay_config(), partitions=partitions)
     w.start()
     try:
@@ -255,37 +257,49 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
             if time.monotonic() > deadline:
                 raise TimeoutError("the archive did not fill")
             time.sleep(0.3)
-        log(f"5. replay: reviewbus replay --to {stable.id} --limit {len(commits)} --wait")
-        env = {**os.environ, **w.env}
-        started_ms = time.time() * 1000
-        t = time.monotonic()
-        out = subprocess.run([sys.executable, "-m", "streams.cli", "replay", "--to", stable.id,
-                              "--limit", str(len(commits)), "--wait"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=900)
-        seconds = time.monotonic() - t
-        if out.returncode != 0:
-            raise RuntimeError(f"replay failed: {out.stderr[-2000:]}")
-        run_id = next((tok for tok in re.findall(r"run-[\w-]+", out.stdout + out.stderr)), None)
+        log(f"5. replay: reviewbus replay --to {stable.id} --limit {len(commits)} --wait, "
+            f"{trials} trial(s)")
+        runs = [_replay_once(w, stable.id, len(commits), log) for _ in range(trials)]
+        rates = [len(commits) / r["seconds"] for r in runs]
+        middle = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        run_id = middle["run_id"]
         stats = w.query(
             "SELECT count() AS n, countIf(status = 'ok') AS ok, "
             "quantile(0.5)(latency_ms) AS p50_ms, quantile(0.99)(latency_ms) AS p99_ms "
             f"FROM interactions FINAL WHERE run_id = '{run_id}'") if run_id else [{}]
-        rate = len(commits) / seconds
-        phases = asyncio.run(_replay_phases(w, stable.id, run_id, started_ms, seconds))
-        log(f"  replay: {rate:.1f} commits/s ({seconds:.1f} s incl. CLI start), run {run_id}; "
-            + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
-        return {"version": stable.id, "commits": len(commits), "replay_seconds": seconds,
-                "replay_events_per_s": trials_summary([rate]),
-                "direct_events_per_s": trials_summary([direct]), "ratio": ratio(rate, direct),
+        replayed, ceiling = trials_summary(rates), trials_summary(direct)
+        return {"version": stable.id, "commits": len(commits), "trials": trials,
+                "replay_seconds": middle["seconds"],
+                "replay_events_per_s": replayed, "direct_events_per_s": ceiling,
+                "ratio": ratio(replayed["median"], ceiling["median"]),
                 "run_id": run_id, "run_interactions": stats[0] if stats else None,
-                "phases_s": phases,
+                "phases_s": middle["phases"], "phases_s_by_trial": [r["phases"] for r in runs],
                 "peak_rss_mib_worker": w.peak_rss_mib(),
                 "method": "wall time of the `reviewbus replay --wait` command (CLI start, "
                           "archive read, send, until every interaction row is stored) vs. "
                           "the same backend's infer() on the same commits in batches of "
-                          "inference.batch_size, in this process"}
+                          "inference.batch_size, in this process; medians of the trials "
+                          "(phases and interactions: the median trial's)"}
     finally:
         w.stop()
+
+
+def _replay_once(w: Worker, version: str, n: int, log) -> dict:
+    """One `reviewbus replay --wait` of the last `n` archived commits, timed from outside."""
+    env = {**os.environ, **w.env}
+    started_ms = time.time() * 1000
+    t = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "streams.cli", "replay", "--to", version,
+                          "--limit", str(n), "--wait"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"replay failed: {out.stderr[-2000:]}")
+    run_id = next((tok for tok in re.findall(r"run-[\w-]+", out.stdout + out.stderr)), None)
+    phases = asyncio.run(_replay_phases(w, version, run_id, started_ms, seconds))
+    log(f"  replay: {n / seconds:.1f} commits/s ({seconds:.2f} s incl. CLI start), run "
+        f"{run_id}; " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+    return {"seconds": seconds, "run_id": run_id, "phases": phases}
 
 
 async def _replay_phases(w: Worker, version: str, run_id: str | None, started_ms: float,
@@ -317,10 +331,10 @@ async def _replay_phases(w: Worker, version: str, run_id: str | None, started_ms
 
 
 def run_analyzers(home: Path, broker: str, *, commits: int, replay_commits: int,
-                  partitions: int, log, label: str | None = None) -> dict:
+                  partitions: int, log, label: str | None = None, trials: int = 1) -> dict:
     rows = dataset_commits(max(commits, replay_commits))
     log(f"6. analyzer latency: {min(commits, len(rows))} commits of {REPO}")
     latency = run_latency(rows[:commits], label, log)
     replay = run_replay(home / f"replay-{uuid.uuid4().hex[:4]}", broker, rows[:replay_commits],
-                        partitions, log)
+                        partitions, log, trials)
     return {"analyzers": latency, "replay": replay}
