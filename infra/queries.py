@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from clickhouse_connect.driver.binding import format_query_value
-
 from agents.rotation import LATENCY_SAMPLE, Window
 from agents.slo import UNAVAILABLE_ERRORS, SloConfig
 
@@ -41,6 +39,10 @@ class Query:
 
     def text(self) -> str:
         """The SQL with every parameter written as a literal (for evidence and logs)."""
+        # Imported here: clickhouse_connect costs a CLI start ~60 ms to import, and a CLI
+        # that talks to a running worker's store never needs it otherwise.
+        from clickhouse_connect.driver.binding import format_query_value
+
         def literal(match: re.Match[str]) -> str:
             value = self.params[match.group(1)]
             return str(format_query_value(value))

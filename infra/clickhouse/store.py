@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-import clickhouse_connect
 from pydantic import SecretStr
 
 from agents.errors import StoreError
@@ -74,6 +73,8 @@ class Store:
         else:
             raise StoreError(f"unsupported ClickHouse DSN {display!r}; "
                              "use chdb:///abs/dir or http(s)://host:8123")
+        import clickhouse_connect  # here: a CLI that reaches the worker's store never needs it
+
         writer = reader = None
         try:
             writer = clickhouse_connect.get_client(dsn=dsn, tz_mode="aware", **kwargs)
