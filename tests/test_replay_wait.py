@@ -43,3 +43,20 @@ def test_a_run_that_never_completes_times_out_naming_the_count(monkeypatch):
     monkeypatch.setattr(infra.store, "open_store", lambda settings: store)
     with pytest.raises(ReviewbusError, match="run-2: 2 of 5 results stored after 0.05 s"):
         wait_for_run(SimpleNamespace(), "run-2", expected=5, timeout=0.05, poll_s=0.01)
+
+
+def test_polls_four_times_as_often_once_the_rest_is_one_batch_away(monkeypatch):
+    """A long replay is counted every poll_s; once the last pause stored at least what is
+    left, every poll_s / 4, so the command ends soon after its last row is stored."""
+    import streams.services.replay as replay
+
+    store = Remote([0, 40, 80, 90, 100])
+    pauses: list[float] = []
+    monkeypatch.setattr(infra.store, "open_store", lambda settings: store)
+    monkeypatch.setattr(replay.time, "sleep", pauses.append)
+
+    wait_for_run(SimpleNamespace(), "run-3", expected=100, timeout=10, poll_s=0.2)
+
+    # 0 stored, then 40 of 100 (60 left > 40 gained), then 80 (20 left <= 40), then 90
+    assert pauses == [0.2, 0.2, 0.05, 0.05]
+    assert store.queries == 5
