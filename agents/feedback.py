@@ -8,7 +8,11 @@ bound above the stable rate plus `margin`) gets a `{"suppress_rule": rule}` filt
 version's spec; the filter is removed again once the evidence no longer supports it (the
 point estimate falls to the stable rate plus `margin` or below: hysteresis, no flapping).
 The stable rate is the stable version's rate on the same rule when it has `min_feedback`
-judged findings of it, else its rate over all its rules (0 when nobody judged any).
+judged findings of it, else its rate over all its rules (0 when nobody judged any). The stable
+version is the one that serves the candidate's repositories: a candidate scoped to
+repositories that have a stable version of their own (a promoted learner refit) is compared
+with that one, not with the global stable (`baselines`). Its rate is taken over all its
+judged findings: findings rows carry no repository to narrow it by.
 
 Only filters this logic added are ever removed: a rule suppressed in the versions file stays.
 """
@@ -21,6 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas import Registry
+
+from .routing import scope_of, stable_version
 from .stats import wilson_interval
 
 
@@ -69,28 +76,38 @@ def _rate(fp: int, tp: int) -> float:
     return fp / (fp + tp) if fp + tp else 0.0
 
 
+def baselines_of(registry: Registry, candidates: Iterable[str]) -> dict[str, str | None]:
+    """The stable version each candidate is compared with: the one that serves its
+    repositories (for a global candidate, or one whose repositories have no stable version of
+    their own, the global one; None when there is none)."""
+    return {v: stable_version(registry, scope=scope_of(registry, v)) for v in candidates}
+
+
 def filter_changes(rows: Sequence[Mapping[str, Any]], stable: str | None,
                    filters: Mapping[str, Sequence[Mapping[str, Any]]],
                    original: Mapping[str, Sequence[Mapping[str, Any]]],
-                   config: FeedbackFilterConfig) -> list[FilterChange]:
+                   config: FeedbackFilterConfig,
+                   baselines: Mapping[str, str | None] | None = None) -> list[FilterChange]:
     """The filters to add and remove, from infra.queries.verdicts rows.
 
     `filters`: each candidate's current filters (from the registry); `original`: its filters
-    in the versions file (never removed). The stable version itself is never filtered.
+    in the versions file (never removed); `baselines`: the stable version each candidate is
+    compared with, where it is not `stable` (a scoped candidate: its repositories' stable).
+    A stable version is never filtered.
     """
-    if stable is None:
-        return []
     counts: dict[str, dict[str, tuple[int, int]]] = {}
     for r in rows:
         counts.setdefault(str(r["version_id"]), {})[str(r["rule_id"])] = (
             int(r.get("fp") or 0), int(r.get("tp") or 0))
-    base_rules = counts.get(stable, {})
-    base_fp = sum(fp for fp, _ in base_rules.values())
-    base_tp = sum(tp for _, tp in base_rules.values())
+    stables = {stable} | set((baselines or {}).values())
     changes: list[FilterChange] = []
     for version, current in sorted(filters.items()):
-        if version == stable:
+        base = (baselines or {}).get(version, stable)
+        if base is None or version in stables:
             continue
+        base_rules = counts.get(base, {})
+        base_fp = sum(fp for fp, _ in base_rules.values())
+        base_tp = sum(tp for _, tp in base_rules.values())
         active = suppressed_rules(current)
         ours = active - suppressed_rules(original.get(version, ()))
         rules = counts.get(version, {})
@@ -106,7 +123,7 @@ def filter_changes(rows: Sequence[Mapping[str, Any]], stable: str | None,
             evidence = {
                 "version_id": version, "rule_id": rule, "fp": fp, "tp": tp, "judged": judged,
                 "fp_rate": _rate(fp, tp), "fp_rate_low": lo, "fp_rate_high": hi,
-                "baseline": baseline, "baseline_basis": basis, "stable_version": stable,
+                "baseline": baseline, "baseline_basis": basis, "stable_version": base,
                 "margin": config.margin, "min_feedback": config.min_feedback,
                 "confidence": config.confidence,
             }

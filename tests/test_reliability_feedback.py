@@ -162,3 +162,35 @@ def test_update_spec_changes_filters_only_and_keeps_the_state():
     event = update("cand", "shadow")
     event = event.model_copy(update={"spec": None})
     assert "without a spec" in apply_event(new, event)[1].text
+
+
+def test_a_scoped_candidate_is_compared_with_the_stable_version_of_its_repositories():
+    """`refit` (scoped to org/a, where `la` is stable) reports S101 as often false as the
+    global stable does, but `la`, which serves org/a, almost never: the filter is added
+    against `la`'s rate. Compared with the global stable (as before), nothing would change."""
+    from agents.feedback import baselines_of
+    from agents.lifecycle_commands import register_events
+    from schemas import VersionSpec
+
+    specs = [VersionSpec(id=v, backend="fake", initial_state=VersionState(state), repos=repos)
+             for v, state, repos in [("base", "stable", []), ("la", "canary", ["org/a"]),
+                                     ("refit", "shadow", ["org/a"]),
+                                     ("lb", "shadow", ["org/b"]), ("cand", "shadow", [])]]
+    registry = fold("code-review", register_events(specs, fold("code-review", [])))
+    registry, skipped = apply_event(registry, LifecycleEvent(
+        task="code-review", version_id="la", action=LifecycleAction.promote,
+        from_state=VersionState.canary, to_state=VersionState.stable, actor="test"))
+    assert skipped is None
+    baselines = baselines_of(registry, ["refit", "lb", "cand"])
+    assert baselines == {"refit": "la", "lb": "base", "cand": "base"}
+
+    rows = [row("refit", "S101", 9, 1), row("base", "S101", 9, 1), row("la", "S101", 0, 10)]
+    current = {"refit": [], "la": []}
+    [change] = filter_changes(rows, "base", current, {}, CFG, baselines)
+    assert (change.version_id, change.rule_id, change.action) == ("refit", "S101", "add")
+    assert (change.evidence["stable_version"], change.evidence["baseline"]) == ("la", 0.0)
+    assert filter_changes(rows, "base", current, {}, CFG) == []  # the global stable's rate
+    # the stable version of a scope is never filtered, however bad its own rates
+    changes = filter_changes([*rows, row("la", "F401", 50, 0)], "base", current, {}, CFG,
+                             baselines)
+    assert [(c.version_id, c.rule_id) for c in changes] == [("refit", "S101")]

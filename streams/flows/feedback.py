@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 
-from agents.feedback import apply_change, filter_changes
+from agents.feedback import apply_change, baselines_of, filter_changes
 from agents.routing import stable_version
 from infra import queries
 from schemas import HealingAction, LifecycleAction, LifecycleEvent, VersionState
@@ -32,13 +32,15 @@ async def update_filters(ctx: AppContext) -> list[LifecycleEvent]:
     stable = stable_version(registry)
     candidates = {v: list(e.spec.filters) for v, e in registry.versions.items()
                   if e.state in FILTERED_STATES}
-    if stable is None or not candidates:
+    baselines = baselines_of(registry, candidates)
+    if not any(baselines.values()):
         return []
     query = queries.verdicts(registry.task, ctx.config.feedback.window_s,
                              ctx.config.feedback.verdict_window_s, ctx.settings.timer_max_lag_s)
     rows = (await ctx.store.query(query.sql, query.params)).as_dicts()
     original = {v: list(spec.filters) if (spec := ctx.config.spec(v)) else [] for v in candidates}
-    changes = filter_changes(rows, stable, candidates, original, ctx.config.feedback)
+    changes = filter_changes(rows, stable, candidates, original, ctx.config.feedback,
+                             baselines)
     by_version: dict[str, list] = {}
     for change in changes:
         by_version.setdefault(change.version_id, []).append(change)
