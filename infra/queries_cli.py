@@ -6,7 +6,7 @@ infra/queries.py for the `Query` type and the leader's timer queries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -89,17 +89,24 @@ WHERE task = {{task:String}} AND change_type_agree IS NOT NULL
 GROUP BY candidate_version""", {"task": task, "window_s": int(window_s)})
 
 
-def run_agreement(task: str, run_id: str, stable: str) -> Query:
-    """A replay run against the stable version's live answers on the same requests."""
+def run_agreement(task: str, run_id: str, stable: str | None,
+                  scoped: Mapping[str, str] | None = None) -> Query:
+    """A replay run against the stable version's live answers on the same requests: for a
+    request of a repository in `scoped` (repository -> the stable version of its own that
+    serves it), that version's; for any other, `stable`'s."""
+    repos = sorted(scoped or {})
     return Query("""SELECT r.version_id AS version_id,
        round(avg(toFloat64(r.predicted_label = s.predicted_label)), 4) AS agreement
 FROM (SELECT request_id, version_id, predicted_label FROM interactions FINAL
       WHERE task = {task:String} AND run_id = {run_id:String} AND status = 'ok') AS r
 INNER JOIN (SELECT request_id, any(predicted_label) AS predicted_label FROM interactions FINAL
-      WHERE task = {task:String} AND run_id = '' AND version_id = {stable:String}
-        AND status = 'ok' GROUP BY request_id) AS s
+      WHERE task = {task:String} AND run_id = '' AND status = 'ok'
+        AND version_id = transform(repo, {repos:Array(String)}, {stables:Array(String)},
+                                   {stable:String})
+      GROUP BY request_id) AS s
 ON r.request_id = s.request_id
-GROUP BY r.version_id""", {"task": task, "run_id": run_id, "stable": stable})
+GROUP BY r.version_id""", {"task": task, "run_id": run_id, "stable": stable or "",
+                             "repos": repos, "stables": [(scoped or {})[r] for r in repos]})
 
 
 # ---- `compare --plot` ---------------------------------------------------------------------------

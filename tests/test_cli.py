@@ -142,3 +142,38 @@ def test_compare_and_sql_open_the_store_when_no_worker_holds_it(env, capsys):
     assert json.loads(capsys.readouterr().out) == [{"n": 21}]
     assert cli(["sql", "SELECT count() AS n FROM interactions FINAL"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].strip() == "21"
+
+
+def test_a_replay_of_a_scoped_version_agrees_with_its_repositories_stable(env, capsys):
+    """`compare --run`: a replayed request is compared with the live answer of the stable
+    version that served its repository: `la` (stable, scoped to org/a) for org/a's requests,
+    the global stable `base` for the others; never with a version that did not serve it."""
+    from streams.services.reports import compare, scoped_stables
+
+    settings = Settings()
+    then = datetime.now(timezone.utc) - timedelta(hours=1)
+    events = [LifecycleEvent(task="code-review", version_id=v, action=LifecycleAction.register,
+                             to_state=state, actor="config", occurred_at=then,
+                             spec={"id": v, "backend": "fake", "repos": repos})
+              for v, state, repos in [("base", VersionState.stable, []),
+                                      ("la", VersionState.stable, ["org/a"]),
+                                      ("refit", VersionState.shadow, ["org/a"])]]
+
+    def answer(rid, version, repo, predicted, run_id=None):
+        return result(rid, version, Role.replay if run_id else Role.primary,
+                      predicted=predicted).model_copy(update={"repo": repo, "run_id": run_id})
+
+    for i in range(10):  # org/a: `la` served; `base` never saw these requests
+        events += [answer(f"a{i}", "la", "org/a", "fix" if i < 6 else "docs"),
+                   answer(f"a{i}", "refit", "org/a", "fix", run_id="run-1")]
+    for i in range(4):  # org/b: `base` served; refit's replay disagrees on every one
+        events += [answer(f"b{i}", "base", "org/b", "feature"),
+                   answer(f"b{i}", "refit", "org/b", "fix", run_id="run-1")]
+    with open_store(settings) as store:
+        store.insert_events(events)
+        rows = {r["version_id"]: r for r in compare(store, "code-review", 86400, "run-1")}
+        from infra.readback import registry_from_store
+        assert scoped_stables(registry_from_store(store, "code-review")) == {"org/a": "la"}
+    # 6 of 10 org/a answers agree with la's, none of 4 org/b answers with base's
+    assert rows["refit"]["agreement"] == round(6 / 14, 4)
+    assert rows["refit"]["n"] == 14

@@ -10,7 +10,7 @@ from agents.registry import IN_PLACE, traffic_table
 from agents.routing import stable_version
 from infra import queries_cli as q
 from infra.readback import registry_from_store
-from schemas import LifecycleAction, Registry
+from schemas import LifecycleAction, Registry, VersionState
 
 COMPARE_COLUMNS = ("version_id", "state", "n", "error_rate", "p50_ms", "p95_ms", "p99_ms",
                    "accuracy", "agreement")
@@ -29,7 +29,9 @@ def compare(store, task: str, window_s: int, run_id: str | None = None,
     stable = stable_version(registry)
     rows = {r["version_id"]: r for r in _rows(store, q.compare(task, window_s, run_id))}
     if run_id:
-        agreement_rows = _rows(store, q.run_agreement(task, run_id, stable)) if stable else []
+        scoped = scoped_stables(registry)
+        agreement_rows = (_rows(store, q.run_agreement(task, run_id, stable, scoped))
+                          if stable or scoped else [])
     else:
         agreement_rows = _rows(store, q.live_agreement(task, window_s))
     agreement = {r["version_id"]: r["agreement"] for r in agreement_rows}
@@ -47,6 +49,14 @@ def compare(store, task: str, window_s: int, run_id: str | None = None,
             "agreement": None if vid == stable else agreement.get(vid),
         })
     return out
+
+
+def scoped_stables(registry: Registry) -> dict[str, str]:
+    """Repository -> the stable version that serves it, for every repository some stable
+    version is scoped to (the others: the global stable)."""
+    repos = {r for e in registry.versions.values() if e.state == VersionState.stable
+             for r in e.spec.repos}
+    return {r: v for r in sorted(repos) if (v := stable_version(registry, repo=r)) is not None}
 
 
 def versions_rows(registry: Registry) -> list[dict]:
