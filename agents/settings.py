@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     memory_report_interval_s: float = Field(default=0.0, ge=0)
     memory_trace: bool = False
     malloc_trim_interval_s: float = Field(default=60.0, ge=0)
+    # Python collects its youngest generation every 700 net allocations by default; a worker
+    # keeps whole batches of parsed events alive, so those collections scan survivors and
+    # promote them into full collections of the whole heap (streams/worker.py tune_gc).
+    # 0: Python's default.
+    gc_young_threshold: int = Field(default=50_000, ge=0)
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> Settings:

@@ -172,6 +172,8 @@ NOTES = {
     "sink_batch": "rows the ClickHouse sink writes per insert (and holds while the store is down)",
     "sink_within_s": "the longest the sink waits to fill a batch",
     "sink_idle_s": "a sink batch closes once nothing arrived for this long (a quiet bus)",
+    "gc_young_threshold": "net allocations between two collections of Python's youngest "
+                          "generation in a worker (0: Python's default, 700)",
     "litellm_api_key": "the key of `litellm` versions: passed per call, never logged",
     "supervisor_backoff_max_s": "cap of the doubling restart delay",
     "supervisor_crash_loop_deaths": "deaths within the window that stop the restarts",
