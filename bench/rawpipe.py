@@ -227,5 +227,8 @@ async def main(bootstrap: str, prefix: str, group: str, batch: int, within_ms: i
 
 
 if __name__ == "__main__":
+    from .core import gc_like_the_worker
+
+    gc_like_the_worker()
     a = sys.argv[1:]
     asyncio.run(main(a[0], a[1], a[2], int(a[3]), int(a[4]), a[5] if len(a) > 5 else None))

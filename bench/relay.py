@@ -43,4 +43,7 @@ async def relay(bootstrap: str, src: str, dst: str, group: str) -> None:
 
 
 if __name__ == "__main__":
+    from .core import gc_like_the_worker
+
+    gc_like_the_worker()
     asyncio.run(relay(*sys.argv[1:5]))

@@ -172,4 +172,7 @@ def run_sink(home: Path, broker: str, *, events: int, trials: int, partitions: i
 
 
 if __name__ == "__main__":
+    from .core import gc_like_the_worker
+
+    gc_like_the_worker()
     print(json.dumps(direct_insert(sys.argv[1], int(sys.argv[2]), sys.argv[3])))
