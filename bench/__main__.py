@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return rdkafka_join(argv[1:])
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from .core import gc_like_the_worker
+
+    gc_like_the_worker()  # the ceilings measured in this process (analyzers called directly)
     started = time.time()
     result: dict = {"machine": machine_info(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "params": {k: v for k, v in vars(args).items() if k != "parts"},
