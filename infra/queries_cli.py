@@ -94,19 +94,22 @@ def run_agreement(task: str, run_id: str, stable: str | None,
     """A replay run against the stable version's live answers on the same requests: for a
     request of a repository in `scoped` (repository -> the stable version of its own that
     serves it), that version's; for any other, `stable`'s."""
-    repos = sorted(scoped or {})
-    return Query("""SELECT r.version_id AS version_id,
+    params: dict[str, Any] = {"task": task, "run_id": run_id, "stable": stable or ""}
+    served_by = "{stable:String}"
+    if scoped:  # ClickHouse's transform.cpp refuses empty arrays (chDB 4.4 lets them pass)
+        params["repos"] = sorted(scoped)
+        params["stables"] = [scoped[r] for r in params["repos"]]
+        served_by = "transform(repo, {repos:Array(String)}, {stables:Array(String)}, {stable:String})"
+    return Query(f"""SELECT r.version_id AS version_id,
        round(avg(toFloat64(r.predicted_label = s.predicted_label)), 4) AS agreement
 FROM (SELECT request_id, version_id, predicted_label FROM interactions FINAL
-      WHERE task = {task:String} AND run_id = {run_id:String} AND status = 'ok') AS r
+      WHERE task = {{task:String}} AND run_id = {{run_id:String}} AND status = 'ok') AS r
 INNER JOIN (SELECT request_id, any(predicted_label) AS predicted_label FROM interactions FINAL
-      WHERE task = {task:String} AND run_id = '' AND status = 'ok'
-        AND version_id = transform(repo, {repos:Array(String)}, {stables:Array(String)},
-                                   {stable:String})
+      WHERE task = {{task:String}} AND run_id = '' AND status = 'ok'
+        AND version_id = {served_by}
       GROUP BY request_id) AS s
 ON r.request_id = s.request_id
-GROUP BY r.version_id""", {"task": task, "run_id": run_id, "stable": stable or "",
-                             "repos": repos, "stables": [(scoped or {})[r] for r in repos]})
+GROUP BY r.version_id""", params)
 
 
 # ---- `compare --plot` ---------------------------------------------------------------------------

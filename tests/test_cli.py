@@ -177,3 +177,23 @@ def test_a_replay_of_a_scoped_version_agrees_with_its_repositories_stable(env, c
     # 6 of 10 org/a answers agree with la's, none of 4 org/b answers with base's
     assert rows["refit"]["agreement"] == round(6 / 14, 4)
     assert rows["refit"]["n"] == 14
+
+
+def test_a_replay_agrees_with_the_global_stable_when_no_stable_is_scoped(env):
+    """The common case: no repository has a stable version of its own (ClickHouse's
+    transform() refuses the empty arrays that case would give it)."""
+    from streams.services.reports import compare
+
+    then = datetime.now(timezone.utc) - timedelta(hours=1)
+    events: list = [LifecycleEvent(task="code-review", version_id=v, action=LifecycleAction.register,
+                                   to_state=state, actor="config", occurred_at=then,
+                                   spec={"id": v, "backend": "fake"})
+                    for v, state in [("base", VersionState.stable), ("cand", VersionState.shadow)]]
+    for i in range(4):
+        events += [result(f"q{i}", "base", Role.primary, predicted="feature"),
+                   result(f"q{i}", "cand", Role.replay, predicted="feature" if i else "fix"
+                          ).model_copy(update={"run_id": "run-2"})]
+    with open_store(Settings()) as store:
+        store.insert_events(events)
+        rows = {r["version_id"]: r for r in compare(store, "code-review", 86400, "run-2")}
+    assert (rows["cand"]["n"], rows["cand"]["agreement"]) == (4, 0.75)
