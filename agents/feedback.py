@@ -79,7 +79,9 @@ def _rate(fp: int, tp: int) -> float:
 def baselines_of(registry: Registry, candidates: Iterable[str]) -> dict[str, str | None]:
     """The stable version each candidate is compared with: the one that serves its
     repositories (for a global candidate, or one whose repositories have no stable version of
-    their own, the global one; None when there is none)."""
+    their own, the global one; None when there is none). A candidate scoped to repositories
+    that no one scoped stable covers together (two repositories with a stable each) is
+    compared with the global one too, as quarantine and rotation do (agents/routing.py)."""
     return {v: stable_version(registry, scope=scope_of(registry, v)) for v in candidates}
 
 

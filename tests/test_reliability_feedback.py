@@ -191,6 +191,7 @@ def test_a_scoped_candidate_is_compared_with_the_stable_version_of_its_repositor
     assert (change.evidence["stable_version"], change.evidence["baseline"]) == ("la", 0.0)
     assert filter_changes(rows, "base", current, {}, CFG) == []  # the global stable's rate
     # the stable version of a scope is never filtered, however bad its own rates
-    changes = filter_changes([*rows, row("la", "F401", 50, 0)], "base", current, {}, CFG,
-                             baselines)
+    # (base's F401 is rarely false, so la's would be filtered if it were a candidate)
+    changes = filter_changes([*rows, row("la", "F401", 50, 0), row("base", "F401", 0, 10)],
+                             "base", {**current, "la": []}, {}, CFG, {**baselines, "la": "base"})
     assert [(c.version_id, c.rule_id) for c in changes] == [("refit", "S101")]
