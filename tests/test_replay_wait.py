@@ -50,13 +50,14 @@ def test_polls_four_times_as_often_once_the_rest_is_one_batch_away(monkeypatch):
     left, every poll_s / 4, so the command ends soon after its last row is stored."""
     import streams.services.replay as replay
 
-    store = Remote([0, 40, 80, 90, 100])
+    store = Remote([0, 40, 80, 80, 90, 100])
     pauses: list[float] = []
     monkeypatch.setattr(infra.store, "open_store", lambda settings: store)
     monkeypatch.setattr(replay.time, "sleep", pauses.append)
 
     wait_for_run(SimpleNamespace(), "run-3", expected=100, timeout=10, poll_s=0.2)
 
-    # 0 stored, then 40 of 100 (60 left > 40 gained), then 80 (20 left <= 40), then 90
-    assert pauses == [0.2, 0.2, 0.05, 0.05]
-    assert store.queries == 5
+    # 0 stored, then 40 of 100 (60 left > 40 gained), then 80 (20 left <= 40, the most one
+    # pause stored), still 80 after a pause that stored nothing, then 90
+    assert pauses == [0.2, 0.2, 0.05, 0.05, 0.05]
+    assert store.queries == 6

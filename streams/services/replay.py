@@ -52,10 +52,11 @@ def replay(settings: Settings, version_id: str, *, since: datetime | None = None
 
 def next_poll_s(done: int, expected: int, gained: int, poll_s: float) -> float:
     """The pause before the next count: `poll_s` while the run is far from its end, a quarter
-    of it once the last pause stored at least what is left (the sink stores in batches, so
-    the rest is likely one batch away). The command then returns about poll_s / 4 after the
-    last row is stored instead of up to poll_s, without counting four times as often through
-    a long replay (each count is a query on the worker)."""
+    of it once one pause has stored at least what is left (`gained`: the most one pause
+    stored so far; the sink stores in batches, so the rest is likely one batch away). A long
+    replay then ends about poll_s / 4 after its last row is stored instead of up to poll_s,
+    without counting four times as often throughout (each count is a query on the worker). A
+    run stored in one batch never sees a gain before its end: it is counted every poll_s."""
     if gained > 0 and expected - done <= gained:
         return poll_s / 4
     return poll_s
@@ -71,7 +72,7 @@ def wait_for_run(settings: Settings, run_id: str, expected: int, timeout: float,
     bar = progress(expected, f"replay {run_id}: stored")
     deadline = time.monotonic() + timeout
     query = q.run_count(run_id)
-    store, done, before = None, 0, 0
+    store, done, before, most = None, 0, 0, 0
     try:
         while True:
             store = store or open_store(settings)
@@ -88,8 +89,8 @@ def wait_for_run(settings: Settings, run_id: str, expected: int, timeout: float,
             if time.monotonic() > deadline:
                 raise ReviewbusError(f"replay {run_id}: {done} of {expected} results "
                                      f"stored after {timeout:g} s")
-            time.sleep(next_poll_s(done, expected, done - before, poll_s))
-            before = done
+            most, before = max(most, done - before), done
+            time.sleep(next_poll_s(done, expected, most, poll_s))
     finally:
         if isinstance(store, Store):
             store.close()
