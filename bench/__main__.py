@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shadow-events", type=int, default=1_000,
                    help="events per throughput trial with shadows (3)")
     p.add_argument("--trials", type=int, default=3, help="repeated trials; medians reported")
-    p.add_argument("--pipeline-trials", type=int, default=1,
+    p.add_argument("--pipeline-trials", type=int, default=3,
                    help="trials of the long pipeline run of (1); the relay gets --trials")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="paced run length (2, 3)")
     p.add_argument("--sink-events", type=int, default=30_000, help="InferenceResults (4)")
