@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import Registry
 
-from .routing import scope_of, stable_version
+from .routing import baseline_of
 from .stats import wilson_interval
 
 
@@ -81,8 +81,9 @@ def baselines_of(registry: Registry, candidates: Iterable[str]) -> dict[str, str
     repositories (for a global candidate, or one whose repositories have no stable version of
     their own, the global one; None when there is none). A candidate scoped to repositories
     that no one scoped stable covers together (two repositories with a stable each) is
-    compared with the global one too, as quarantine and rotation do (agents/routing.py)."""
-    return {v: stable_version(registry, scope=scope_of(registry, v)) for v in candidates}
+    compared with the global one too, as quarantine and rotation do (`agents.routing.baseline_of`;
+    such a candidate takes part in neither repository's requests)."""
+    return {v: baseline_of(registry, v) for v in candidates}
 
 
 def filter_changes(rows: Sequence[Mapping[str, Any]], stable: str | None,

@@ -418,7 +418,7 @@ def traffic_table(registry: Registry) -> dict[str, float]:
         view = in_scope(registry, repo) if repo else registry.model_copy(update={"versions": {
             v: e for v, e in registry.versions.items() if not e.spec.repos}})
         used = 0.0
-        for vid, start, end in canary_ranges(view):
+        for vid, start, end in canary_ranges(view, repo or None):
             if repo in (view.versions[vid].spec.repos[:1] or [""]):
                 table[vid] = end - start
             used += end - start

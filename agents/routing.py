@@ -9,11 +9,19 @@ A version scoped to repositories (`spec.repos`, e.g. a learner refit) is seen by
 requests only: as a shadow, a canary (its share of their buckets) or their stable version,
 which serves them instead of the global stable version; every other repository keeps the
 global one.
+
+A candidate (shadow or canary) takes part in a repository's requests only where the stable
+version it is measured against (`baseline_of`: the narrowest stable covering its scope, the
+global one for a global version) is the one that serves that repository. A global canary
+takes no buckets of a repository that has a stable refit of its own, and a version scoped to
+several repositories none of those that have a narrower stable version of their own: a
+candidate is measured where its baseline serves, and only there (`outside_of`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -45,17 +53,19 @@ class RoutePlan:
     fallback_from: str | None = None
 
 
-def canary_ranges(registry: Registry) -> list[tuple[str, float, float]]:
+def canary_ranges(registry: Registry, repo: str | None = None) -> list[tuple[str, float, float]]:
     """(version id, start, end) for every canary, consecutive from 0 in version-id order.
 
     Shares are clamped so that together they never exceed 100; a canary beyond that gets an
-    empty range.
+    empty range. With `repo`: only the canaries that take part in its requests
+    (`participants`), on a registry already seen as that repository sees it (`in_scope`).
     """
     ranges: list[tuple[str, float, float]] = []
     start = 0.0
+    keep = participants(registry, repo)
     for vid in sorted(registry.versions):
         entry = registry.versions[vid]
-        if entry.state != VersionState.canary:
+        if entry.state != VersionState.canary or not keep(vid):
             continue
         share = min(max(entry.traffic_percent, 0.0), 100.0 - start)
         ranges.append((vid, start, start + share))
@@ -100,6 +110,40 @@ def same_scope_stable(registry: Registry, version_id: str) -> str | None:
     """The stable version a promotion of `version_id` to stable replaces: the one of exactly
     the same scope (the global stable for a global version)."""
     return stable_of_scope(registry, scope_of(registry, version_id))
+
+
+def baseline_of(registry: Registry, version_id: str) -> str | None:
+    """The stable version a candidate is measured against: the narrowest stable version that
+    covers its whole scope (the global one for a global version)."""
+    return stable_version(registry, scope=scope_of(registry, version_id))
+
+
+def _scoped_stables(registry: Registry) -> bool:
+    return any(e.state == VersionState.stable and e.spec.repos
+               for e in registry.versions.values())
+
+
+def participants(registry: Registry, repo: str | None) -> Callable[[str], bool]:
+    """Which candidates take part in `repo`'s requests: those whose baseline serves it. Every
+    one when no stable version is scoped (the common case, and no lookups) or no repo."""
+    if repo is None or not _scoped_stables(registry):
+        return lambda _vid: True
+    serving = stable_version(registry, repo)
+    return lambda vid: baseline_of(registry, vid) == serving
+
+
+def outside_of(registry: Registry, version_id: str) -> frozenset[str]:
+    """The repositories of a candidate's scope (every repository for a global one) whose
+    requests it does not take part in: a narrower stable version than its baseline serves
+    them. Its measurement leaves them out on both sides."""
+    if not _scoped_stables(registry):
+        return frozenset()
+    base = baseline_of(registry, version_id)
+    scope = scope_of(registry, version_id)
+    named = {r for e in registry.versions.values()
+             if e.state == VersionState.stable for r in e.spec.repos}
+    return frozenset(r for r in named
+                     if (not scope or r in scope) and stable_version(registry, r) != base)
 
 
 def scopes_overlap(a: AbstractSet[str], b: AbstractSet[str]) -> bool:
@@ -153,14 +197,15 @@ def plan_route(
     version is unavailable, the best fallback serves (role fallback, fallback_from set). With
     no stable version at all the best available fallback serves (role fallback,
     fallback_from None). Shadows: every available shadow version that is not serving.
-    With `repo` given, versions scoped to other repositories are not considered at all.
+    With `repo` given, versions scoped to other repositories are not considered at all, and
+    candidates whose baseline does not serve it neither (`participants`).
     """
     if repo is not None:
         registry = in_scope(registry, repo)
     b = bucket(cohort)
     chosen: str | None = None
     role = Role.primary
-    for vid, start, end in canary_ranges(registry):
+    for vid, start, end in canary_ranges(registry, repo):
         if start <= b < end:
             chosen, role = vid, Role.canary
             break
@@ -177,9 +222,11 @@ def plan_route(
     else:
         primary = chosen
 
+    keep = participants(registry, repo)
     shadows = sorted(
         vid for vid, e in registry.versions.items()
         if e.state == VersionState.shadow and vid not in unavailable and vid != primary
+        and keep(vid)
     )
     return RoutePlan(primary=primary, role=role, shadows=shadows, fallback_from=fallback_from)
 

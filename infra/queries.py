@@ -77,22 +77,28 @@ def _window(window: Window | float, max_lag_s: float, params: dict[str, Any]) ->
             "AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64})")
 
 
-def _repos_filter(repos: Sequence[str], params: dict[str, Any]) -> str:
-    """` AND repo IN {repos}` with its bound parameter, or nothing for no repositories."""
-    if not repos:
-        return ""
-    params["repos"] = sorted(repos)
-    return " AND repo IN {repos:Array(String)}"
+def _repos_filter(repos: Sequence[str], params: dict[str, Any],
+                  exclude: Sequence[str] = ()) -> str:
+    """` AND repo IN {repos}` (` AND repo NOT IN {excluded}`) with bound parameters, or
+    nothing for no repositories."""
+    out = ""
+    if repos:
+        params["repos"] = sorted(repos)
+        out += " AND repo IN {repos:Array(String)}"
+    if exclude:
+        params["excluded"] = sorted(exclude)
+        out += " AND repo NOT IN {excluded:Array(String)}"
+    return out
 
 
 def interactions(task: str, version_id: str, window: Window | float, max_lag_s: float,
-                 repos: Sequence[str] = ()) -> Query:
+                 repos: Sequence[str] = (), exclude: Sequence[str] = ()) -> Query:
     """One version's live attempts in the window: counts, latencies of the ok ones (a fixed
     seed sample of at most LATENCY_SAMPLE, sorted), labels, cost. `repos`: those
-    repositories' requests only."""
+    repositories' requests only; `exclude`: not those repositories' requests."""
     params: dict[str, Any] = {"task": task, "version": version_id}
     when = _window(window, max_lag_s, params)
-    when += _repos_filter(repos, params)
+    when += _repos_filter(repos, params, exclude)
     return Query(f"""SELECT count() AS n, countIf(status != 'ok') AS errors,
        arraySort(groupArraySampleIf({LATENCY_SAMPLE}, 1)(latency_ms, status = 'ok')) AS latencies,
        countIf(label IS NOT NULL AND status = 'ok') AS labelled,
@@ -103,9 +109,15 @@ WHERE task = {{task:String}} AND version_id = {{version:String}} AND run_id = ''
   AND {when}""", params)
 
 
-def agreement(task: str, version_id: str, window: Window | float, max_lag_s: float) -> Query:
+def agreement(task: str, version_id: str, window: Window | float, max_lag_s: float,
+              against: str | None = None) -> Query:
+    """How often a candidate's change type agreed with the version it was compared with;
+    `against`: with that stable version only."""
     params: dict[str, Any] = {"task": task, "version": version_id}
     when = _window(window, max_lag_s, params)
+    if against is not None:
+        params["against"] = against
+        when += " AND stable_version = {against:String}"
     return Query(f"""SELECT count() AS compared, countIf(change_type_agree = 1) AS agree
 FROM shadow_comparisons FINAL
 WHERE task = {{task:String}} AND candidate_version = {{version:String}}
@@ -114,14 +126,19 @@ WHERE task = {{task:String}} AND candidate_version = {{version:String}}
 
 
 def measurement(task: str, candidate: str, stable: str | None, window: Window,
-                max_lag_s: float, repos: Sequence[str] = ()) -> dict[str, Query]:
+                max_lag_s: float, repos: Sequence[str] = (), exclude: Sequence[str] = ()
+                ) -> dict[str, Query]:
     """The queries one rotation decision runs, by name: candidate, agreement, stable if any.
     `repos`: the candidate's scope; the stable version is then measured on those
-    repositories' requests only (the candidate never sees another's)."""
-    out = {"candidate": interactions(task, candidate, window, max_lag_s),
-           "agreement": agreement(task, candidate, window, max_lag_s)}
+    repositories' requests only (the candidate never sees another's). `exclude`: the
+    repositories a narrower stable version serves (agents.routing.outside_of), left out on
+    both sides, and the agreement counts comparisons with `stable` only."""
+    out = {"candidate": interactions(task, candidate, window, max_lag_s, exclude=exclude),
+           "agreement": agreement(task, candidate, window, max_lag_s,
+                                  against=stable if exclude else None)}
     if stable is not None:
-        out["stable"] = interactions(task, stable, window, max_lag_s, repos=repos)
+        out["stable"] = interactions(task, stable, window, max_lag_s, repos=repos,
+                                     exclude=exclude)
     return out
 
 

@@ -37,7 +37,7 @@ from agents.health import (
     suspects_of,
 )
 from agents.registry import restore_target
-from agents.routing import scope_of, stable_version
+from agents.routing import baseline_of, scope_of, stable_version
 from infra import queries
 from infra.crash_markers import collect_deaths
 from schemas import (
@@ -88,7 +88,7 @@ def quarantine_events(ctx: AppContext, version_id: str, trigger: str, evidence: 
     ]
     target = None
     if entry.state == VersionState.canary:
-        target = stable_version(registry, scope=scope_of(registry, version_id))
+        target = baseline_of(registry, version_id)
     elif entry.state == VersionState.stable:
         # what the fold restores; a scoped stable version with nothing of its own to restore
         # hands its repositories back to the global one

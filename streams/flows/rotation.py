@@ -13,7 +13,7 @@ import os
 import time
 
 from agents.rotation import Verdict, decide, metrics_from_results, proposals, window_for
-from agents.routing import stable_version
+from agents.routing import baseline_of, outside_of
 from infra import queries
 from schemas import LifecycleEvent, utcnow
 
@@ -39,13 +39,14 @@ async def evaluate(ctx: AppContext, now=None) -> list[Verdict]:
     verdicts: list[Verdict] = []
     for proposal in proposals(registry, cfg):
         entry = registry.versions[proposal.version_id]
-        # A candidate scoped to repositories is judged against the stable version that serves
-        # them, on their traffic alone.
+        # A candidate is judged against the stable version that serves its scope, on the
+        # traffic that version serves alone (a narrower stable's repositories left out).
         repos = entry.spec.repos
-        stable_id = stable_version(registry, scope=frozenset(repos))
+        stable_id = baseline_of(registry, proposal.version_id)
         window = window_for(entry.since, cfg, now)
         sql = queries.measurement(ctx.config.task, proposal.version_id, stable_id, window,
-                                  ctx.settings.timer_max_lag_s, repos=repos)
+                                  ctx.settings.timer_max_lag_s, repos=repos,
+                                  exclude=sorted(outside_of(registry, proposal.version_id)))
         candidate, stable = metrics_from_results(proposal.version_id, stable_id,
                                                  await measure(ctx, sql))
         # The evidence keeps the literal SQL: `reviewbus explain` runs it again.
