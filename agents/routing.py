@@ -14,8 +14,10 @@ A candidate (shadow or canary) takes part in a repository's requests only where 
 version it is measured against (`baseline_of`: the narrowest stable covering its scope, the
 global one for a global version) is the one that serves that repository. A global canary
 takes no buckets of a repository that has a stable refit of its own, and a version scoped to
-several repositories none of those that have a narrower stable version of their own: a
-candidate is measured where its baseline serves, and only there (`outside_of`).
+several repositories takes none of those among them that have a narrower stable version. So a
+candidate is measured where its baseline serves, and only there (`outside_of`). A fallback
+is the one exception: when every better choice is unavailable, `choose_fallback` may still
+answer with a candidate that does not take part (better than no answer).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class RoutePlan:
     fallback_from: str | None = None
 
 
-def canary_ranges(registry: Registry, repo: str | None = None) -> list[tuple[str, float, float]]:
+def canary_ranges(registry: Registry, repo: str | None = None,
+                  keep: Callable[[str], bool] | None = None) -> list[tuple[str, float, float]]:
     """(version id, start, end) for every canary, consecutive from 0 in version-id order.
 
     Shares are clamped so that together they never exceed 100; a canary beyond that gets an
@@ -62,7 +65,7 @@ def canary_ranges(registry: Registry, repo: str | None = None) -> list[tuple[str
     """
     ranges: list[tuple[str, float, float]] = []
     start = 0.0
-    keep = participants(registry, repo)
+    keep = keep or participants(registry, repo)
     for vid in sorted(registry.versions):
         entry = registry.versions[vid]
         if entry.state != VersionState.canary or not keep(vid):
@@ -119,7 +122,7 @@ def baseline_of(registry: Registry, version_id: str) -> str | None:
 
 
 def _scoped_stables(registry: Registry) -> bool:
-    return any(e.state == VersionState.stable and e.spec.repos
+    return any(e.spec.repos and e.state == VersionState.stable
                for e in registry.versions.values())
 
 
@@ -129,7 +132,15 @@ def participants(registry: Registry, repo: str | None) -> Callable[[str], bool]:
     if repo is None or not _scoped_stables(registry):
         return lambda _vid: True
     serving = stable_version(registry, repo)
-    return lambda vid: baseline_of(registry, vid) == serving
+    by_scope: dict[frozenset[str], bool] = {}  # one baseline lookup per distinct scope
+
+    def takes_part(vid: str) -> bool:
+        scope = scope_of(registry, vid)
+        if scope not in by_scope:
+            by_scope[scope] = stable_version(registry, scope=scope) == serving
+        return by_scope[scope]
+
+    return takes_part
 
 
 def outside_of(registry: Registry, version_id: str) -> frozenset[str]:
@@ -205,7 +216,8 @@ def plan_route(
     b = bucket(cohort)
     chosen: str | None = None
     role = Role.primary
-    for vid, start, end in canary_ranges(registry, repo):
+    keep = participants(registry, repo)
+    for vid, start, end in canary_ranges(registry, repo, keep):
         if start <= b < end:
             chosen, role = vid, Role.canary
             break
@@ -222,7 +234,6 @@ def plan_route(
     else:
         primary = chosen
 
-    keep = participants(registry, repo)
     shadows = sorted(
         vid for vid, e in registry.versions.items()
         if e.state == VersionState.shadow and vid not in unavailable and vid != primary

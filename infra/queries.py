@@ -132,7 +132,9 @@ def measurement(task: str, candidate: str, stable: str | None, window: Window,
     `repos`: the candidate's scope; the stable version is then measured on those
     repositories' requests only (the candidate never sees another's). `exclude`: the
     repositories a narrower stable version serves (agents.routing.outside_of), left out on
-    both sides, and the agreement counts comparisons with `stable` only."""
+    both sides, and the agreement counts comparisons with `stable` only (shadow_comparisons
+    has no repository: comparisons with `stable` made on such a repository before its own
+    stable version came still count)."""
     out = {"candidate": interactions(task, candidate, window, max_lag_s, exclude=exclude),
            "agreement": agreement(task, candidate, window, max_lag_s,
                                   against=stable if exclude else None)}
@@ -244,12 +246,14 @@ def unserved(task: str, after_s: float, window_s: float, limit: int = 500) -> Qu
 # ---- quarantine re-tests (streams/flows/quarantine.py) ---------------------------------------
 
 
-def archive_sample(task: str, n: int, window_s: float, repos: Sequence[str] = ()) -> Query:
+def archive_sample(task: str, n: int, window_s: float, repos: Sequence[str] = (),
+                   exclude: Sequence[str] = ()) -> Query:
     """The newest n archived requests of the last window_s (the re-test's traffic); `repos`:
-    those repositories' only (a version scoped to them sees no other)."""
+    those repositories' only (a version scoped to them sees no other); `exclude`: not those
+    repositories' (served by a narrower stable version than the re-tested one's baseline)."""
     params: dict[str, Any] = {"task": task, "window_ms": _ms(window_s), "n": int(n)}
     return Query("SELECT accepted, occurred_at FROM events_archive FINAL "
-                 "WHERE task = {task:String}" + _repos_filter(repos, params)
+                 "WHERE task = {task:String}" + _repos_filter(repos, params, exclude)
                  + " AND occurred_at >= now64(3) - toIntervalMillisecond({window_ms:UInt64}) "
                  "ORDER BY occurred_at DESC LIMIT {n:UInt32}", params)
 

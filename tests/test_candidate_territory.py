@@ -6,7 +6,9 @@ repositories the candidate's baseline serves (checked on chDB)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,6 +20,7 @@ from agents.routing import answering_versions, baseline_of, cohort_key, outside_
 from infra.queries import measurement
 from infra.store import Store
 from schemas import ChangeType, InferenceResult, LifecycleAction, Role, Status, VersionState
+from streams.flows import rotation as rotation_flow
 
 from .test_scoped_versions import TASK, A, B, boot, move, promote_to_stable, served
 
@@ -69,10 +72,13 @@ def test_a_version_scoped_to_several_repositories_takes_part_where_its_baseline_
     assert served(canary, A) == {"la:primary": 200}
     assert 70 <= served(canary, B)["m:canary"] <= 130
     assert served(canary, C) == {"base:primary": 200}
+    # its share is read where it takes part (org/b), not from its first repository
+    assert traffic_table(canary) == {"base": 100.0, "g": 0.0, "la": 100.0, "m": 50.0}
     stable = move(canary, "m", LifecycleAction.promote, S.stable)
     assert stable.versions["base"].state == S.stable  # another scope: it stays
     assert (served(stable, A), served(stable, B), served(stable, C)) == (
         {"la:primary": 200}, {"m:primary": 200}, {"base:primary": 200})
+    assert traffic_table(stable) == {"base": 100.0, "g": 0.0, "la": 100.0, "m": 100.0}
     # a global candidate now takes part in org/c only
     assert outside_of(stable, "g") == frozenset({A, B})
     assert answering_versions(stable, cohort_key(B, None, "1" * 40), repo=B) == ["m"]
@@ -97,7 +103,7 @@ def _result(version: str, repo: str, i: int, correct: bool) -> InferenceResult:
         request_id=f"{repo}-{i}", task=TASK, version_id=version, role=Role.shadow,
         status=Status.ok, latency_ms=10.0, label="bug_fix", repo=repo, sha=f"{i:040x}",
         change_type=ChangeType(label="bug_fix" if correct else "docs", confidence=1.0),
-        occurred_at=now - timedelta(seconds=30), accepted_at=now - timedelta(seconds=31))
+        occurred_at=now + timedelta(seconds=5), accepted_at=now + timedelta(seconds=4))
 
 
 @pytest.fixture
@@ -136,6 +142,12 @@ def test_rotation_measures_a_global_candidate_only_where_the_global_stable_serve
     def verdict(cand, stab):
         return decide(reg, proposal, cand, stab, cfg, {}, window, now).verdict
 
+    # the rotation agent's own tick, on this store: it leaves org/a out and promotes
+    later = now + timedelta(seconds=60)  # the stage began when the test made g a canary
+    tick = asyncio.run(rotation_flow.evaluate(_ctx(reg, store, cfg), now=later))
+    (moved,) = [v for v in tick if v.proposal.version_id == "g"]
+    assert moved.verdict == "promote" and "NOT IN ['org/a']" in moved.evidence["sql"]["stable"]
+
     cand, stab = measure(sorted(outside_of(reg, "g")))
     assert (cand.n, cand.labelled, cand.correct) == (60, 60, 60)
     assert (stab.n, stab.correct) == (60, 30)
@@ -146,3 +158,21 @@ def test_rotation_measures_a_global_candidate_only_where_the_global_stable_serve
     assert (cand_all.n, cand_all.correct) == (100, 60)
     assert (stab_all.n, stab_all.correct) == (70, 40)
     assert verdict(cand_all, stab_all) == "hold"
+
+
+def _ctx(reg, store: Store, cfg):
+    """What streams/flows/rotation.evaluate reads of a worker's context, on a real store."""
+    async def query(sql, params=None):
+        return store.query(sql, params)
+
+    return SimpleNamespace(registry=SimpleNamespace(registry=reg),
+                           config=SimpleNamespace(task=TASK, rotation=cfg),
+                           settings=SimpleNamespace(timer_max_lag_s=60.0),
+                           store=SimpleNamespace(query=query))
+
+
+def test_a_retest_samples_only_where_the_version_takes_part():
+    from infra.queries import archive_sample
+
+    q = archive_sample(TASK, 50, 3600, [A, B], exclude=[A])
+    assert "repo IN ['org/a', 'org/b'] AND repo NOT IN ['org/a']" in q.text()

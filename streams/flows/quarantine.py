@@ -37,7 +37,7 @@ from agents.health import (
     suspects_of,
 )
 from agents.registry import restore_target
-from agents.routing import baseline_of, scope_of, stable_version
+from agents.routing import baseline_of, outside_of, scope_of, stable_version
 from infra import queries
 from infra.crash_markers import collect_deaths
 from schemas import (
@@ -173,8 +173,10 @@ async def judge(ctx: AppContext, head: dict) -> None:
     # (a scoped stable version against none: it is theirs), on their requests only.
     scope = scope_of(registry, version_id)
     repo = head.get("repo")
+    # the stable side over the repositories it takes part in (a narrower stable's left out)
+    judged = scope - outside_of(registry, version_id) if scope else scope
     verdict = ctx.health.observe(version_id, outcome_of(head),
-                                 stable=stable_version(registry, scope=scope), scope=scope,
+                                 stable=baseline_of(registry, version_id), scope=judged,
                                  repo=repo if isinstance(repo, str) else None,
                                  repo_baselines=scoped_repos(registry))
     if verdict is not None:
@@ -248,10 +250,13 @@ async def start_retest(ctx: AppContext, version_id: str, state: Quarantined) -> 
     from ..services.bus import replay_requests
 
     q = ctx.config.quarantine
-    # a version scoped to repositories is re-tested on their requests only
+    # a version scoped to repositories is re-tested on their requests only, and no version on
+    # those of a repository that a narrower stable version than its baseline serves
+    registry = ctx.registry.registry
     sample = queries.archive_sample(ctx.config.task, q.retest_sample,
                                     ctx.settings.retest_sample_window_s,
-                                    sorted(scope_of(ctx.registry.registry, version_id)))
+                                    sorted(scope_of(registry, version_id)),
+                                    exclude=sorted(outside_of(registry, version_id)))
     rows = (await ctx.store.query(sample.sql, sample.params)).as_dicts()
     if not rows:
         state.next_retest = time.monotonic() + q.retest_after_s
