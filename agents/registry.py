@@ -171,6 +171,8 @@ class SkipCode(str, Enum):
     blocklisted = "blocklisted"
     second_stable = "second_stable"  # registering a stable version next to another
     no_change = "no_change"  # an in-place action that would change nothing
+    newer_schema = "newer_schema"  # written by a newer reviewbus: the fold stops at it
+    behind = "behind"  # after such an event: not folded either
 
 
 @dataclass(frozen=True)
@@ -195,12 +197,28 @@ def _skip(registry: Registry, event: LifecycleEvent, code: SkipCode, why: str
     return registry, Skip(code, why, event.action.value, event.version_id, event.event_id)
 
 
+def newer_schema_text(schema_version: object, event_id: str) -> str:
+    known = ", ".join(str(v) for v in sorted(LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS))
+    return (f"lifecycle event {event_id} has schema version {schema_version}, this worker "
+            f"folds {known}: a newer reviewbus wrote it; upgrade this worker")
+
+
 def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Skip | None]:
-    """(new registry, None) when the event applies, (the same registry, Skip) when skipped."""
+    """(new registry, None) when the event applies, (the same registry, Skip) when skipped.
+
+    An event of a schema version this code does not know (written by a newer reviewbus) is
+    never folded by the rules of this one: the registry is marked `behind` and folds nothing
+    more, so a worker left on the old code during an upgrade keeps the last registry it can
+    read rather than one that differs from its peers'."""
     K = SkipCode
     if event.task != registry.task:
         return _skip(registry, event, K.wrong_task,
                      f"event for task {event.task!r}, registry is {registry.task!r}")
+    if registry.behind is not None:
+        return _skip(registry, event, K.behind, f"not folded: {registry.behind}")
+    if event.schema_version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
+        why = newer_schema_text(event.schema_version, event.event_id)
+        return _skip(registry.model_copy(update={"behind": why}), event, K.newer_schema, why)
     if event.event_id in registry.seen_event_ids:
         return _skip(registry, event, K.duplicate, "duplicate event id")
     if (event.position is not None and event.action != LifecycleAction.hold

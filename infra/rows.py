@@ -204,6 +204,7 @@ def lifecycle_row(e: LifecycleEvent) -> Row:
         "evidence": _json(dumped["evidence"]),
         "spec": _json(dumped["spec"]),
         "position": e.position,  # migration 003_lifecycle_position
+        "schema_version": e.schema_version,  # migration 014_lifecycle_schema_version
         "occurred_at": utc(e.occurred_at),
     }
 

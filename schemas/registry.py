@@ -42,3 +42,6 @@ class Registry(Model):
     applied: int = 0  # how many lifecycle events were folded
     seen_event_ids: list[str] = Field(default_factory=list)
     blocklist: list[BlockEntry] = Field(default_factory=list)
+    # Set when the fold met an event written by a newer reviewbus (a schema version it does
+    # not know): it stops there rather than fold it, or anything after it, by the wrong rule.
+    behind: str | None = None

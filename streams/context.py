@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.breaker import BreakerBoard
 from agents.health import HealthTracker, tracker_from_config
-from agents.registry import apply_event
+from agents.registry import SkipCode, apply_event
 from agents.settings import Limits, Settings
 from agents.shadow_join import ShadowJoin
 from infra.crash_markers import CrashGuard
@@ -42,8 +42,20 @@ class RegistryView:
     def apply(self, event: LifecycleEvent) -> None:
         self.registry, skipped = apply_event(self.registry, event)
         if skipped:
-            log.info("lifecycle event %s skipped: %s", event.event_id, skipped)
+            if skipped.code == SkipCode.newer_schema:
+                log.error("the registry stops here: %s", skipped.text)
+            elif skipped.code != SkipCode.behind:
+                log.info("lifecycle event %s skipped: %s", event.event_id, skipped)
             return
+        self._notify(event)
+
+    def halt(self, why: str) -> None:
+        """An event this code cannot even read, written by a newer reviewbus: fold no more."""
+        if self.registry.behind is None:
+            log.error("the registry stops here: %s", why)
+            self.registry = self.registry.model_copy(update={"behind": why})
+
+    def _notify(self, event: LifecycleEvent) -> None:
         for listener in self.listeners:
             try:
                 listener(event)

@@ -41,6 +41,8 @@ def register(ctx: AppContext) -> None:
             "status": "ok" if ready and ctx.store is not None else "starting",
             "pid": os.getpid(), "broker": ctx.bootstrap, "task": ctx.config.task,
             "store": ctx.store is not None, "registry_ready": ready,
+            # set when a newer reviewbus wrote a lifecycle event: this worker needs upgrading
+            "registry_behind": ctx.registry.registry.behind,
             # Informational: events wait in Kafka until these hops' own groups have joined.
             "groups_joined": {hop: e.is_set() for hop, e in ctx.joined.items()},
             "versions": {v: e.state.value for v, e in ctx.registry.registry.versions.items()},

@@ -7,10 +7,11 @@ router on each worker needs the full registry, not the partitions it happens to 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from agents.blocklist import blocked_by, describe
 from agents.lifecycle_commands import register_events
-from agents.registry import apply_event, traffic_table
+from agents.registry import apply_event, newer_schema_text, traffic_table
 from infra.kafka import start_tail_consumer, true_end_offsets
 from infra.readback import lifecycle_event_from_row, lifecycle_sql
 from schemas import LifecycleEvent
@@ -19,20 +20,41 @@ from ..context import AppContext, emit, log
 from ..metrics import VERSION_STATE
 
 
-async def restore_from_store(ctx: AppContext) -> list[LifecycleEvent]:
-    """After a broker restart (memory storage), the lifecycle history lives on in ClickHouse."""
+async def restore_from_store(ctx: AppContext) -> tuple[list[LifecycleEvent], str | None]:
+    """After a broker restart (memory storage), the lifecycle history lives on in ClickHouse.
+    The events, up to the first one a newer reviewbus wrote, and if there is one, why the
+    fold stops there."""
     if ctx.store is None:
-        return []
+        return [], None
     try:
         rows = (await ctx.store.query(lifecycle_sql(ctx.config.task))).as_dicts()
     except Exception:
         log.exception("could not read the lifecycle history from the store")
-        return []
-    return [lifecycle_event_from_row(r) for r in rows]
+        return [], None
+    events = []
+    for row in rows:
+        version = row.get("schema_version", LifecycleEvent.model_fields["schema_version"].default)
+        if version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
+            return events, newer_schema_text(version, str(row.get("event_id")))
+        try:
+            events.append(lifecycle_event_from_row(row))
+        except Exception:
+            log.exception("unreadable lifecycle row %s in the store", row.get("event_id"))
+    return events, None
 
 
 async def bootstrap_events(ctx: AppContext) -> list[LifecycleEvent]:
-    restored = await restore_from_store(ctx) if not ctx.registry.registry.versions else []
+    """What to publish when the topic's history is read: the history restored from the store
+    when the topic lost it, and the registration of the versions file's new versions."""
+    restored, newer = (await restore_from_store(ctx) if not ctx.registry.registry.versions
+                       else ([], None))
+    if newer is not None:
+        # A newer reviewbus wrote this history: fold what this code can read, here only, and
+        # publish nothing, so that an upgraded worker restores the whole of it to the topic.
+        for event in restored:
+            ctx.registry.apply(event)
+        ctx.registry.halt(newer)
+        return []
     registry = ctx.registry.registry
     for event in restored:
         registry, _ = apply_event(registry, event)
@@ -43,6 +65,18 @@ async def bootstrap_events(ctx: AppContext) -> list[LifecycleEvent]:
                         describe(blocked))
     return restored + register_events(ctx.config.versions, registry,
                                       blocklist=ctx.config.blocklist)
+
+
+def newer_schema_of(raw: bytes | None) -> int | None:
+    """The schema version of an unreadable lifecycle event when it is one this code does not
+    know (a newer reviewbus wrote it), else None (plain garbage is skipped as before)."""
+    try:
+        version = json.loads(raw or b"").get("schema_version")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(version, int) and version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
+        return version
+    return None
 
 
 def register(ctx: AppContext) -> None:
@@ -65,7 +99,11 @@ async def follow_lifecycle(ctx: AppContext) -> None:
                     try:
                         ctx.registry.apply(LifecycleEvent.model_validate_json(m.value))
                     except Exception:
-                        log.exception("unreadable lifecycle event at offset %s", m.offset)
+                        newer = newer_schema_of(m.value)
+                        if newer is not None:  # a newer reviewbus's event: stop, never skip it
+                            ctx.registry.halt(newer_schema_text(newer, f"at offset {m.offset}"))
+                        else:
+                            log.exception("unreadable lifecycle event at offset %s", m.offset)
             if ctx.registry.ready.is_set():
                 publish_gauges(ctx)
                 continue
