@@ -30,6 +30,7 @@ canary steps of the rotation agent's decisions) are built in agents/lifecycle_co
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -201,6 +202,19 @@ def newer_schema_text(schema_version: object, event_id: str) -> str:
     known = ", ".join(str(v) for v in sorted(LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS))
     return (f"lifecycle event {event_id} has schema version {schema_version}, this worker "
             f"folds {known}: a newer reviewbus wrote it; upgrade this worker")
+
+
+def newer_schema_of(raw: bytes | str | None) -> int | None:
+    """The schema version of a raw lifecycle event when it is one this code does not know (a
+    newer reviewbus wrote it; it may not even validate here), else None (also for garbage,
+    which readers skip as before)."""
+    try:
+        version = json.loads(raw or b"").get("schema_version")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(version, int) and version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
+        return version
+    return None
 
 
 def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Skip | None]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 
-from agents.registry import fold
+from agents.registry import fold, newer_schema_text
 from schemas import LifecycleEvent, Registry
+from schemas.lifecycle import LIFECYCLE_SCHEMA_VERSION
 
 from .clickhouse.protocol import StoreProtocol
 from .queries import Query
@@ -36,6 +37,16 @@ def lifecycle_sql(task: str) -> str:
 
 
 def registry_from_store(store: StoreProtocol, task: str) -> Registry:
+    """The registry folded from the stored lifecycle history; it stops (`behind`) at the first
+    event of a schema version this code does not know, as a worker's fold does."""
     query = lifecycle_query(task)
     rows = store.query(query.sql, query.params).as_dicts()
-    return fold(task, [lifecycle_event_from_row(r) for r in rows])
+    events = []
+    for row in rows:
+        version = row.get("schema_version", LIFECYCLE_SCHEMA_VERSION)
+        if version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
+            registry = fold(task, events)
+            return registry.model_copy(update={
+                "behind": newer_schema_text(version, str(row.get("event_id")))})
+        events.append(lifecycle_event_from_row(row))
+    return fold(task, events)

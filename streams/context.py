@@ -49,6 +49,12 @@ class RegistryView:
             return
         self._notify(event)
 
+    @property
+    def frozen(self) -> bool:
+        """The fold stopped at an event of a newer reviewbus: this worker decides nothing
+        (no lifecycle event of its own) until it is upgraded."""
+        return self.registry.behind is not None
+
     def halt(self, why: str) -> None:
         """An event this code cannot even read, written by a newer reviewbus: fold no more."""
         if self.registry.behind is None:

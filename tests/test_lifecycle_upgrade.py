@@ -133,3 +133,106 @@ def test_a_worker_restoring_a_history_it_can_read_publishes_it(store):
     assert {e.event_id for e in published[:len(events)]} == {e.event_id for e in events}
     assert [e.version_id for e in published[len(events):]] == ["extra"]
     assert ctx.registry.registry.behind is None
+
+
+class _Untouchable:
+    """A store or topic that fails the test when anything reads or writes it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"a frozen worker used {name}")
+
+
+def _frozen_ctx(registry) -> SimpleNamespace:
+    view = RegistryView(TASK)
+    view.registry = registry
+    view.ready.set()
+    view.halt("lifecycle event x has schema version 3")
+    from agents.feedback import FeedbackFilterConfig
+    from agents.learning.live import LearnerAgentConfig
+
+    return SimpleNamespace(
+        registry=view, store=_Untouchable(), topics=_Untouchable(), quarantined={},
+        config=SimpleNamespace(task=TASK, versions=[], blocklist=[],
+                               feedback=FeedbackFilterConfig(enabled=True),
+                               learner=LearnerAgentConfig(enabled=True),
+                               quarantine=SimpleNamespace(retest=True)))
+
+
+def test_a_frozen_worker_decides_nothing():
+    """Each lifecycle event would be decided on the registry as it was before the newer event
+    (a rollback target, a spec update, a refit): none is sent, and nothing is even measured."""
+    from streams.flows import feedback, learner, quarantine, rotation
+
+    reg = fold(TASK, history(2))
+    live = SimpleNamespace(registry=RegistryView(TASK),
+                           topics=SimpleNamespace(lifecycle="lifecycle", healing="healing"))
+    live.registry.registry = reg
+    assert quarantine.quarantine_events(live, "la", "error_rate", {})  # unfrozen: it would
+    ctx = _frozen_ctx(reg)
+    assert quarantine.quarantine_events(ctx, "la", "error_rate", {}) == []
+    assert asyncio.run(rotation.rotate_once(ctx)) == []
+    assert asyncio.run(feedback.update_filters(ctx)) == []
+    assert asyncio.run(learner.refit_due(ctx)) == []
+    assert asyncio.run(quarantine.check_retests(ctx)) is None
+    assert asyncio.run(bootstrap_events(ctx)) == []  # not even the versions file's
+
+
+def test_the_cli_refuses_a_history_a_newer_reviewbus_wrote(store):
+    """`reviewbus versions`, `status` and friends fold the stored history when no broker
+    runs: a newer event there is a one-line error, not a registry the workers do not have."""
+    from agents.errors import ReviewbusError
+
+    events = history(2)
+    store.insert_events([*events, newer(events[-1])])
+    reg = registry_from_store(store, TASK)
+    assert "schema version 3" in reg.behind and states(reg) == states(fold(TASK, events))
+    with pytest.raises(ReviewbusError, match="schema version 3"):
+        from streams.services import common
+
+        original, common.store_for = common.store_for, lambda _s: _Borrowed(store)
+        try:
+            common.current_registry(_no_broker_settings())
+        finally:
+            common.store_for = original
+
+
+class _Borrowed:
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        return self.store
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _no_broker_settings():
+    from agents.settings import Settings
+
+    return Settings(kafka="127.0.0.1:1")
+
+
+@pytest.mark.integration
+def test_manual_commands_refuse_a_topic_a_newer_reviewbus_wrote(broker, tmp_path, monkeypatch):
+    from agents.errors import ReviewbusError
+    from agents.settings import Settings
+    from streams import names
+    from streams.services.common import publish
+    from streams.services.lifecycle import read_registry
+
+    from .conftest import isolate_env
+
+    isolate_env(monkeypatch, tmp_path / "home", "upg")
+    settings = Settings(kafka=broker)
+    topic = names.topic(settings, "lifecycle")
+    events = history(2)
+    teleport = {"schema_version": 3, "task": TASK, "version_id": "base", "action": "teleport"}
+    from infra.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings, broker, {topic: 1}))  # the lifecycle topic: one partition
+    asyncio.run(publish(settings, topic, [(None, e.model_dump_json().encode()) for e in events]))
+    assert states(read_registry(settings, TASK)[0]) == states(fold(TASK, events))
+    asyncio.run(publish(settings, topic, [(None, json.dumps(teleport).encode())]))
+    with pytest.raises(ReviewbusError, match="schema version 3.*upgrade"):
+        read_registry(settings, TASK)

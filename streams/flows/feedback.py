@@ -26,7 +26,7 @@ FILTERED_STATES = (VersionState.shadow, VersionState.canary, VersionState.deprec
 
 async def update_filters(ctx: AppContext) -> list[LifecycleEvent]:
     """One pass; the events emitted (one per version whose filters change)."""
-    if ctx.store is None or not ctx.config.feedback.enabled:
+    if ctx.store is None or not ctx.config.feedback.enabled or ctx.registry.frozen:
         return []
     registry = ctx.registry.registry
     stable = stable_version(registry)

@@ -82,7 +82,7 @@ async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[Lifec
     caught up with them fits and sends nothing again)."""
     sent = set() if sent is None else sent
     cfg = ctx.config.learner
-    if ctx.store is None or not cfg.enabled:
+    if ctx.store is None or not cfg.enabled or ctx.registry.frozen:
         return []
     registry = ctx.registry.registry
     task = registry.task

@@ -71,7 +71,7 @@ def quarantine_events(ctx: AppContext, version_id: str, trigger: str, evidence: 
     """LifecycleEvent + QuarantineEvent (+ a rollback HealingAction for a canary or stable)."""
     registry = ctx.registry.registry
     entry = registry.versions.get(version_id)
-    if entry is None or entry.state in NO_TRAFFIC:
+    if entry is None or entry.state in NO_TRAFFIC or ctx.registry.frozen:
         return []
     event_id = _event_id(registry.task, version_id, registry.applied)
     cause = root_cause(trigger, evidence)
@@ -342,7 +342,7 @@ async def stable_accuracy_on(ctx: AppContext, registry, request_ids: list[str],
 
 async def check_retests(ctx: AppContext) -> None:
     q = ctx.config.quarantine
-    if not q.retest or ctx.store is None:
+    if not q.retest or ctx.store is None or ctx.registry.frozen:
         return
     registry, _quarantined = ctx.registry.registry, ctx.quarantined
     now = time.monotonic()

@@ -7,11 +7,10 @@ router on each worker needs the full registry, not the partitions it happens to 
 from __future__ import annotations
 
 import asyncio
-import json
 
 from agents.blocklist import blocked_by, describe
 from agents.lifecycle_commands import register_events
-from agents.registry import apply_event, newer_schema_text, traffic_table
+from agents.registry import apply_event, newer_schema_of, newer_schema_text, traffic_table
 from infra.kafka import start_tail_consumer, true_end_offsets
 from infra.readback import lifecycle_event_from_row, lifecycle_sql
 from schemas import LifecycleEvent
@@ -46,6 +45,8 @@ async def restore_from_store(ctx: AppContext) -> tuple[list[LifecycleEvent], str
 async def bootstrap_events(ctx: AppContext) -> list[LifecycleEvent]:
     """What to publish when the topic's history is read: the history restored from the store
     when the topic lost it, and the registration of the versions file's new versions."""
+    if ctx.registry.frozen:  # the topic holds a newer reviewbus's event: decide nothing
+        return []
     restored, newer = (await restore_from_store(ctx) if not ctx.registry.registry.versions
                        else ([], None))
     if newer is not None:
@@ -65,18 +66,6 @@ async def bootstrap_events(ctx: AppContext) -> list[LifecycleEvent]:
                         describe(blocked))
     return restored + register_events(ctx.config.versions, registry,
                                       blocklist=ctx.config.blocklist)
-
-
-def newer_schema_of(raw: bytes | None) -> int | None:
-    """The schema version of an unreadable lifecycle event when it is one this code does not
-    know (a newer reviewbus wrote it), else None (plain garbage is skipped as before)."""
-    try:
-        version = json.loads(raw or b"").get("schema_version")
-    except (ValueError, AttributeError):
-        return None
-    if isinstance(version, int) and version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
-        return version
-    return None
 
 
 def register(ctx: AppContext) -> None:

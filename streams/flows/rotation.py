@@ -107,7 +107,7 @@ def to_send(ctx: AppContext, verdicts: list[Verdict]) -> list[LifecycleEvent]:
 
 async def rotate_once(ctx: AppContext, now=None) -> list[LifecycleEvent]:
     """One idempotent pass: the event ids are derived from the registry position."""
-    if ctx.store is None or not ctx.registry.ready.is_set():
+    if ctx.store is None or not ctx.registry.ready.is_set() or ctx.registry.frozen:
         return []
     events = to_send(ctx, await evaluate(ctx, now))
     if events:

@@ -52,7 +52,7 @@ async def publish(settings: Settings, topic: str,
 
 def current_registry(settings: Settings) -> Registry:
     """From the lifecycle topic when a broker runs, else from the store's history."""
-    from agents.registry import fold
+    from agents.registry import fold, newer_schema_of, newer_schema_text
     from infra.config_file import load_config
     from infra.kafka import read_to_end
     from infra.readback import registry_from_store
@@ -62,13 +62,19 @@ def current_registry(settings: Settings) -> Registry:
     try:
         raw = asyncio.run(read_to_end(settings, bootstrap(settings),
                                       names.topic(settings, "lifecycle")))
+        newer = next((n for v in raw if (n := newer_schema_of(v)) is not None), None)
+        if newer is not None:  # what this code would fold is not what the workers fold
+            raise ReviewbusError(newer_schema_text(newer, "on the lifecycle topic"))
         registry = fold(task, [LifecycleEvent.model_validate_json(v) for v in raw])
         if registry.versions:
             return registry
     except BrokerUnavailable:
         pass
     with store_for(settings) as store:
-        return registry_from_store(store, task)
+        registry = registry_from_store(store, task)
+    if registry.behind is not None:
+        raise ReviewbusError(registry.behind)
+    return registry
 
 
 def parse_window(text: str) -> int:

@@ -23,7 +23,7 @@ from agents.lifecycle_commands import (
     manual_events,
     register_request,
 )
-from agents.registry import IN_PLACE, Skip, fold, fold_annotated
+from agents.registry import IN_PLACE, Skip, fold, fold_annotated, newer_schema_of, newer_schema_text
 from agents.settings import Settings
 from infra import queries_cli as q
 from infra.config_file import load_config
@@ -42,6 +42,9 @@ async def _read_events(settings: Settings, address: str) -> list[LifecycleEvent]
         try:
             out.append(LifecycleEvent.model_validate_json(value))
         except ValidationError:
+            newer = newer_schema_of(value)
+            if newer is not None:  # a newer reviewbus's: the fold stops at it (read_registry)
+                raise ReviewbusError(newer_schema_text(newer, "on the topic")) from None
             continue  # the workers dead-letter those; they change nothing
     return out
 
@@ -50,6 +53,8 @@ def read_registry(settings: Settings, task: str) -> tuple[Registry, str]:
     """The registry folded from the lifecycle topic (the broker must be up), and its address."""
     address = bootstrap(settings)
     registry = fold(task, asyncio.run(_read_events(settings, address)))
+    if registry.behind is not None:
+        raise ReviewbusError(registry.behind)
     if not registry.versions:
         raise ReviewbusError("the lifecycle topic holds no versions yet (has a worker started "
                              "with this REVIEWBUS_TOPIC_PREFIX?)")
