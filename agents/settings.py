@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # are stored this soon after they came (not at the end of sink_within_s); it also bounds
     # the inserts to 1 / sink_idle_s per second however the events trickle in.
     sink_idle_s: float = Field(default=0.2, gt=0)
+    # The worker's Faust consumer fetches with a 20 ms wait (infra/tansu.py); once it has
+    # fetched nothing for fetch_idle_after_s its fetches wait fetch_idle_wait_ms, until one
+    # returns records (infra/faust_compat.py). The first event after a quiet spell waits at most
+    # fetch_idle_wait_ms longer; either 0: always the short wait (an idle worker polls 50/s).
+    fetch_idle_after_s: float = Field(default=2.0, ge=0)
+    fetch_idle_wait_ms: int = Field(default=250, ge=0)
     # Every hop takes what is there, up to batch_max events or batch_within_s (streams/batching.py).
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)

@@ -14,6 +14,17 @@ The patches, and where upstream stands:
    for it. Tansu holds every fetch that long even when data arrives meanwhile, so each hop
    waited up to 1.5 s; the patch sets `FETCH_MAX_WAIT_MS` (infra/kafka.py) on the consumer
    before `start()` reads it. No upstream issue asks for the setting (none found); no fix.
+   **The idle fetch wait**: a 20 ms wait means an idle worker fetches 50 times a second (7 % of
+   a core in the worker, 10 % in the broker). So once the consumer has fetched nothing for
+   `REVIEWBUS_FETCH_IDLE_AFTER_S`, its fetches wait `REVIEWBUS_FETCH_IDLE_WAIT_MS`; the first
+   fetch that returns records sets the short wait again (`idle_fetch_wait_ms`). The patched
+   `_create_worker_consumer` wraps that consumer's `start()`, which creates its `Fetcher`, and
+   wraps that fetcher's `_proc_fetch_request` (one per fetch request; it returns whether records
+   came) to set `Fetcher._fetch_max_wait_ms`, which `_get_actions_per_node` reads when it builds
+   the next request. Only the worker's Faust consumer is touched, per instance. Cost: the first
+   event after an idle spell waits at most the idle wait longer (on Tansu; Apache Kafka answers
+   a waiting fetch as soon as data arrives). Switches: `reviewbus_faust_fetch_wait_switches_total
+   {to}`, the wait now: `reviewbus_faust_fetch_wait_ms`.
 
 2. `Consumer.getmany`, `Consumer.seek`, `ThreadDelegateConsumer.seek_to_committed` (faust,
    transport/consumer.py): in-order delivery. After a rebalance Faust can resume the fetcher
@@ -64,10 +75,11 @@ import asyncio
 import importlib
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from importlib import metadata
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from agents.errors import ReviewbusError
 
@@ -78,6 +90,8 @@ MAX_REWINDS = 3
 # Below the group's rebalance timeout (streams/app.py), so a revoking member still rejoins.
 REBALANCE_WAIT_EMPTY_S = 1.0
 _MARK = "_reviewbus_in_order"
+# The worker's consumer's idle fetch wait (idle_after_s, idle_wait_ms), set by install().
+_idle_fetch = (0.0, 0)
 
 GUARDS = ("skip_ahead", "position_ahead", "queue_cleared", "gap_let_through",
           "wait_empty_timeout")
@@ -86,6 +100,14 @@ GUARD_FIRINGS = Counter("reviewbus_faust_guard_firings_total",
                         ["guard"])
 for _guard in GUARDS:  # every series exists from the start: a rate of 0 is an answer too
     GUARD_FIRINGS.labels(guard=_guard)
+FETCH_WAIT_SWITCHES = Counter("reviewbus_faust_fetch_wait_switches_total",
+                              "Times the worker's Faust consumer changed its fetch wait: to the "
+                              "idle wait after a quiet spell, or back to the short one",
+                              ["to"])
+for _to in ("idle", "short"):
+    FETCH_WAIT_SWITCHES.labels(to=_to)
+FETCH_WAIT_MS = Gauge("reviewbus_faust_fetch_wait_ms",
+                      "The fetch.max.wait.ms of the worker's Faust consumer's next fetch")
 
 
 class FaustIncompatible(ReviewbusError):
@@ -110,7 +132,21 @@ CHECKED = (
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer",
      "(self)"),
     ("aiokafka", "AIOKafkaConsumer", "__init__", None),  # must take fetch_max_wait_ms
+    # The idle fetch wait: start() creates `_fetcher`, which reads `_fetch_max_wait_ms` per
+    # request (SOURCE_NEEDS) and whose `_proc_fetch_request` is wrapped per instance.
+    ("aiokafka", "AIOKafkaConsumer", "start", "(self)"),
+    ("aiokafka.consumer.fetcher", "Fetcher", "_proc_fetch_request",
+     "(self, assignment, node_id, request)"),
+    ("aiokafka.consumer.fetcher", "Fetcher", "_get_actions_per_node", "(self, assignment)"),
+    ("aiokafka.consumer.fetcher", "Fetcher", "_fetch_requests_routine", "(self)"),
 )
+# (module, class, attribute) of CHECKED -> text its source must contain: what a patch relies
+# on inside it.
+SOURCE_NEEDS = {
+    ("aiokafka", "AIOKafkaConsumer", "start"): "self._fetcher = Fetcher(",
+    ("aiokafka.consumer.fetcher", "Fetcher", "_get_actions_per_node"): "self._fetch_max_wait_ms",
+    ("aiokafka.consumer.fetcher", "Fetcher", "_fetch_requests_routine"): "_proc_fetch_request",
+}
 _originals: dict[tuple[str, str, str], object] = {}  # what install() replaced, for the check
 
 
@@ -132,6 +168,9 @@ def _problem(module: str, cls: str, attr: str, expected: str | None) -> str | No
     fn = _originals.get((module, cls, attr), getattr(owner, attr, None))
     if fn is None:
         return f"{where} is missing"
+    needs = SOURCE_NEEDS.get((module, cls, attr))
+    if needs is not None and needs not in inspect.getsource(fn):
+        return f"{where} no longer uses {needs}"
     got = bare_signature(fn)
     if expected is None:  # aiokafka's consumer: the option whose attribute the patch sets
         ok = "fetch_max_wait_ms" in got and "_fetch_max_wait_ms" in inspect.getsource(owner.start)
@@ -162,14 +201,17 @@ def self_check(checked=None) -> None:
             f"(infra/faust_compat.py was written against {written}; installed: {versions})")
 
 
-def install() -> None:
-    """Check, then patch (idempotent: a second call changes nothing)."""
+def install(fetch_idle_after_s: float = 0.0, fetch_idle_wait_ms: int = 0) -> None:
+    """Check, then patch (idempotent: a second call changes only the idle fetch wait of
+    consumers created after it; 0 keeps the short wait)."""
+    global _idle_fetch
     from faust.app.base import App
     from faust.transport.consumer import Consumer, ThreadDelegateConsumer
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
     from mode.utils.queues import FlowControlEvent
 
     self_check()
+    _idle_fetch = (fetch_idle_after_s, fetch_idle_wait_ms)
     if getattr(Consumer.getmany, _MARK, False):
         return
     replaced = {
@@ -191,12 +233,71 @@ def install() -> None:
 # ---- 1. the fetch wait ------------------------------------------------------------------------
 
 
+def idle_fetch_wait_ms(quiet_s: float, short_ms: int, idle_after_s: float,
+                       idle_wait_ms: int) -> int:
+    """The next fetch's wait, `quiet_s` after the consumer last fetched records: the short wait
+    while records keep coming, the idle wait (never shorter) once nothing came for
+    `idle_after_s`; either setting 0 keeps the short wait."""
+    if idle_after_s <= 0 or idle_wait_ms <= 0 or quiet_s < idle_after_s:
+        return short_ms
+    return max(short_ms, idle_wait_ms)
+
+
+class IdleFetchWait:
+    """The fetch wait of one consumer: `after_fetch(got_records)` after each fetch -> the wait
+    of the next one."""
+
+    def __init__(self, short_ms: int, idle_after_s: float, idle_wait_ms: int,
+                 clock=time.monotonic) -> None:
+        self.short_ms, self.idle_after_s, self.idle_wait_ms = short_ms, idle_after_s, idle_wait_ms
+        self.clock = clock
+        self.last_records = clock()
+
+    def after_fetch(self, got_records: bool) -> int:
+        now = self.clock()
+        if got_records:
+            self.last_records = now
+        return idle_fetch_wait_ms(now - self.last_records, self.short_ms, self.idle_after_s,
+                                  self.idle_wait_ms)
+
+
+def adapt_fetch_wait(consumer, idle_after_s: float, idle_wait_ms: int) -> IdleFetchWait | None:
+    """Let a started aiokafka consumer's fetches wait `idle_wait_ms` once it fetched nothing
+    for `idle_after_s` (its own fetch wait otherwise); None (nothing changed) when either is 0."""
+    fetcher = consumer._fetcher
+    FETCH_WAIT_MS.set(fetcher._fetch_max_wait_ms)
+    if idle_after_s <= 0 or idle_wait_ms <= 0:
+        return None
+    policy = IdleFetchWait(fetcher._fetch_max_wait_ms, idle_after_s, idle_wait_ms)
+    proc_fetch_request = fetcher._proc_fetch_request  # bound: the instance's own
+
+    async def _proc_fetch_request(assignment, node_id, request):
+        got = await proc_fetch_request(assignment, node_id, request)
+        wait = policy.after_fetch(bool(got))
+        if wait != fetcher._fetch_max_wait_ms:  # read when the next request is built
+            fetcher._fetch_max_wait_ms = wait
+            FETCH_WAIT_MS.set(wait)
+            FETCH_WAIT_SWITCHES.labels(to="short" if wait == policy.short_ms else "idle").inc()
+        return got
+
+    fetcher._proc_fetch_request = _proc_fetch_request
+    return policy
+
+
 def _short_fetch_wait(original):
     def _create_worker_consumer(self, transport):
         from infra.kafka import FETCH_MAX_WAIT_MS
 
         consumer = original(self, transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
+        idle_after_s, idle_wait_ms = _idle_fetch
+        start = consumer.start
+
+        async def start_adapted() -> None:
+            await start()  # creates consumer._fetcher
+            adapt_fetch_wait(consumer, idle_after_s, idle_wait_ms)
+
+        consumer.start = start_adapted
         return consumer
 
     return _create_worker_consumer
@@ -408,5 +509,7 @@ def _bounded_wait_empty(original):
     return _consumer_wait_empty
 
 
-__all__ = ["GUARD_FIRINGS", "MAX_REWINDS", "FaustIncompatible", "expected_after_seek",
-           "install", "is_skip", "lowest_offsets", "rewinds_due", "self_check"]
+__all__ = ["FETCH_WAIT_MS", "FETCH_WAIT_SWITCHES", "GUARD_FIRINGS", "MAX_REWINDS",
+           "FaustIncompatible", "IdleFetchWait", "adapt_fetch_wait", "expected_after_seek",
+           "idle_fetch_wait_ms", "install", "is_skip", "lowest_offsets", "rewinds_due",
+           "self_check"]

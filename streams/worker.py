@@ -48,7 +48,8 @@ def configure_process(settings: Settings) -> None:
     installed Faust no longer has what infra/faust_compat.py patches."""
     from infra import faust_compat
 
-    faust_compat.install()  # the fetch wait, in-order delivery (see its docstring)
+    # the fetch wait, in-order delivery (see its docstring)
+    faust_compat.install(settings.fetch_idle_after_s, settings.fetch_idle_wait_ms)
     try:  # uvloop where installed: the worker's event loop does per-message work
         import uvloop
 

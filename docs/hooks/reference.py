@@ -172,6 +172,10 @@ NOTES = {
     "sink_batch": "rows the ClickHouse sink writes per insert (and holds while the store is down)",
     "sink_within_s": "the longest the sink waits to fill a batch",
     "sink_idle_s": "a sink batch closes once nothing arrived for this long (a quiet bus)",
+    "fetch_idle_after_s": "after this long without records the worker's consumer fetches with "
+                          "the idle wait (0: never)",
+    "fetch_idle_wait_ms": "the fetch wait of an idle worker's consumer; the first event after a "
+                          "quiet spell waits at most this much longer (0: always 20 ms)",
     "gc_young_threshold": "net allocations between two collections of Python's youngest "
                           "generation in a worker (0: Python's default, 700)",
     "litellm_api_key": "the key of `litellm` versions: passed per call, never logged",
