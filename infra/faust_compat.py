@@ -21,10 +21,10 @@ The patches, and where upstream stands:
    `_create_worker_consumer` wraps that consumer's `start()`, which creates its `Fetcher`, and
    wraps that fetcher's `_proc_fetch_request` (one per fetch request; it returns whether records
    came) to set `Fetcher._fetch_max_wait_ms`, which `_get_actions_per_node` reads when it builds
-   the next request. Only the worker's Faust consumer is touched, per instance. Cost: the first
-   event after an idle spell waits at most the idle wait longer (on Tansu; Apache Kafka answers
-   a waiting fetch as soon as data arrives). Switches: `reviewbus_faust_fetch_wait_switches_total
-   {to}`, the wait now: `reviewbus_faust_fetch_wait_ms`.
+   the next request. Only the worker's Faust consumer is touched, per instance. Cost: records
+   that arrive while an idle fetch is held wait at most the idle wait longer (on Tansu; Apache
+   Kafka answers a waiting fetch as soon as data arrives). Switches:
+   `reviewbus_faust_fetch_wait_switches_total{to}`, the wait now: `reviewbus_faust_fetch_wait_ms`.
 
 2. `Consumer.getmany`, `Consumer.seek`, `ThreadDelegateConsumer.seek_to_committed` (faust,
    transport/consumer.py): in-order delivery. After a rebalance Faust can resume the fetcher
@@ -146,6 +146,9 @@ SOURCE_NEEDS = {
     ("aiokafka", "AIOKafkaConsumer", "start"): "self._fetcher = Fetcher(",
     ("aiokafka.consumer.fetcher", "Fetcher", "_get_actions_per_node"): "self._fetch_max_wait_ms",
     ("aiokafka.consumer.fetcher", "Fetcher", "_fetch_requests_routine"): "_proc_fetch_request",
+    # the wrapper reads its result as "records came" (also True on some partition errors,
+    # which only keep the short wait); a None would leave the worker idle for good
+    ("aiokafka.consumer.fetcher", "Fetcher", "_proc_fetch_request"): "return needs_wakeup",
 }
 _originals: dict[tuple[str, str, str], object] = {}  # what install() replaced, for the check
 
@@ -201,9 +204,10 @@ def self_check(checked=None) -> None:
             f"(infra/faust_compat.py was written against {written}; installed: {versions})")
 
 
-def install(fetch_idle_after_s: float = 0.0, fetch_idle_wait_ms: int = 0) -> None:
+def install(fetch_idle_after_s: float | None = None, fetch_idle_wait_ms: int | None = None
+            ) -> None:
     """Check, then patch (idempotent: a second call changes only the idle fetch wait of
-    consumers created after it; 0 keeps the short wait)."""
+    consumers created after it, when it names one; 0 keeps the short wait)."""
     global _idle_fetch
     from faust.app.base import App
     from faust.transport.consumer import Consumer, ThreadDelegateConsumer
@@ -211,7 +215,8 @@ def install(fetch_idle_after_s: float = 0.0, fetch_idle_wait_ms: int = 0) -> Non
     from mode.utils.queues import FlowControlEvent
 
     self_check()
-    _idle_fetch = (fetch_idle_after_s, fetch_idle_wait_ms)
+    if fetch_idle_after_s is not None and fetch_idle_wait_ms is not None:
+        _idle_fetch = (fetch_idle_after_s, fetch_idle_wait_ms)
     if getattr(Consumer.getmany, _MARK, False):
         return
     replaced = {
@@ -273,11 +278,14 @@ def adapt_fetch_wait(consumer, idle_after_s: float, idle_wait_ms: int) -> IdleFe
 
     async def _proc_fetch_request(assignment, node_id, request):
         got = await proc_fetch_request(assignment, node_id, request)
-        wait = policy.after_fetch(bool(got))
-        if wait != fetcher._fetch_max_wait_ms:  # read when the next request is built
-            fetcher._fetch_max_wait_ms = wait
-            FETCH_WAIT_MS.set(wait)
-            FETCH_WAIT_SWITCHES.labels(to="short" if wait == policy.short_ms else "idle").inc()
+        try:  # an error here would end aiokafka's fetch loop, and with it the worker
+            wait = policy.after_fetch(bool(got))
+            if wait != fetcher._fetch_max_wait_ms:  # read when the next request is built
+                fetcher._fetch_max_wait_ms = wait
+                FETCH_WAIT_MS.set(wait)
+                FETCH_WAIT_SWITCHES.labels(to="short" if wait == policy.short_ms else "idle").inc()
+        except Exception:
+            log.exception("idle fetch wait: keeping the wait as it is")
         return got
 
     fetcher._proc_fetch_request = _proc_fetch_request

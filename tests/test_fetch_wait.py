@@ -34,6 +34,43 @@ def test_the_wait_for_a_time_without_records(quiet_s, after_s, idle_ms, wait):
     assert idle_fetch_wait_ms(quiet_s, 20, after_s, idle_ms) == wait
 
 
+def test_the_wrapped_fetcher_switches_its_wait_and_passes_the_result_through():
+    """adapt_fetch_wait on a stand-in fetcher: the wait it sets for the next request, the
+    switches it counts, the inner result returned as it was, and a failing policy (a bug)
+    that leaves the wait alone instead of ending aiokafka's fetch loop."""
+    from types import SimpleNamespace
+
+    from prometheus_client import REGISTRY
+
+    results = []
+
+    async def inner(assignment, node_id, request):
+        return results.pop(0)
+
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=20, _proc_fetch_request=inner)
+    policy = adapt_fetch_wait(SimpleNamespace(_fetcher=fetcher), 2.0, 250)
+    now = [0.0]
+    policy.clock, policy.last_records = (lambda: now[0]), 0.0
+
+    def switches(to: str) -> float:
+        return REGISTRY.get_sample_value("reviewbus_faust_fetch_wait_switches_total",
+                                         {"to": to}) or 0.0
+
+    before = switches("idle"), switches("short")
+
+    def fetch(got, at):
+        now[0] = at
+        results.append(got)
+        assert asyncio.run(fetcher._proc_fetch_request(None, 0, None)) is got
+        return fetcher._fetch_max_wait_ms
+
+    assert [fetch(False, 1.0), fetch(False, 2.5), fetch(False, 3.0), fetch(True, 3.1),
+            fetch(False, 3.2)] == [20, 250, 250, 20, 20]
+    assert (switches("idle") - before[0], switches("short") - before[1]) == (1, 1)
+    policy.after_fetch = None  # a bug in the policy: the fetch still returns, the wait stays
+    assert fetch(True, 10.0) == 20
+
+
 def test_the_wait_goes_idle_after_a_quiet_spell_and_back_with_the_first_records():
     now = [100.0]
     policy = IdleFetchWait(20, 2.0, 250, clock=lambda: now[0])
