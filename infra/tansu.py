@@ -5,11 +5,11 @@ Tansu speaks the Kafka protocol but differs from Apache Kafka where reviewbus no
 - **ListOffsets(latest) under-reports.** Tansu answers with the last batch's base offset + 1,
   short by the batch's other records. `true_end_offsets` fetches once from just before the
   reported end and takes the larger of that and the fetch's high watermark.
-- **A fetch that finds no data can be held for the whole `fetch.max.wait.ms`**, even when
-  data arrives meanwhile (not always: docs/operations/long-running.md), so aiokafka's 500 ms
-  (Faust's 1500 ms) can add that much latency to every hop. `FETCH_MAX_WAIT_MS` is short; on Apache Kafka it costs a few idle fetches, no more. The
-  worker's Faust consumer waits longer while idle (`REVIEWBUS_FETCH_IDLE_*`,
-  infra/faust_compat.py).
+- **A fetch that finds no data can be held for the whole `fetch.max.wait.ms`**, even
+  when data arrives meanwhile (not always: docs/operations/long-running.md), so aiokafka's
+  500 ms (Faust's 1500 ms) can add that much latency to every hop. `FETCH_MAX_WAIT_MS` is
+  short; on Apache Kafka it costs a few idle fetches, no more. The worker's Faust consumer
+  waits longer while idle (`REVIEWBUS_FETCH_IDLE_*`, infra/faust_compat.py).
 - **The admin API cannot list consumer-group offsets**, so lag reads a consumer's
   `committed()` (infra/kafka.py consumer_lag), which works on both.
 
