@@ -30,6 +30,17 @@ def isolate_env(monkeypatch, home: Path, prefix: str) -> Path:
     return home
 
 
+@pytest.fixture
+def store(tmp_path):
+    """A migrated chDB store of the test's own (a module may define its own `store`)."""
+    from infra.store import Store
+
+    s = Store.connect(f"chdb://{tmp_path / 'ch'}")
+    s.migrate()
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory) -> str:
     home = tmp_path_factory.mktemp("broker")

@@ -10,8 +10,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-import pytest
-
 from agents.config import RotationConfig
 from agents.gates import GateConfig
 from agents.registry import traffic_table
@@ -104,14 +102,6 @@ def _result(version: str, repo: str, i: int, correct: bool) -> InferenceResult:
         status=Status.ok, latency_ms=10.0, label="bug_fix", repo=repo, sha=f"{i:040x}",
         change_type=ChangeType(label="bug_fix" if correct else "docs", confidence=1.0),
         occurred_at=now + timedelta(seconds=5), accepted_at=now + timedelta(seconds=4))
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.connect(f"chdb://{tmp_path / 'ch'}")
-    s.migrate()
-    yield s
-    s.close()
 
 
 def test_rotation_measures_a_global_candidate_only_where_the_global_stable_serves(store):

@@ -34,7 +34,6 @@ from agents.learning.text import (
 )
 from agents.routing import plan_route
 from infra.queries import training_jobs
-from infra.store import Store
 from infra.training_data import export_rows
 from schemas import (
     AcceptedChange,
@@ -255,14 +254,6 @@ def test_scoped_version_is_served_only_to_its_repositories():
 
 
 # ---------------------------------------------------------------- ClickHouse: export, jobs, registered
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.connect(f"chdb://{tmp_path / 'ch'}")
-    s.migrate()
-    yield s
-    s.close()
 
 
 def accepted(i: int, repo: str, label: str | None, at: datetime,

@@ -54,14 +54,6 @@ def newer(after: LifecycleEvent, version: int = 3) -> LifecycleEvent:
                           occurred_at=after.occurred_at + timedelta(milliseconds=1))
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.connect(f"chdb://{tmp_path / 'ch'}")
-    s.migrate()
-    yield s
-    s.close()
-
-
 def test_the_store_gives_back_each_event_with_its_schema_version(store):
     old, new = history(1), history(2)
     assert states(fold(TASK, old)) == {"base": "deprecated", "la": "stable"}

@@ -73,14 +73,6 @@ def result(**overrides) -> InferenceResult:
     return InferenceResult(**fields)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store.connect(f"chdb://{tmp_path / 'ch'}")
-    s.migrate()
-    yield s
-    s.close()
-
-
 def count(store: Store, sql: str) -> int:
     return store.query(sql).rows[0][0]
 
