@@ -316,20 +316,39 @@ def label_counts(task: str) -> Query:
                  {"task": task})
 
 
-def training_archive(task: str, since: datetime | None = None) -> Query:
+def training_archive(task: str, since: datetime | None = None, *, newest: int = 0,
+                     repos: Sequence[str] = (), exclude: Sequence[str] = ()) -> Query:
     """The archived requests with a change-type label or change-type feedback, oldest first
-    per repository (the rows agents.learning.export.training_rows reads)."""
+    per repository (the rows agents.learning.export.training_rows reads). `newest`: only each
+    repository's newest that many (by arrival; 0: all); `repos` / `exclude`: only those
+    repositories / not those."""
     where = ["task = {task:String}", _LABELLED]
     params: dict[str, Any] = {"task": task}
     if since is not None:
         where.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
         params["since"] = since.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return Query("SELECT request_id, repo, sha, label, accepted, occurred_at FROM events_archive "
-                 f"FINAL WHERE {' AND '.join(where)} ORDER BY repo, occurred_at, request_id", params)
+    filters = _repos_filter(repos, params, exclude)
+    columns = "request_id, repo, sha, label, accepted, occurred_at"
+    if newest <= 0:
+        return Query(f"SELECT {columns} FROM events_archive FINAL WHERE {' AND '.join(where)}"
+                     f"{filters} ORDER BY repo, occurred_at, request_id", params)
+    params["newest"] = int(newest)
+    return Query(f"SELECT * FROM (SELECT {columns} FROM events_archive FINAL "
+                 f"WHERE {' AND '.join(where)}{filters} "
+                 "ORDER BY repo, occurred_at DESC, request_id DESC LIMIT {newest:UInt32} BY repo) "
+                 "ORDER BY repo, occurred_at, request_id", params)
 
 
 def change_type_feedback() -> Query:
-    """Every change-type feedback on a request, oldest first."""
-    return Query("SELECT request_id, fingerprint, verdict, occurred_at FROM feedback FINAL "
-                 "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL "
-                 "ORDER BY occurred_at, event_id")
+    """Every change-type feedback on a request, oldest first, with its request's repo and sha
+    ('' when the request is not archived): feedback then labels its commit even when a reader
+    of the archive left that request out."""
+    fb = ("SELECT request_id, fingerprint, verdict, occurred_at, event_id FROM feedback FINAL "
+          "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL")
+    return Query(
+        f"SELECT f.request_id AS request_id, f.fingerprint AS fingerprint, f.verdict AS verdict, "
+        f"f.occurred_at AS occurred_at, a.repo AS repo, a.sha AS sha FROM ({fb}) AS f "
+        "LEFT JOIN (SELECT request_id, any(repo) AS repo, any(sha) AS sha FROM events_archive "
+        "FINAL WHERE request_id IN (SELECT request_id FROM feedback FINAL WHERE "
+        "startsWith(fingerprint, 'change_type:')) GROUP BY request_id) AS a "
+        "ON f.request_id = a.request_id ORDER BY f.occurred_at, f.event_id")

@@ -152,3 +152,30 @@ def test_the_msgspec_mirror_reads_a_result_as_pydantic_does_and_rejects_what_it_
         b'"latency_ms":1}'  # defaults filled alike
     assert msgspec.to_builtins(decoder.decode(bare).usage) == \
         InferenceResult.model_validate_json(bare).usage.model_dump()
+
+
+def test_the_learner_window_bench_reads_and_fits_a_bounded_window(tmp_path):
+    """bench/learner_window.py on a small synthetic history: the whole-history refit reads
+    every copy, the windowed one its windows only, and the result says so."""
+    import gzip
+    import json
+
+    from bench import learner_window
+    from tests import mldata
+
+    data = tmp_path / "mini.jsonl.gz"
+    with gzip.open(data, "wt") as fh:
+        for row in mldata.rows(20, repos=("org/one", "org/two")):  # 50 per repository
+            fh.write(json.dumps(row) + "\n")
+    assert learner_window.main(["--data", str(data), "--copies", "1,2", "--repo", "org/one",
+                                "--max-labels", "60", "--base-labels", "20", "--takeover", "10",
+                                "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("learner-window-*.json")
+    runs = {(r["copies"], r["window"]): r for r in json.loads(path.read_text())["runs"]}
+    assert runs[(2, False)]["rows_read"] == 200 and runs[(2, False)]["fitted_labels"] == 100
+    assert runs[(2, False)]["global_rows"] == 200
+    assert runs[(2, True)]["rows_read"] == 80  # org/one's newest 60, org/two's newest 20
+    assert runs[(2, True)]["fitted_labels"] == 60 and runs[(2, True)]["labels"] == 100
+    assert runs[(2, True)]["global_rows"] == 40  # the newest 20 of each repository
+    assert runs[(1, True)]["fitted_labels"] == 50  # below the window: everything
+    assert path.with_suffix(".png").stat().st_size > 0

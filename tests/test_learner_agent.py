@@ -178,6 +178,25 @@ def test_a_refit_fits_the_repository_and_its_backend_answers(tmp_path):
     assert refit.parent_score(None, result.examples) == {}
 
 
+def test_a_cut_window_is_named_by_the_store_s_count(tmp_path, monkeypatch):
+    """The window limit counts requests: commits sent twice fill it with fewer commits. A cut
+    window (rows read = the limit) takes the store's count for the version's name, so the
+    repository is not stuck below its last refit's count for good."""
+    from streams.flows.learner import _refit_all
+
+    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path))
+    rows = mldata.rows(9, repos=("org/one",))  # 45 commits
+    cfg = live.LearnerAgentConfig(enabled=True, takeover=10, max_labels_per_repo=60,
+                                  base_labels_per_repo=60, holdout_fraction=0)
+    due = [live.Due("org/one", 100, 50, "learner-org__one-n50")]  # the store counts 100
+    ((_d, card),) = _refit_all(rows, due, cfg, {}, read={"org/one": 60})
+    assert (card["data"]["labels"], card["data"]["fitted_labels"]) == (100, 45)
+    assert (tmp_path / "learner" / live.version_id("org/one", 100)).is_dir()
+    # a window the limit did not cut holds every commit: the exact count decides (45 is not
+    # 50 more than the last refit's 50)
+    assert _refit_all(rows, due, cfg, {}, read={"org/one": 45}) == []
+
+
 def test_rows_intake_would_refuse_are_left_out():
     rows = mldata.rows(2, repos=("org/one",))
     bad = {**rows[0], "id": "bad", "label": "not-a-type"}
@@ -194,7 +213,8 @@ CONFIG = {
     "versions": [{"id": "base", "backend": "fake", "initial_state": "stable",
                   "params": {"label": "feature"}}],
     "learner": {"enabled": True, "interval_s": 1.0, "refit_every": 20, "takeover": 10,
-                "keep_per_repo": 1, "holdout_fraction": 0.2},
+                "keep_per_repo": 1, "holdout_fraction": 0.2, "max_labels_per_repo": 30,
+                "base_labels_per_repo": 40},
     "quarantine": {"triggers": []},
 }
 
@@ -307,10 +327,15 @@ def test_the_learner_agent_refits_a_repository_into_a_shadow_version_that_answer
         (vid, LifecycleAction.archive)], stack.log_tail()
     card = events[1].evidence["model_card"]
     assert card["data"]["labels"] == 50 and card["parent"] == vid
+    # read and fitted on the newest 30 (max_labels_per_repo): 25 its parent never saw
+    assert card["data"]["fitted_labels"] == 30
+    assert card["data"]["first_author_date"] > rows[10]["author_date"]  # the oldest left out
     assert card["metrics"]["prequential"]["version"] == vid
     assert card["metrics"]["prequential"]["n"] == 25
     assert _wait(lambda: state.exists(), lambda there: not there, timeout=10) is False
     assert (stack.home / "learner" / second / "global.npz").is_file()
+    assert json.loads((stack.home / "learner" / second / "state.json").read_text())[
+        "repos"][REPO]["fitted_on"] == 30
     reg = fold("code-review", lifecycle(stack))
     assert reg.versions[vid].state == VersionState.archived
     assert reg.versions[second].state == VersionState.shadow

@@ -33,6 +33,7 @@ from agents.learning.text import (
     text_fields,
 )
 from agents.routing import plan_route
+from infra import queries
 from infra.queries import training_jobs
 from infra.training_data import export_rows
 from schemas import (
@@ -264,6 +265,73 @@ def accepted(i: int, repo: str, label: str | None, at: datetime,
                                                  deleted=0)])
     return AcceptedChange(request_id=request_id or f"req-{i}", task="code-review", source_topic="t",
                           kind="commit", label=label, change=change, raw="{}", occurred_at=at)
+
+
+def test_the_learner_reads_each_repository_s_newest_labels_only(store):
+    """infra.queries.training_archive with `newest`: a refit reads a bounded window of the
+    archive however long its history (the learner agent's two reads)."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    store.insert_events([accepted(i, f"org/r{i % 3}", "docs" if i != 4 else None,
+                                  t0 + timedelta(hours=i)) for i in range(30)])
+
+    def read(**kw) -> dict[str, list[str]]:
+        q = queries.training_archive("code-review", **kw)
+        out: dict[str, list[str]] = {}
+        for r in store.query(q.sql, q.params).as_dicts():
+            out.setdefault(r["repo"], []).append(r["request_id"])
+        return out
+
+    every = read()
+    assert {r: len(ids) for r, ids in every.items()} == {"org/r0": 10, "org/r1": 9, "org/r2": 10}
+    newest = read(newest=3)
+    assert newest == {r: ids[-3:] for r, ids in every.items()}  # the newest, oldest first
+    assert newest["org/r0"] == ["req-21", "req-24", "req-27"]
+    assert read(newest=2, repos=["org/r1"]) == {"org/r1": ["req-25", "req-28"]}
+    assert set(read(newest=2, exclude=["org/r1"])) == {"org/r0", "org/r2"}
+
+
+def test_feedback_on_a_request_outside_the_window_still_labels_its_commit(store):
+    """Commit 0 was sent twice (a push, then its pull request); the window holds only the
+    newer request, the person's change-type feedback was given on the older one."""
+    from agents.learning.export import training_rows
+
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    events = [accepted(0, "org/a", "docs", t0, request_id="req-0-push")]
+    events += [accepted(i, "org/a", "docs", t0 + timedelta(hours=i)) for i in range(1, 6)]
+    events += [accepted(0, "org/a", "docs", t0 + timedelta(hours=9), request_id="req-0-pr"),
+               Feedback(fingerprint="change_type:feature", verdict="true_positive",
+                        request_id="req-0-push")]
+    store.insert_events(events)
+
+    def rows_of(q):
+        return store.query(q.sql, q.params).as_dicts()
+
+    window = rows_of(queries.training_archive("code-review", newest=3))
+    assert "req-0-push" not in {r["request_id"] for r in window}
+    feedback = rows_of(queries.change_type_feedback())
+    assert [(f["request_id"], f["repo"], f["sha"]) for f in feedback] == [
+        ("req-0-push", "org/a", f"{0:040x}")]
+    labels = {r["sha"]: r["label"] for r in training_rows(window, feedback)}
+    assert labels[f"{0:040x}"] == "feature"
+    # an unarchived request's feedback maps to no commit, as before
+    assert training_rows(window, [{**feedback[0], "request_id": "gone", "repo": "",
+                                   "sha": ""}])[0]["label"] == "docs"
+
+
+def test_a_refit_window_keeps_each_repository_s_newest():
+    from agents.learning import live, refit
+    from tests import mldata
+
+    rows = mldata.rows(6, repos=("org/one", "org/two"))
+    examples = refit.examples_from_rows(rows)
+    kept = live.newest_per_repo(examples, 4)
+    for repo in ("org/one", "org/two"):
+        mine = [e for e in examples if e.repo == repo]
+        assert [e.id for e in kept if e.repo == repo] == [e.id for e in mine[-4:]]
+    assert live.newest_per_repo(examples, 0) == examples
+    with pytest.raises(ValueError, match="below takeover"):
+        live.LearnerAgentConfig(takeover=100, max_labels_per_repo=50)
+    assert live.LearnerAgentConfig(takeover=100, max_labels_per_repo=0).max_labels_per_repo == 0
 
 
 def test_export_labels_feedback_and_split_by_repository(store, tmp_path):

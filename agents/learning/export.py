@@ -44,13 +44,16 @@ def training_rows(archive: list[dict[str, Any]], feedback_rows: list[dict[str, A
     by author date is val).
 
     `archive`: the archived requests (request_id, repo, sha, label, accepted, occurred_at),
-    oldest first; `feedback_rows`: change-type feedback (request_id, fingerprint, verdict),
-    oldest first. infra.training_data.export_rows reads both from the store."""
+    oldest first; `feedback_rows`: change-type feedback (request_id, fingerprint, verdict, and
+    the repo and sha of its request when known), oldest first. infra.training_data.export_rows
+    reads both from the store."""
     # One row per commit: CI may send a commit more than once (a push, then its pull request),
-    # and feedback on any of its requests labels the commit. The newest request is exported.
+    # and feedback on any of its requests labels the commit (also on a request the archive read
+    # left out, e.g. an older one outside the learner's window). The newest request is exported.
     commit_of = {r["request_id"]: f"{r['repo']}@{r['sha']}" for r in archive}
     latest = {commit_of[r["request_id"]]: r for r in archive}  # archive is oldest first
-    feedback = [{**fb, "request_id": commit_of.get(fb["request_id"])}
+    feedback = [{**fb, "request_id": commit_of.get(fb["request_id"]) or (
+                    f"{fb['repo']}@{fb['sha']}" if fb.get("repo") and fb.get("sha") else None)}
                 for fb in feedback_rows]
     labels = apply_feedback({commit: r.get("label") for commit, r in latest.items()}, feedback)
     rows: list[dict[str, Any]] = []

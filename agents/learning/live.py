@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import LifecycleAction, LifecycleEvent, Registry, VersionSpec, VersionState
 
@@ -54,6 +54,18 @@ class LearnerAgentConfig(BaseModel):
     holdout_fraction: float = Field(default=0.15, ge=0, lt=1)  # 0: no holdout fit
     params: dict[str, Any] = Field(default_factory=dict)  # LearnerParams
     timeout_s: float = Field(default=30.0, gt=0)  # the versions' inference timeout
+    # The newest labelled commits a refit reads, so that a refit takes the same time in the
+    # first month and the twelfth: of the due repository (its own model; 0: all of them) and
+    # of every repository (the global base; 0: all of them).
+    max_labels_per_repo: int = Field(default=2000, ge=0)
+    base_labels_per_repo: int = Field(default=1000, ge=0)
+
+    @model_validator(mode="after")
+    def _window_holds_takeover(self) -> LearnerAgentConfig:
+        if 0 < self.max_labels_per_repo < self.takeover:
+            raise ValueError(f"learner.max_labels_per_repo ({self.max_labels_per_repo}) is "
+                             f"below takeover ({self.takeover}): no own model would ever fit")
+        return self
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,19 @@ def due_repos(counts: Mapping[str, int], registry: Registry, refit_every: int) -
     return out
 
 
+def newest_per_repo(examples: Sequence[Any], k: int) -> list[Any]:
+    """Each repository's newest `k` examples (0: all), in the given (author-date) order."""
+    if k <= 0:
+        return list(examples)
+    seen: dict[str, int] = {}
+    keep = []
+    for e in reversed(examples):
+        if seen.get(e.repo, 0) < k:
+            seen[e.repo] = seen.get(e.repo, 0) + 1
+            keep.append(e)
+    return keep[::-1]
+
+
 def refit_spec(task: str, repo: str, labels: int, config: LearnerAgentConfig) -> VersionSpec:
     return VersionSpec(
         id=version_id(repo, labels), task=task, backend="learner",
@@ -126,17 +151,22 @@ def refit_spec(task: str, repo: str, labels: int, config: LearnerAgentConfig) ->
 
 def model_card(repo: str, examples: Sequence[Any], *, global_rows: int, params: Mapping[str, Any],
                takeover: int, half: float, parent: str | None, metrics: Mapping[str, Any],
-               fit_s: float, state_dir: str, base_fit_s: float = 0.0) -> dict[str, Any]:
+               fit_s: float, state_dir: str, base_fit_s: float = 0.0,
+               labels: int | None = None) -> dict[str, Any]:
     """What a refit was fitted on and how it scored. `examples`: the repository's labelled
-    examples (agents.learning.data.Example) the refit used, in author-date order; `fit_s`:
-    its own model and holdout fits, `base_fit_s`: the global base's (shared by the tick)."""
+    examples (agents.learning.data.Example) the refit used, in author-date order; `labels`:
+    how many the repository has (more than `examples` when the refit read only its newest;
+    the version's id carries it); `fit_s`: its own model and holdout fits, `base_fit_s`: the
+    global base's (shared by the tick)."""
     dates = [e.author_date for e in examples if e.author_date]
     by_label: dict[str, int] = {}
     for e in examples:
         by_label[e.label] = by_label.get(e.label, 0) + 1
     return {
         "repo": repo,
-        "data": {"labels": len(examples), "first_author_date": dates[0] if dates else None,
+        "data": {"labels": len(examples) if labels is None else labels,
+                 "fitted_labels": len(examples),
+                 "first_author_date": dates[0] if dates else None,
                  "last_author_date": dates[-1] if dates else None,
                  "by_label": dict(sorted(by_label.items())), "global_rows": global_rows},
         "params": dict(params), "takeover": takeover, "half": half,

@@ -102,9 +102,10 @@ def holdout_metrics(examples: Sequence[Example], repo: str, params: LearnerParam
 def refit(examples: Sequence[Example], repo: str, *, params: dict[str, Any] | None = None,
           takeover: int = 100, half: float = HALF, holdout_fraction: float = 0.15,
           base: LinearModel | None = None) -> Refit:
-    """The global base on every example (or `base`, fitted on the same examples, reused
-    across the repositories of one tick), the repository's own model on its examples when it
-    has `takeover` of them, and the holdout metrics."""
+    """The global base on every example (or `base`, reused across the repositories of one
+    tick: the live agent fits it on each repository's newest labels, a window of these
+    examples), the repository's own model on its examples when it has `takeover` of them, and
+    the holdout metrics (whose base is refitted on `examples` without the held-out labels)."""
     t0 = time.perf_counter()
     lp = LearnerParams.from_dict(params)
     examples = sorted(examples, key=lambda e: (date_key(e.author_date), e.id))

@@ -23,6 +23,7 @@ import asyncio
 import shutil
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +43,40 @@ async def _rows(ctx: AppContext, query: queries.Query) -> list[dict[str, Any]]:
 
 
 def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.LearnerAgentConfig,
-               specs: dict[str, Any]) -> list[tuple[live.Due, dict[str, Any]]]:
+               specs: dict[str, Any], read: Mapping[str, int] | None = None
+               ) -> list[tuple[live.Due, dict[str, Any]]]:
     """The CPU part, off the event loop: examples, one base for the tick, each due
-    repository's refit, its track record, its state on disk, its card."""
+    repository's refit, its track record, its state on disk, its card. `read`: the archive
+    rows read per due repository (requests, not commits: a commit sent twice is two rows)."""
     from agents.learning import refit
 
     examples = refit.examples_from_rows(rows)
     counts = Counter(e.repo for e in examples)
+    base_examples = live.newest_per_repo(examples, cfg.base_labels_per_repo)
     base, base_s = None, 0.0
     out = []
     for d in due:
         n = counts.get(d.repo, 0)
-        if n - d.last < cfg.refit_every:  # exact count: feedback dropped some labels
-            continue
+        rows_read = (read or {}).get(d.repo, n)
+        if not cfg.max_labels_per_repo or rows_read < cfg.max_labels_per_repo:
+            if n - d.last < cfg.refit_every:  # exact count: feedback dropped some labels
+                continue
+        else:  # the window was cut (it may hold fewer commits): the count is the store's
+            n = d.labels
         d = live.Due(d.repo, n, d.last, d.parent)
         vid = live.version_id(d.repo, n)
         if base is None:
             t0 = time.perf_counter()
-            base = refit.fit_base(examples, cfg.params)
+            base = refit.fit_base(base_examples, cfg.params)
             base_s = time.perf_counter() - t0
-        result = refit.refit(examples, d.repo, params=cfg.params, takeover=cfg.takeover,
+        # the holdout's base: the other repositories as the base saw them, and all of the
+        # repository's own window (a little more of it than the served base saw)
+        mine = live.newest_per_repo([e for e in examples if e.repo == d.repo],
+                                    cfg.max_labels_per_repo)
+        window = [e for e in base_examples if e.repo != d.repo] + mine
+        result = refit.refit(window, d.repo, params=cfg.params, takeover=cfg.takeover,
                              half=cfg.half, holdout_fraction=cfg.holdout_fraction, base=base)
+        result.global_rows = result.manifest["global_rows"] = len(base_examples)
         result.metrics["prequential"] = refit.parent_score(specs.get(d.parent or ""),
                                                            result.examples)
         directory = LearnerStore.default_dir(vid)
@@ -71,7 +85,7 @@ def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.Learne
             d.repo, result.examples, global_rows=result.global_rows,
             params=result.manifest["params"], takeover=cfg.takeover, half=cfg.half,
             parent=d.parent, metrics=result.metrics, fit_s=result.fit_s,
-            state_dir=str(directory.resolve()), base_fit_s=base_s)
+            state_dir=str(directory.resolve()), base_fit_s=base_s, labels=n)
         out.append((d, card))
     return out
 
@@ -92,11 +106,21 @@ async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[Lifec
            and live.version_id(d.repo, d.labels) not in sent]
     events: list[LifecycleEvent] = []
     if due:
-        archive = await _rows(ctx, queries.training_archive(task))
+        # Bounded reads: the due repositories' newest labels for their own models, every
+        # other repository's newest for the global base (whose window of a due one is cut
+        # from its rows in _refit_all).
+        names = [d.repo for d in due]
+        own = await _rows(ctx, queries.training_archive(
+            task, newest=cfg.max_labels_per_repo, repos=names))
+        others = await _rows(ctx, queries.training_archive(
+            task, newest=cfg.base_labels_per_repo, exclude=names))
+        archive = sorted(own + others, key=lambda r: (r["repo"], r["occurred_at"],
+                                                       r["request_id"]))
         feedback = await _rows(ctx, queries.change_type_feedback())
         rows = await asyncio.to_thread(training_rows, archive, feedback)
         specs = {vid: e.spec for vid, e in registry.versions.items()}
-        cards = await asyncio.to_thread(_refit_all, rows, due, cfg, specs)
+        cards = await asyncio.to_thread(_refit_all, rows, due, cfg, specs,
+                                        Counter(r["repo"] for r in own))
         for d, card in cards:
             spec = live.refit_spec(task, d.repo, int(card["data"]["labels"]), cfg)
             events.append(live.refit_event(registry, spec, card))
