@@ -178,23 +178,23 @@ def test_a_refit_fits_the_repository_and_its_backend_answers(tmp_path):
     assert refit.parent_score(None, result.examples) == {}
 
 
-def test_a_cut_window_is_named_by_the_store_s_count(tmp_path, monkeypatch):
-    """The window limit counts requests: commits sent twice fill it with fewer commits. A cut
-    window (rows read = the limit) takes the store's count for the version's name, so the
-    repository is not stuck below its last refit's count for good."""
+def test_a_refit_is_named_by_the_store_s_count(tmp_path, monkeypatch):
+    """The rows read hold fewer commits than the store counts (a window of requests, commits
+    sent twice, corrections that relabel without adding): the version is named by the
+    store's count, so the repository is not left due for good below its last refit's."""
     from streams.flows.learner import _refit_all
 
     monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path))
     rows = mldata.rows(9, repos=("org/one",))  # 45 commits
     cfg = live.LearnerAgentConfig(enabled=True, takeover=10, max_labels_per_repo=60,
                                   base_labels_per_repo=60, holdout_fraction=0)
-    due = [live.Due("org/one", 100, 50, "learner-org__one-n50")]  # the store counts 100
-    ((_d, card),) = _refit_all(rows, due, cfg, {}, read={"org/one": 60})
+    due = [live.Due("org/one", 100, 50, "learner-org__one-n50")]  # 92 labels, 8 corrections
+    ((_d, card),) = _refit_all(rows, due, cfg, {}, corrections={"org/one": 8})
     assert (card["data"]["labels"], card["data"]["fitted_labels"]) == (100, 45)
+    assert card["data"]["corrections"] == 8
     assert (tmp_path / "learner" / live.version_id("org/one", 100)).is_dir()
-    # a window the limit did not cut holds every commit: the exact count decides (45 is not
-    # 50 more than the last refit's 50)
-    assert _refit_all(rows, due, cfg, {}, read={"org/one": 45}) == []
+    # a due repository with no row left (feedback dropped every label) is not refit
+    assert _refit_all([], due, cfg, {}) == []
 
 
 def test_rows_intake_would_refuse_are_left_out():

@@ -318,6 +318,28 @@ def test_feedback_on_a_request_outside_the_window_still_labels_its_commit(store)
                                    "sha": ""}])[0]["label"] == "docs"
 
 
+def test_corrections_count_towards_a_refit(store):
+    """label_counts: feedback that relabels a commit intake labelled is a correction; feedback
+    that only confirms intake's label is not; feedback on an unlabelled request adds a label."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    events = [accepted(i, "org/a", "docs" if i < 4 else None, t0 + timedelta(hours=i))
+              for i in range(6)]
+    events += [accepted(9, "org/b", "docs", t0)]
+    events += [
+        Feedback(fingerprint="change_type:feature", verdict="true_positive", request_id="req-0"),
+        Feedback(fingerprint="change_type:docs", verdict="false_positive", request_id="req-1"),
+        Feedback(fingerprint="change_type:docs", verdict="true_positive", request_id="req-2"),
+        Feedback(fingerprint="change_type:test", verdict="true_positive", request_id="req-4"),
+    ]
+    store.insert_events(events)
+    q = queries.label_counts("code-review")
+    got = {r["repo"]: (r["labels"], r["corrections"]) for r in store.query(q.sql, q.params)
+           .as_dicts()}
+    # org/a: 4 labelled + req-4 labelled by feedback; req-0 relabelled, req-1's label
+    # dropped; req-2's feedback confirms docs
+    assert got == {"org/a": (5, 2), "org/b": (1, 0)}
+
+
 def test_a_refit_window_keeps_each_repository_s_newest():
     from agents.learning import live, refit
     from tests import mldata

@@ -152,12 +152,12 @@ def refit_spec(task: str, repo: str, labels: int, config: LearnerAgentConfig) ->
 def model_card(repo: str, examples: Sequence[Any], *, global_rows: int, params: Mapping[str, Any],
                takeover: int, half: float, parent: str | None, metrics: Mapping[str, Any],
                fit_s: float, state_dir: str, base_fit_s: float = 0.0,
-               labels: int | None = None) -> dict[str, Any]:
+               labels: int | None = None, corrections: int = 0) -> dict[str, Any]:
     """What a refit was fitted on and how it scored. `examples`: the repository's labelled
     examples (agents.learning.data.Example) the refit used, in author-date order; `labels`:
-    how many the repository has (more than `examples` when the refit read only its newest;
-    the version's id carries it); `fit_s`: its own model and holdout fits, `base_fit_s`: the
-    global base's (shared by the tick)."""
+    the repository's count, labels plus `corrections` (more than `examples` when the refit
+    read only its newest; the version's id carries it); `fit_s`: its own model and holdout
+    fits, `base_fit_s`: the global base's (shared by the tick)."""
     dates = [e.author_date for e in examples if e.author_date]
     by_label: dict[str, int] = {}
     for e in examples:
@@ -165,7 +165,7 @@ def model_card(repo: str, examples: Sequence[Any], *, global_rows: int, params: 
     return {
         "repo": repo,
         "data": {"labels": len(examples) if labels is None else labels,
-                 "fitted_labels": len(examples),
+                 "fitted_labels": len(examples), "corrections": corrections,
                  "first_author_date": dates[0] if dates else None,
                  "last_author_date": dates[-1] if dates else None,
                  "by_label": dict(sorted(by_label.items())), "global_rows": global_rows},

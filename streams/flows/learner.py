@@ -3,8 +3,10 @@ new candidate version in shadow (issue 22).
 
 On the leader, every `learner.interval_s` (when `learner.enabled`): count each repository's
 labelled commits in ClickHouse (intake's Conventional Commits label on the archived request,
-or people's change-type feedback: infra.queries.label_counts); for the repositories with at
-least `learner.refit_every` labels more than their newest refit saw (agents/learning/live.py),
+or people's change-type feedback) and its corrections (feedback that relabels a commit intake
+had labelled: infra.queries.label_counts); for the repositories with at least
+`learner.refit_every` labels and corrections more than their newest refit saw
+(agents/learning/live.py),
 read the labelled rows as `reviewbus export` does (training_archive, change_type_feedback,
 training_rows), fit the global base and the repository's own model in a thread
 (agents/learning/refit.py), write the state to a new directory `$REVIEWBUS_HOME/learner/
@@ -43,11 +45,13 @@ async def _rows(ctx: AppContext, query: queries.Query) -> list[dict[str, Any]]:
 
 
 def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.LearnerAgentConfig,
-               specs: dict[str, Any], read: Mapping[str, int] | None = None
+               specs: dict[str, Any], corrections: Mapping[str, int] | None = None
                ) -> list[tuple[live.Due, dict[str, Any]]]:
     """The CPU part, off the event loop: examples, one base for the tick, each due
-    repository's refit, its track record, its state on disk, its card. `read`: the archive
-    rows read per due repository (requests, not commits: a commit sent twice is two rows)."""
+    repository's refit, its track record, its state on disk, its card. A refit is named by
+    the store's count (`Due.labels`: labels and corrections), never by the examples it read:
+    a window holds requests (a commit sent twice fills two places), feedback may drop a label,
+    and a name that fell short of the count would leave the repository due for good."""
     from agents.learning import refit
 
     examples = refit.examples_from_rows(rows)
@@ -56,14 +60,9 @@ def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.Learne
     base, base_s = None, 0.0
     out = []
     for d in due:
-        n = counts.get(d.repo, 0)
-        rows_read = (read or {}).get(d.repo, n)
-        if not cfg.max_labels_per_repo or rows_read < cfg.max_labels_per_repo:
-            if n - d.last < cfg.refit_every:  # exact count: feedback dropped some labels
-                continue
-        else:  # the window was cut (it may hold fewer commits): the count is the store's
-            n = d.labels
-        d = live.Due(d.repo, n, d.last, d.parent)
+        if not counts.get(d.repo):
+            continue  # nothing left to fit on (every label dropped by feedback)
+        n = d.labels
         vid = live.version_id(d.repo, n)
         if base is None:
             t0 = time.perf_counter()
@@ -85,7 +84,8 @@ def _refit_all(rows: list[dict[str, Any]], due: list[live.Due], cfg: live.Learne
             d.repo, result.examples, global_rows=result.global_rows,
             params=result.manifest["params"], takeover=cfg.takeover, half=cfg.half,
             parent=d.parent, metrics=result.metrics, fit_s=result.fit_s,
-            state_dir=str(directory.resolve()), base_fit_s=base_s, labels=n)
+            state_dir=str(directory.resolve()), base_fit_s=base_s, labels=n,
+            corrections=(corrections or {}).get(d.repo, 0))
         out.append((d, card))
     return out
 
@@ -100,7 +100,11 @@ async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[Lifec
         return []
     registry = ctx.registry.registry
     task = registry.task
-    counts = {r["repo"]: int(r["labels"]) for r in await _rows(ctx, queries.label_counts(task))}
+    # Labels and corrections (feedback that relabels a commit intake labelled) both make a
+    # repository due: either changes what its model would learn.
+    counted = await _rows(ctx, queries.label_counts(task))
+    corrections = {r["repo"]: int(r["corrections"] or 0) for r in counted}
+    counts = {r["repo"]: int(r["labels"]) + corrections[r["repo"]] for r in counted}
     due = [d for d in live.due_repos(counts, registry, cfg.refit_every)
            if live.version_id(d.repo, d.labels) not in registry.versions
            and live.version_id(d.repo, d.labels) not in sent]
@@ -119,8 +123,7 @@ async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[Lifec
         feedback = await _rows(ctx, queries.change_type_feedback())
         rows = await asyncio.to_thread(training_rows, archive, feedback)
         specs = {vid: e.spec for vid, e in registry.versions.items()}
-        cards = await asyncio.to_thread(_refit_all, rows, due, cfg, specs,
-                                        Counter(r["repo"] for r in own))
+        cards = await asyncio.to_thread(_refit_all, rows, due, cfg, specs, corrections)
         for d, card in cards:
             spec = live.refit_spec(task, d.repo, int(card["data"]["labels"]), cfg)
             events.append(live.refit_event(registry, spec, card))
