@@ -63,9 +63,11 @@ class Settings(BaseSettings):
     sink_idle_s: float = Field(default=0.2, gt=0)
     # The worker's Faust consumer fetches with a 20 ms wait (infra/tansu.py); once it has
     # fetched nothing for fetch_idle_after_s its fetches wait fetch_idle_wait_ms, until one
-    # returns records (infra/faust_compat.py). The first event after a quiet spell waits at most
-    # fetch_idle_wait_ms longer; either 0: always the short wait (an idle worker polls 50/s).
-    fetch_idle_after_s: float = Field(default=2.0, ge=0)
+    # returns records (infra/faust_compat.py). The records of the first fetch after a quiet
+    # spell wait at most fetch_idle_wait_ms longer; either 0: always the short wait (an idle
+    # worker polls 50/s). 10 s, not 2: a CI burst after a pause of seconds pays nothing
+    # (bench/idle_routing.py), an idle worker still polls 4/s for all but 10 s of a quiet hour.
+    fetch_idle_after_s: float = Field(default=10.0, ge=0)
     fetch_idle_wait_ms: int = Field(default=250, ge=0)
     # Every hop takes what is there, up to batch_max events or batch_within_s (streams/batching.py).
     batch_max: int = Field(default=500, ge=1)

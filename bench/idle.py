@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="runs per setting, alternating")
     p.add_argument("--idle-s", type=float, default=20.0, help="the CPU window")
     p.add_argument("--settle-s", type=float, default=5.0, help="quiet before the CPU window")
-    p.add_argument("--after-s", type=float, default=2.0, help="REVIEWBUS_FETCH_IDLE_AFTER_S (on)")
+    p.add_argument("--after-s", type=float, default=2.0, help="REVIEWBUS_FETCH_IDLE_AFTER_S (on; "
+                   "shorter than the quiet spells measured, the worker's default is 10)")
     p.add_argument("--wait-ms", type=int, default=250, help="REVIEWBUS_FETCH_IDLE_WAIT_MS (on)")
     p.add_argument("--gaps", type=int, default=6, help="more first-after-idle probes per run")
     p.add_argument("--gap-s", type=float, default=5.0, help="the quiet before each of them")

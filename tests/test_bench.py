@@ -179,3 +179,23 @@ def test_the_learner_window_bench_reads_and_fits_a_bounded_window(tmp_path):
     assert runs[(2, True)]["global_rows"] == 40  # the newest 20 of each repository
     assert runs[(1, True)]["fitted_labels"] == 50  # below the window: everything
     assert path.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_idle_routing_bench_runs_each_setting_on_a_fresh_worker(tmp_path):
+    """bench/idle_routing.py, one short trial of two settings: each gets its own worker and
+    a routing latency; the JSON has both, with the environment each ran with."""
+    import json
+
+    from bench import idle_routing
+
+    assert idle_routing.parse_configs("a=2/250, off=0/0") == {
+        "a": {"REVIEWBUS_FETCH_IDLE_AFTER_S": "2", "REVIEWBUS_FETCH_IDLE_WAIT_MS": "250"},
+        "off": {"REVIEWBUS_FETCH_IDLE_AFTER_S": "0", "REVIEWBUS_FETCH_IDLE_WAIT_MS": "0"}}
+    assert idle_routing.main(["--trials", "1", "--rate", "100", "--seconds", "2",
+                              "--configs", "short=0.5/100,off=0/0", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("idle-routing-*.json")
+    got = json.loads(path.read_text())
+    assert [r["config"] for r in got["runs"]] == ["short", "off"]
+    assert all(r["p50_ms"] is not None and 0 < r["p50_ms"] <= r["p99_ms"] for r in got["runs"])
+    assert got["runs"][0]["env"]["REVIEWBUS_FETCH_IDLE_WAIT_MS"] == "100"
+    assert set(got["summary"]) == {"short", "off"}
