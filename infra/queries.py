@@ -25,6 +25,7 @@ from typing import Any
 
 from agents.rotation import LATENCY_SAMPLE, Window
 from agents.slo import UNAVAILABLE_ERRORS, SloConfig
+from schemas import CHANGE_TYPES
 
 _PARAM = re.compile(r"\{(\w+):[^{}]+\}")
 LIVE_ROLES = ("primary", "canary", "fallback")  # the roles that serve users
@@ -310,23 +311,26 @@ _LABELLED = ("(label IS NOT NULL OR request_id IN (SELECT request_id FROM feedba
 
 def label_counts(task: str) -> Query:
     """Per repository, the commits training_archive would read (`labels`: feedback that drops
-    a label is counted here, not there) and the `corrections`: change-type feedback on a
-    request intake had labelled that does not just confirm intake's label (a commit relabelled
-    without a new one). The learner agent's cheap look before it reads any rows."""
+    a label is counted here, not there) and the `corrections`: requests intake labelled whose
+    latest change-type feedback changes that label (relabels it, or drops it), each once;
+    feedback that confirms intake's label, names no change type or drops a label the request
+    does not have is not one. The learner agent's cheap look before it reads any rows."""
     labels = ("SELECT repo, uniqExact(sha) AS labels FROM events_archive FINAL "
               f"WHERE task = {{task:String}} AND {_LABELLED} GROUP BY repo")
     corrections = (
-        "SELECT a.repo AS repo, count() AS corrections FROM (SELECT request_id, fingerprint, "
-        "verdict FROM feedback FINAL WHERE startsWith(fingerprint, 'change_type:') AND "
-        "request_id IS NOT NULL) AS f INNER JOIN (SELECT request_id, any(repo) AS repo, "
+        "SELECT a.repo AS repo, count() AS corrections FROM (SELECT request_id, "
+        "argMax(substring(fingerprint, 13), occurred_at) AS fb_label, "
+        "argMax(verdict, occurred_at) AS fb_verdict FROM feedback FINAL "
+        "WHERE startsWith(fingerprint, 'change_type:') AND request_id IS NOT NULL "
+        "GROUP BY request_id) AS f INNER JOIN (SELECT request_id, any(repo) AS repo, "
         "any(label) AS intake_label FROM events_archive FINAL WHERE task = {task:String} AND "
         "label IS NOT NULL GROUP BY request_id) AS a ON f.request_id = a.request_id "
-        "WHERE NOT (f.verdict = 'true_positive' "
-        "AND substring(f.fingerprint, 13) = a.intake_label) "
-        "GROUP BY a.repo")
+        "WHERE f.fb_label IN {change_types:Array(String)} AND ("
+        "(f.fb_verdict = 'true_positive' AND f.fb_label != a.intake_label) OR "
+        "(f.fb_verdict = 'false_positive' AND f.fb_label = a.intake_label)) GROUP BY a.repo")
     return Query(f"SELECT l.repo AS repo, l.labels AS labels, c.corrections AS corrections "
                  f"FROM ({labels}) AS l LEFT JOIN ({corrections}) AS c ON l.repo = c.repo "
-                 "ORDER BY repo", {"task": task})
+                 "ORDER BY repo", {"task": task, "change_types": sorted(CHANGE_TYPES)})
 
 
 def training_archive(task: str, since: datetime | None = None, *, newest: int = 0,

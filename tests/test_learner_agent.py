@@ -197,6 +197,55 @@ def test_a_refit_is_named_by_the_store_s_count(tmp_path, monkeypatch):
     assert _refit_all([], due, cfg, {}) == []
 
 
+def test_corrections_alone_make_a_repository_due(store, tmp_path, monkeypatch):
+    """refit_due on a real store: 10 labelled commits and a refit fitted on them; no new label,
+    so nothing is due, until people correct 5 of intake's labels (refit_every 5): then a refit
+    named by labels plus corrections, n15, fitted on the 10 commits as corrected."""
+    from types import SimpleNamespace
+
+    from schemas import AcceptedChange, Feedback, NormalizedChange
+    from streams.context import RegistryView
+    from streams.flows import learner as flow
+
+    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path))
+    sent_out: list = []
+
+    async def emit(outputs):
+        sent_out.extend(outputs)
+
+    monkeypatch.setattr(flow, "emit", emit)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = mldata.rows(2, repos=(REPO,))  # 10 commits, two of each kind
+    store.insert_events([
+        AcceptedChange(request_id=f"r{i}", task="code-review", source_topic="t", kind="commit",
+                       label=row["label"], raw="{}", occurred_at=t0 + timedelta(minutes=i),
+                       change=NormalizedChange(repo=REPO, sha=row["sha"], message=row["message"],
+                                               diff=row["diff"]))
+        for i, row in enumerate(rows)])
+    cfg = live.LearnerAgentConfig(enabled=True, refit_every=5, takeover=3, holdout_fraction=0)
+    view = RegistryView("code-review")
+    view.registry = _registered(Registry(task="code-review"), REPO, 10)
+
+    async def query(sql, params=None):
+        return store.query(sql, params)
+
+    ctx = SimpleNamespace(store=SimpleNamespace(query=query), registry=view,
+                          config=SimpleNamespace(learner=cfg),
+                          topics=SimpleNamespace(lifecycle="lifecycle"))
+    assert asyncio.run(flow.refit_due(ctx)) == [] and sent_out == []
+    other = {"feature": "bug_fix"}
+    store.insert_events([
+        Feedback(fingerprint=f"change_type:{other.get(row['label'], 'feature')}",
+                 verdict="true_positive", request_id=f"r{i}",
+                 occurred_at=t0 + timedelta(days=1, minutes=i))
+        for i, row in enumerate(rows[:5])])
+    (event,) = asyncio.run(flow.refit_due(ctx))
+    assert event.version_id == live.version_id(REPO, 15) and sent_out[0][2] == event
+    card = event.evidence["model_card"]
+    assert (card["data"]["labels"], card["data"]["corrections"]) == (15, 5)
+    assert card["data"]["fitted_labels"] == 10
+
+
 def test_rows_intake_would_refuse_are_left_out():
     rows = mldata.rows(2, repos=("org/one",))
     bad = {**rows[0], "id": "bad", "label": "not-a-type"}

@@ -319,25 +319,34 @@ def test_feedback_on_a_request_outside_the_window_still_labels_its_commit(store)
 
 
 def test_corrections_count_towards_a_refit(store):
-    """label_counts: feedback that relabels a commit intake labelled is a correction; feedback
-    that only confirms intake's label is not; feedback on an unlabelled request adds a label."""
+    """label_counts: a request intake labelled whose latest change-type feedback relabels it or
+    drops its label is one correction, however often it was given; feedback that confirms
+    intake's label, was reverted, names no change type or drops a label the request does not
+    have is none; feedback on an unlabelled request adds a label."""
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
-    events = [accepted(i, "org/a", "docs" if i < 4 else None, t0 + timedelta(hours=i))
-              for i in range(6)]
+    events = [accepted(i, "org/a", "docs" if i not in (4, 5) else None, t0 + timedelta(hours=i))
+              for i in range(8)]
     events += [accepted(9, "org/b", "docs", t0)]
+
+    def fb(request_id: str, label: str, verdict: str, minute: int) -> Feedback:
+        return Feedback(fingerprint=f"change_type:{label}", verdict=verdict,
+                        request_id=request_id, occurred_at=t0 + timedelta(days=1, minutes=minute))
+
     events += [
-        Feedback(fingerprint="change_type:feature", verdict="true_positive", request_id="req-0"),
-        Feedback(fingerprint="change_type:docs", verdict="false_positive", request_id="req-1"),
-        Feedback(fingerprint="change_type:docs", verdict="true_positive", request_id="req-2"),
-        Feedback(fingerprint="change_type:test", verdict="true_positive", request_id="req-4"),
+        fb("req-0", "feature", "true_positive", 1), fb("req-0", "feature", "true_positive", 2),
+        fb("req-1", "docs", "false_positive", 1),  # drops intake's label
+        fb("req-2", "docs", "true_positive", 1),  # confirms it
+        fb("req-3", "test", "true_positive", 1), fb("req-3", "docs", "true_positive", 2),
+        fb("req-6", "feature", "false_positive", 1),  # a label it does not have
+        fb("req-7", "bogus", "true_positive", 1),  # not a change type
+        fb("req-4", "test", "true_positive", 1),  # labels an unlabelled request
     ]
     store.insert_events(events)
     q = queries.label_counts("code-review")
     got = {r["repo"]: (r["labels"], r["corrections"]) for r in store.query(q.sql, q.params)
            .as_dicts()}
-    # org/a: 4 labelled + req-4 labelled by feedback; req-0 relabelled, req-1's label
-    # dropped; req-2's feedback confirms docs
-    assert got == {"org/a": (5, 2), "org/b": (1, 0)}
+    # org/a: 6 labelled by intake + req-4 by feedback; corrections: req-0 and req-1
+    assert got == {"org/a": (7, 2), "org/b": (1, 0)}
 
 
 def test_a_refit_window_keeps_each_repository_s_newest():

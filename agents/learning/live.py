@@ -3,9 +3,9 @@ of the versions it registers, their model cards, and which older refits it archi
 
 streams/flows/learner.py runs them on the leader's timer (`learner:` in the versions file):
 
-- a repository is **due** when it has at least `refit_every` labels more than its newest
-  learner version was fitted on (0 when it has none);
-- each refit is a version `learner-<repo slug>-n<labels>` scoped to the repository
+- a repository is **due** when its count (labels plus corrections: infra.queries.label_counts)
+  is at least `refit_every` more than its newest learner version's (0 when it has none);
+- each refit is a version `learner-<repo slug>-n<count>` scoped to the repository
   (`spec.repos = [repo]`: agents/routing.py mirrors only that repository's requests to it),
   registered in shadow; the register event's id is hashed from task, repository and label
   count, so a doubled leader tick registers once;
@@ -47,7 +47,7 @@ class LearnerAgentConfig(BaseModel):
 
     enabled: bool = False  # off unless the versions file turns it on
     interval_s: float = Field(default=300.0, gt=0)  # how often the leader looks for due repos
-    refit_every: int = Field(default=50, ge=1)  # new labels of a repository before a refit
+    refit_every: int = Field(default=50, ge=1)  # new labels or corrections before a refit
     keep_per_repo: int = Field(default=3, ge=1)  # learner versions kept registered per repo
     takeover: int = Field(default=100, ge=1)  # labels from which a repo's own model answers
     half: float = Field(default=200.0, ge=0)  # own weight n / (n + half)
@@ -71,7 +71,7 @@ class LearnerAgentConfig(BaseModel):
 @dataclass(frozen=True)
 class Due:
     repo: str
-    labels: int  # the repository's labels now
+    labels: int  # the repository's count now: labels plus corrections
     last: int  # the labels its newest learner version was fitted on (0: none)
     parent: str | None  # that version
 

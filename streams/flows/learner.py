@@ -124,13 +124,16 @@ async def refit_due(ctx: AppContext, sent: set[str] | None = None) -> list[Lifec
         rows = await asyncio.to_thread(training_rows, archive, feedback)
         specs = {vid: e.spec for vid, e in registry.versions.items()}
         cards = await asyncio.to_thread(_refit_all, rows, due, cfg, specs, corrections)
+        # a due repository with nothing left to fit on is not read again until its count moves
+        fitted = {d.repo for d, _card in cards}
+        sent.update(live.version_id(d.repo, d.labels) for d in due if d.repo not in fitted)
         for d, card in cards:
             spec = live.refit_spec(task, d.repo, int(card["data"]["labels"]), cfg)
             events.append(live.refit_event(registry, spec, card))
-            log.warning("learner: %s fitted on %d labels of %s (of %d) in %.2f s, base %.2f s "
-                        "(holdout %s)", spec.id, card["data"]["labels"], d.repo,
-                        card["data"]["global_rows"], card["fit_s"], card["base_fit_s"],
-                        card["metrics"].get("holdout") or "-")
+            log.warning("learner: %s fitted on %d labels of %s (count %d; base on %d) in %.2f s, "
+                        "base %.2f s (holdout %s)", spec.id, card["data"]["fitted_labels"],
+                        d.repo, card["data"]["labels"], card["data"]["global_rows"],
+                        card["fit_s"], card["base_fit_s"], card["metrics"].get("holdout") or "-")
     events += [e for e in live.archive_all(registry, cfg.keep_per_repo)
                if e.event_id not in sent]
     if events:
