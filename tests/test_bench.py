@@ -182,8 +182,8 @@ def test_the_learner_window_bench_reads_and_fits_a_bounded_window(tmp_path):
 
 
 def test_the_idle_routing_bench_runs_each_setting_on_a_fresh_worker(tmp_path):
-    """bench/idle_routing.py, one short trial of two settings: each gets its own worker and
-    a routing latency; the JSON has both, with the environment each ran with."""
+    """bench/idle_routing.py, one short trial of one setting (each setting gets a worker of
+    its own: one keeps the suite quick): its routing latency and the environment it ran with."""
     import json
 
     from bench import idle_routing
@@ -191,11 +191,11 @@ def test_the_idle_routing_bench_runs_each_setting_on_a_fresh_worker(tmp_path):
     assert idle_routing.parse_configs("a=2/250, off=0/0") == {
         "a": {"REVIEWBUS_FETCH_IDLE_AFTER_S": "2", "REVIEWBUS_FETCH_IDLE_WAIT_MS": "250"},
         "off": {"REVIEWBUS_FETCH_IDLE_AFTER_S": "0", "REVIEWBUS_FETCH_IDLE_WAIT_MS": "0"}}
-    assert idle_routing.main(["--trials", "1", "--rate", "100", "--seconds", "2",
-                              "--configs", "short=0.5/100,off=0/0", "--out", str(tmp_path)]) == 0
+    assert idle_routing.main(["--trials", "1", "--rate", "100", "--seconds", "1",
+                              "--configs", "short=0.5/100", "--out", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("idle-routing-*.json")
     got = json.loads(path.read_text())
-    assert [r["config"] for r in got["runs"]] == ["short", "off"]
+    assert [r["config"] for r in got["runs"]] == ["short"]
     assert all(r["p50_ms"] is not None and 0 < r["p50_ms"] <= r["p99_ms"] for r in got["runs"])
     assert got["runs"][0]["env"]["REVIEWBUS_FETCH_IDLE_WAIT_MS"] == "100"
-    assert set(got["summary"]) == {"short", "off"}
+    assert got["summary"]["short"]["p99_ms"]["trials"] == [got["runs"][0]["p99_ms"]]
