@@ -7,6 +7,7 @@ Layering: infra is the adapter layer. It may import `schemas` and the pure funct
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from agents.registry import fold, newer_schema_text
 from schemas import LifecycleEvent, Registry
@@ -36,17 +37,29 @@ def lifecycle_sql(task: str) -> str:
     return lifecycle_query(task).text()
 
 
-def registry_from_store(store: StoreProtocol, task: str) -> Registry:
-    """The registry folded from the stored lifecycle history; it stops (`behind`) at the first
-    event of a schema version this code does not know, as a worker's fold does."""
-    query = lifecycle_query(task)
-    rows = store.query(query.sql, query.params).as_dicts()
+def lifecycle_events_from_rows(rows: list[dict], on_unreadable: Callable[[dict], None] | None = None
+                               ) -> tuple[list[LifecycleEvent], str | None]:
+    """The stored events up to the first one of a schema version this code does not know (a
+    newer reviewbus wrote it), and if there is one, why the fold stops there. An unreadable
+    row raises, or is handed to `on_unreadable` and left out."""
     events = []
     for row in rows:
         version = row.get("schema_version", LIFECYCLE_SCHEMA_VERSION)
         if version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
-            registry = fold(task, events)
-            return registry.model_copy(update={
-                "behind": newer_schema_text(version, str(row.get("event_id")))})
-        events.append(lifecycle_event_from_row(row))
-    return fold(task, events)
+            return events, newer_schema_text(version, str(row.get("event_id")))
+        try:
+            events.append(lifecycle_event_from_row(row))
+        except Exception:
+            if on_unreadable is None:
+                raise
+            on_unreadable(row)
+    return events, None
+
+
+def registry_from_store(store: StoreProtocol, task: str) -> Registry:
+    """The registry folded from the stored lifecycle history; it stops (`behind`) at the first
+    event of a schema version this code does not know, as a worker's fold does."""
+    query = lifecycle_query(task)
+    events, newer = lifecycle_events_from_rows(store.query(query.sql, query.params).as_dicts())
+    registry = fold(task, events)
+    return registry if newer is None else registry.model_copy(update={"behind": newer})

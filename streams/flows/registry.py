@@ -12,8 +12,8 @@ from agents.blocklist import blocked_by, describe
 from agents.lifecycle_commands import register_events
 from agents.registry import apply_event, newer_schema_of, newer_schema_text, traffic_table
 from infra.kafka import start_tail_consumer, true_end_offsets
-from infra.readback import lifecycle_event_from_row, lifecycle_sql
-from schemas import LifecycleEvent
+from infra.readback import lifecycle_events_from_rows, lifecycle_sql
+from schemas import LifecycleEvent, Registry
 
 from ..context import AppContext, emit, log
 from ..metrics import VERSION_STATE
@@ -30,16 +30,8 @@ async def restore_from_store(ctx: AppContext) -> tuple[list[LifecycleEvent], str
     except Exception:
         log.exception("could not read the lifecycle history from the store")
         return [], None
-    events = []
-    for row in rows:
-        version = row.get("schema_version", LifecycleEvent.model_fields["schema_version"].default)
-        if version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
-            return events, newer_schema_text(version, str(row.get("event_id")))
-        try:
-            events.append(lifecycle_event_from_row(row))
-        except Exception:
-            log.exception("unreadable lifecycle row %s in the store", row.get("event_id"))
-    return events, None
+    return lifecycle_events_from_rows(rows, on_unreadable=lambda row: log.exception(
+        "unreadable lifecycle row %s in the store", row.get("event_id")))
 
 
 async def bootstrap_events(ctx: AppContext) -> list[LifecycleEvent]:
@@ -81,6 +73,7 @@ async def follow_lifecycle(ctx: AppContext) -> None:
         tps = list(consumer.assignment())
         ends = await true_end_offsets(consumer, tps)
         bootstrapped = False
+        published = None  # the registry the gauges show (a fold replaces the object)
         while True:
             batch = await consumer.getmany(timeout_ms=200)
             for messages in batch.values():
@@ -94,7 +87,8 @@ async def follow_lifecycle(ctx: AppContext) -> None:
                         else:
                             log.exception("unreadable lifecycle event at offset %s", m.offset)
             if ctx.registry.ready.is_set():
-                publish_gauges(ctx)
+                if ctx.registry.registry is not published:  # not 5 times a second for nothing
+                    published = publish_gauges(ctx)
                 continue
             positions = {tp: await consumer.position(tp) for tp in tps}
             if any(positions[tp] < ends[tp] for tp in tps):
@@ -106,7 +100,8 @@ async def follow_lifecycle(ctx: AppContext) -> None:
                     await emit([(ctx.topics.lifecycle, e.version_id, e) for e in events])
                     ends = await true_end_offsets(consumer, tps)
                     continue
-            publish_gauges(ctx)  # before ready: /health says ready only once /metrics has them
+            # before ready: /health says ready only once /metrics has them
+            published = publish_gauges(ctx)
             ctx.registry.ready.set()
             log.warning("registry ready: %s", {
                 v: e.state.value for v, e in ctx.registry.registry.versions.items()})
@@ -116,6 +111,9 @@ async def follow_lifecycle(ctx: AppContext) -> None:
         await consumer.stop()
 
 
-def publish_gauges(ctx: AppContext) -> None:
-    for version, share in traffic_table(ctx.registry.registry).items():
+def publish_gauges(ctx: AppContext) -> Registry:
+    """Each version's traffic share as a gauge; the registry they show."""
+    registry = ctx.registry.registry
+    for version, share in traffic_table(registry).items():
         VERSION_STATE.labels(version=version).set(share)
+    return registry
