@@ -246,6 +246,41 @@ def test_corrections_alone_make_a_repository_due(store, tmp_path, monkeypatch):
     assert card["data"]["fitted_labels"] == 10
 
 
+def test_a_due_repository_with_nothing_to_fit_is_not_read_again(store, tmp_path, monkeypatch):
+    """Feedback dropped the only label of a repository: it counts as due (a label and a
+    correction), but nothing is left to fit. The next tick only counts; it reads no rows until
+    the count moves."""
+    from types import SimpleNamespace
+
+    from schemas import AcceptedChange, Feedback, NormalizedChange
+    from streams.context import RegistryView
+    from streams.flows import learner as flow
+
+    monkeypatch.setenv("REVIEWBUS_HOME", str(tmp_path))
+    store.insert_events([
+        AcceptedChange(request_id="r0", task="code-review", source_topic="t", kind="commit",
+                       label="docs", raw="{}",
+                       change=NormalizedChange(repo=REPO, sha="a" * 40, message="x", diff="")),
+        Feedback(fingerprint="change_type:docs", verdict="false_positive", request_id="r0")])
+    queries_run: list[str] = []
+
+    async def query(sql, params=None):
+        queries_run.append(sql)
+        return store.query(sql, params)
+
+    view = RegistryView("code-review")
+    ctx = SimpleNamespace(store=SimpleNamespace(query=query), registry=view,
+                          config=SimpleNamespace(learner=live.LearnerAgentConfig(
+                              enabled=True, refit_every=1, takeover=1)),
+                          topics=SimpleNamespace(lifecycle="lifecycle"))
+    sent: set[str] = set()
+    assert asyncio.run(flow.refit_due(ctx, sent)) == []
+    assert len(queries_run) == 4  # the count, both archive windows, the feedback
+    assert sent == {live.version_id(REPO, 2)}
+    assert asyncio.run(flow.refit_due(ctx, sent)) == []
+    assert len(queries_run) == 5  # the count alone
+
+
 def test_rows_intake_would_refuse_are_left_out():
     rows = mldata.rows(2, repos=("org/one",))
     bad = {**rows[0], "id": "bad", "label": "not-a-type"}

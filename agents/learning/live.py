@@ -72,7 +72,7 @@ class LearnerAgentConfig(BaseModel):
 class Due:
     repo: str
     labels: int  # the repository's count now: labels plus corrections
-    last: int  # the labels its newest learner version was fitted on (0: none)
+    last: int  # the count in its newest learner version's id (0: none)
     parent: str | None  # that version
 
 
