@@ -5,7 +5,7 @@ field ("fields": message, stats + paths, diff lines)? A cheap ablation on frozen
 
 Each example is embedded once by the frozen base model (mean pooling, 256 tokens: the
 encoder block of the refit without LoRA), then the head refit's logistic regression
-(`train.refit_head`: [n-grams | numeric features | pooled * 0.5]) is fitted per fold for both
+(`head_refit.refit_head`: [n-grams | numeric features | pooled * 0.5]) is fitted per fold for both
 schemes over a grid of C and class weighting, under the same splits as `reviewbus eval`.
 A fine-tuned adapter moves the absolute numbers; the comparison between schemes at equal
 settings is what this measures. Writes bench/results/lexical_schemes-<time>.json.

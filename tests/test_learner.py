@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agents.errors import ConfigError
-from agents.learning import learner, prequential, subject
+from agents.learning import features, learner, learner_strategy, prequential, subject
 from agents.learning.data import example_from_row
 from agents.learning.learner_store import LearnerStore, fit_state
 from schemas import CHANGE_TYPES, ChangedFile, NormalizedChange, VersionSpec
@@ -104,7 +104,7 @@ def _examples(n_per_label=6, repos=("org/one", "org/two")):
 
 def test_fit_is_deterministic_and_round_trips():
     examples = _examples()
-    counts = learner.featurize([e.change for e in examples])
+    counts = features.featurize([e.change for e in examples])
     labels = [e.label for e in examples]
     params = learner.LearnerParams()
     a = learner.fit(counts, labels, params)
@@ -122,7 +122,7 @@ def test_fit_is_deterministic_and_round_trips():
 
 def test_the_label_prefix_never_reaches_the_features():
     change = NormalizedChange(repo="o/r", sha="a" * 40, message="fix: x\n\n* feat(y): z", diff="")
-    message_grams = learner.field_tokens(change)[0]
+    message_grams = features.field_tokens(change)[0]
     assert "fix" not in message_grams and "feat" not in message_grams
 
 
@@ -135,7 +135,7 @@ def test_params_refuse_unknown_keys():
 def _protocol_inputs():
     """Features, labels and row indices per repository of `_examples(12)`, oldest first."""
     examples = sorted(_examples(12), key=lambda e: e.author_date)
-    counts = learner.featurize([e.change for e in examples])
+    counts = features.featurize([e.change for e in examples])
     labels = [e.label for e in examples]
     repos: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
@@ -145,7 +145,7 @@ def _protocol_inputs():
 
 def test_strategy_under_the_protocol_learns_each_repository():
     counts, labels, repos = _protocol_inputs()
-    strat = learner.LearnerStrategy(counts, labels, learner.LearnerParams(), half=10)
+    strat = learner_strategy.LearnerStrategy(counts, labels, learner.LearnerParams(), half=10)
     out = prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)
     assert out["accuracy"] >= 0.9 and set(out["predictors"]) == {"global", "learner", "local"}
     again = prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)
@@ -157,10 +157,10 @@ def test_strategy_under_the_protocol_learns_each_repository():
 def test_pooled_modes_report_the_pooled_model_the_blend_and_their_mix():
     counts, labels, repos = _protocol_inputs()
     params = learner.LearnerParams()
-    blended = prequential.prequential(learner.LearnerStrategy(counts, labels, params, half=10),
+    blended = prequential.prequential(learner_strategy.LearnerStrategy(counts, labels, params, half=10),
                                       repos, labels, warmup=10, refit_every=10)
     for mode, answer in (("pooled", "pooled"), ("pooled-mix", "mix")):
-        strat = learner.LearnerStrategy(counts, labels, params, mode=mode, half=10, own_weight=2.0)
+        strat = learner_strategy.LearnerStrategy(counts, labels, params, mode=mode, half=10, own_weight=2.0)
         out = prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)
         assert set(out["predictors"]) == {"global", "learner", "local", "pooled", "blend", "mix"}
         assert out["predictors"]["learner"] == out["predictors"][answer]
@@ -175,7 +175,7 @@ def test_stacked_heads_are_deterministic_and_learn(head):
     from agents.learning import stacking
 
     examples = _examples(12)
-    counts = learner.featurize([e.change for e in examples])
+    counts = features.featurize([e.change for e in examples])
     labels = [e.label for e in examples]
     train = [i for i, e in enumerate(examples) if e.repo == "org/one"]
     test = [i for i, e in enumerate(examples) if e.repo == "org/two"]
@@ -190,7 +190,7 @@ def test_stacked_heads_are_deterministic_and_learn(head):
     assert hits >= 0.75 * len(test)  # another repository's rows of the same synthetic kinds
     # the protocol runs it like the linear head, and the store's fit refuses it
     repos = {r: [i for i, e in enumerate(examples) if e.repo == r] for r in ("org/one", "org/two")}
-    strat = learner.LearnerStrategy(counts, labels, params, half=10)
+    strat = learner_strategy.LearnerStrategy(counts, labels, params, half=10)
     assert prequential.prequential(strat, repos, labels, warmup=10, refit_every=10)["n"] == 60
     with pytest.raises(ValueError, match="stacking"):
         learner.fit(counts, labels, params)
@@ -200,7 +200,7 @@ def test_gbdt_dense_head_reads_the_embeddings_and_needs_them():
     from agents.learning import stacking
 
     examples = _examples(8)
-    counts = learner.featurize([e.change for e in examples])
+    counts = features.featurize([e.change for e in examples])
     labels = [e.label for e in examples]
     kinds = sorted(set(labels))
     emb = np.zeros((len(labels), 384))  # one direction per label: separable by the booster
@@ -358,29 +358,29 @@ def test_track_weight_follows_the_better_model():
     good[:, lbl.index("chore")] = 0.1
     bad = good[:, ::-1].copy()
     truth = ["docs"] * 60
-    assert learner.track_weight([], 100, 100.0) == 0.5  # no record: n / (n + half)
-    assert learner.track_weight([(bad, good, truth)], 100, 100.0) == 1.0
-    assert learner.track_weight([(good, bad, truth)], 100, 100.0) == 0.0
-    assert learner.track_weight([(good[:10], bad[:10], truth[:10])], 300, 100.0) == 0.75
+    assert learner_strategy.track_weight([], 100, 100.0) == 0.5  # no record: n / (n + half)
+    assert learner_strategy.track_weight([(bad, good, truth)], 100, 100.0) == 1.0
+    assert learner_strategy.track_weight([(good, bad, truth)], 100, 100.0) == 0.0
+    assert learner_strategy.track_weight([(good[:10], bad[:10], truth[:10])], 300, 100.0) == 0.75
 
 
 # ---------------------------------------------------------------- features added for issue 22
 
 
 def test_char_grams_shape_and_summary_tokens():
-    assert learner.char_grams("bumps")[:3] == [" bu", "bum", "ump"]
+    assert features.char_grams("bumps")[:3] == [" bu", "bum", "ump"]
     change = _change("o/r", "c" * 40, "bump version to 1.2.4\n\nbody", "pyproject.toml",
                      '-version = "1.2.3"\n+version = "1.2.4"')
-    shape = learner.shape_tokens(change)
+    shape = features.shape_tokens(change)
     assert "version_bump" in shape and "version_bump_only" in shape
     assert "only:build_ci" in shape or "only:code" in shape
     assert "top:." in shape and "lines:1-2" in shape
-    assert learner.summary_tokens("bump version to 1.2.4\n\nbody")[-3:] == [
+    assert features.summary_tokens("bump version to 1.2.4\n\nbody")[-3:] == [
         "first:bump", "first2:bump version", "last:4"]
     # the new blocks sit after the old columns: a model fitted before them still answers
     examples = _examples()
-    counts = learner.featurize([e.change for e in examples])
-    old = learner._offsets()["chars"]
+    counts = features.featurize([e.change for e in examples])
+    old = features.block_offsets()["chars"]
     labels = [e.label for e in examples]
     model = learner.fit(counts[:, :old], labels, learner.LearnerParams(
         chars_weight=0.0, shape_weight=0.0))
@@ -396,7 +396,7 @@ def _history_rows(n=60):
 def test_context_reads_only_the_labels_before_a_commit():
     from agents.learning import context
 
-    assert learner.N_CONTEXT == context.N_CONTEXT
+    assert features.N_CONTEXT == context.N_CONTEXT
     paths, labels = _history_rows()
     stale = context.stale_bounds(len(paths), every=10)
     block = context.block_bounds(len(paths), 20, 10)
@@ -437,7 +437,7 @@ def test_the_served_state_answers_as_the_protocol_predicts(tmp_path, monkeypatch
     test_counts = None
     if params.context_weight > 0:
         counts, test_counts, _static = context_counts(examples, counts, labels, repos, 10, 10)
-    strat = learner.LearnerStrategy(counts, labels, params, half=100.0, test_counts=test_counts)
+    strat = learner_strategy.LearnerStrategy(counts, labels, params, half=100.0, test_counts=test_counts)
     seen, repo = 20, "org/one"
     mine = repos[repo]
     train = sorted(repos["org/two"] + mine[:seen])
@@ -456,7 +456,7 @@ def test_the_served_state_answers_as_the_protocol_predicts(tmp_path, monkeypatch
                                         params={"state_dir": str(tmp_path)}))
     served = backend.predict([examples[i].change for i in block])
     if params.context_weight > 0:  # the context counts: without it the answers differ
-        none = learner.with_context(strat.counts[block], np.zeros((len(block), context.N_CONTEXT)))
+        none = features.with_context(strat.counts[block], np.zeros((len(block), context.N_CONTEXT)))
         assert np.abs(strat._proba(base[0], block) - base[0].predict_proba(none)).max() > 1e-3
     assert [p.change_type.label for p in served] == expected
     for p, row in zip(served, proba):

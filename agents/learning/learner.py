@@ -4,8 +4,8 @@ optionally, frozen MiniLM embeddings), refit in seconds on every N new labels.
 Pure model code: numpy, scipy and scikit-learn, no I/O except `to_bytes` / `from_bytes`, which
 serialise a fitted model to one compressed `.npz` blob (the caller decides where it lives).
 
-Features (`featurize`), each field hashed into its own block of columns (crc32 through
-scikit-learn's HashingVectorizer: stateless, identical across processes):
+Features (`features.featurize`), each field hashed into its own block of columns (zlib's
+crc32: stateless, identical across processes):
 - `message`: word 1-2-grams of the masked message (every Conventional Commits prefix removed,
   also in the body: intake masks, `text_fields` masks again);
 - `paths`: each changed path's tokens, directories, file name, extension and path kind
@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -46,23 +44,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
-from schemas import CHANGE_TYPES, NormalizedChange
+from schemas import CHANGE_TYPES
 
-from .context import N_CONTEXT  # the repository's label history: the last block of columns
+from .features import EXTRA_FIELDS, FIELDS, block_offsets
 
 if TYPE_CHECKING:
     from .stacking import StackedModel
 
 LABELS = tuple(CHANGE_TYPES)
-FIELDS = ("message", "paths", "diff")
-# hashed after the numeric columns, so that a model fitted before they existed still reads
-# its columns at the same offsets (LinearModel.scores drops columns it has no weights for)
-EXTRA_FIELDS = ("chars", "shape", "summary")
-FIELD_DIMS = {"message": 1 << 18, "paths": 1 << 15, "diff": 1 << 17, "chars": 1 << 17,
-              "shape": 1 << 12, "summary": 1 << 16}
-N_NUMERIC = 12
-_WORD = re.compile(r"[a-z0-9]+")
-_PATH_SPLIT = re.compile(r"[/._\-]+")
 
 
 @dataclass(frozen=True)
@@ -103,170 +92,6 @@ class LearnerParams:
         return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
 
 
-# ---------------------------------------------------------------- features
-
-
-def _hash_tokens(tokens: Sequence[str], dim: int) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for t in tokens:
-        k = zlib.crc32(t.encode()) % dim
-        out[k] = out.get(k, 0.0) + 1.0
-    return out
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def _grams(words: list[str]) -> list[str]:
-    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
-
-
-def path_tokens(paths: Sequence[str]) -> list[str]:
-    from ..changetype import path_kind
-
-    out: list[str] = []
-    for p in paths:
-        low = p.lower()
-        parts = low.split("/")
-        name = parts[-1]
-        out += [f"t:{t}" for t in _PATH_SPLIT.split(low) if t]
-        out += [f"d:{'/'.join(parts[:i])}" for i in range(1, min(len(parts), 4))]
-        out.append(f"f:{name}")
-        if "." in name:
-            out.append(f"x:{name.rsplit('.', 1)[-1]}")
-        out.append(f"k:{path_kind(p)}")
-    n = len(paths)
-    out.append("n:" + ("0" if n == 0 else "1" if n == 1 else "2-3" if n <= 3 else
-                       "4-10" if n <= 10 else "many"))
-    return out
-
-
-def field_tokens(change: NormalizedChange, fields: tuple[str, str, str] | None = None
-                 ) -> tuple[list[str], list[str], list[str]]:
-    """(message n-grams, path tokens, diff n-grams) of one change; `fields`: its
-    `text_fields`, when the caller holds them already (they read the whole diff)."""
-    from .text import _paths, text_fields
-
-    message, _summary, diff = fields or text_fields(change)
-    diff_words = [w for ln in diff.split("\n") if not ln.startswith("file: ")
-                  for w in _words(ln)]
-    return _grams(_words(message)), path_tokens(_paths(change)), diff_words[:2000]
-
-
-def char_grams(message: str, lo: int = 3, hi: int = 5, limit: int = 300) -> list[str]:
-    """Character lo..hi-grams inside each word (padded with spaces) of the masked message's
-    first `limit` characters: `bump`, `bumps`, `bumped` share `bum`, `ump`."""
-    out: list[str] = []
-    for w in _words(message[:limit]):
-        w = f" {w} "
-        for n in range(lo, hi + 1):
-            out += [w[i:i + n] for i in range(max(1, len(w) - n + 1))]
-    return out
-
-
-_VERSION_LINE = re.compile(r"^[+-].*\b(version|__version__|release)\b.*\d+\.\d+", re.I)
-
-
-def shape_tokens(change: NormalizedChange) -> list[str]:
-    """What kind of change this is by its shape: the set of path kinds and extensions (all of
-    one kind: `only:<kind>`), the top-level directories, the size and the added share in
-    buckets, new/removed files, and a version bump in the diff."""
-    from ..changetype import path_kind
-    from .text import _counts, _paths
-
-    paths = _paths(change)
-    kinds = sorted({path_kind(p) for p in paths})
-    exts = sorted({p.rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower() if "." in p.rsplit("/", 1)[-1]
-                   else "-" for p in paths})
-    tops = sorted({p.split("/", 1)[0].lower() if "/" in p else "." for p in paths})
-    out = [f"k:{k}" for k in kinds] + [f"e:{e}" for e in exts[:8]] + [f"top:{t}" for t in tops[:8]]
-    if len(kinds) == 1:
-        out.append(f"only:{kinds[0]}")
-    out.append("kinds:" + "+".join(kinds))
-    if len(exts) == 1:
-        out.append(f"only_ext:{exts[0]}")
-    added, deleted = _counts(change)
-    total = added + deleted
-    out.append("lines:" + ("0" if total == 0 else "1-2" if total <= 2 else "3-10" if total <= 10
-                           else "11-50" if total <= 50 else "51-300" if total <= 300 else "big"))
-    share = added / total if total else 0.5
-    out.append("share:" + ("del" if share < 0.2 else "mostly_del" if share < 0.45 else
-                           "even" if share <= 0.55 else "mostly_add" if share <= 0.8 else "add"))
-    status = sorted({f.status for f in change.files})
-    out += [f"status:{st}" for st in status]
-    bumps = sum(1 for ln in change.diff.split("\n")[:400] if _VERSION_LINE.match(ln)
-                and not ln.startswith(("+++", "---")))
-    if bumps:
-        out.append("version_bump")
-        if total <= 4 * bumps + 4:
-            out.append("version_bump_only")
-    return out
-
-
-def summary_tokens(message: str) -> list[str]:
-    """The first line's word 1-2-grams and its first and first two words (`first:add`)."""
-    words = _words(message.split("\n", 1)[0])
-    out = _grams(words)
-    if words:
-        out.append(f"first:{words[0]}")
-        out.append(f"first2:{' '.join(words[:2])}")
-        out.append(f"last:{words[-1]}")
-    return out
-
-
-def featurize(changes: Sequence[NormalizedChange]) -> sparse.csr_matrix:
-    """Raw counts: [message | paths | diff | numeric | chars | shape | summary | context]
-    columns (see FIELD_DIMS, N_NUMERIC, N_CONTEXT; the context columns are 0 here)."""
-    from .text import features, text_fields
-
-    offsets = _offsets()
-    rows, cols, vals = [], [], []
-    for i, change in enumerate(changes):
-        fields = text_fields(change)
-        message = fields[0]
-        extra = (char_grams(message), shape_tokens(change), summary_tokens(message))
-        for name, tokens in zip(FIELDS + EXTRA_FIELDS, (*field_tokens(change, fields), *extra)):
-            for k, v in _hash_tokens(tokens, FIELD_DIMS[name]).items():
-                rows.append(i)
-                cols.append(offsets[name] + k)
-                vals.append(v)
-        for j, v in enumerate(features(change)):
-            if v:
-                rows.append(i)
-                cols.append(offsets["numeric"] + j)
-                vals.append(float(v))
-    return sparse.csr_matrix((np.asarray(vals, dtype=np.float64), (rows, cols)),
-                             shape=(len(changes), width()))
-
-
-def _offsets() -> dict[str, int]:
-    out, at = {}, 0
-    for name in FIELDS:
-        out[name] = at
-        at += FIELD_DIMS[name]
-    out["numeric"] = at
-    at += N_NUMERIC
-    for name in EXTRA_FIELDS:
-        out[name] = at
-        at += FIELD_DIMS[name]
-    out["context"] = at
-    return out
-
-
-def width() -> int:
-    return sum(FIELD_DIMS.values()) + N_NUMERIC + N_CONTEXT
-
-
-def with_context(counts: sparse.csr_matrix, ctx: np.ndarray) -> sparse.csr_matrix:
-    """These rows' counts with their context columns (context.py) set to `ctx` [n, N_CONTEXT]."""
-    at = _offsets()["context"]
-    base = counts.tocsr()[:, :at]
-    block = sparse.csr_matrix(np.asarray(ctx, dtype=np.float64).reshape(counts.shape[0], N_CONTEXT))
-    out: sparse.csr_matrix = sparse.hstack([base, block], format="csr")
-    return out
-
-
 # ---------------------------------------------------------------- weighting
 
 
@@ -282,7 +107,7 @@ def weigh(counts: sparse.csr_matrix, idf: np.ndarray, params: LearnerParams) -> 
     """Sublinear tf * idf, each field L2-normalised then scaled by its weight; numeric columns
     kept as they are, times numeric_weight."""
     x = counts.tocsr(copy=True).astype(np.float64)
-    offsets = _offsets()
+    offsets = block_offsets()
     blocks = [*FIELDS, "numeric", *EXTRA_FIELDS, "context"]
     field_of = np.searchsorted(np.array([offsets[f] for f in blocks]),
                                x.indices, side="right") - 1  # a block per column
@@ -461,132 +286,3 @@ def argmax_labels(proba: np.ndarray) -> list[str]:
 
 def entropy(p: np.ndarray) -> float:
     return float(-sum(x * math.log(x) for x in p if x > 0))
-
-
-# ---------------------------------------------------------------- the protocol's strategy
-
-
-class LearnerStrategy:
-    """`prequential.Strategy` over precomputed rows: `counts` (featurize), `labels`, optional
-    `embeddings` (same row order).
-
-    mode:
-    - "blend": the own model is fitted on the repository's earlier commits alone; the learner
-      answers blend(global, own, seen, half).
-    - "pooled": one model fitted on the base's rows (weight 1) plus the repository's earlier
-      commits weighted `own_weight` times their recency weight (`own_weights`); the learner
-      answers with it. Also reported: `blend` (the blend mode's answer) and `mix` (the pooled
-      model's and the blend's probabilities averaged 1:1).
-    - "pooled-mix": as "pooled", the learner answers `mix`.
-    - "adaptive": as "blend", but the own model's weight is chosen on its track record: the
-      weight of a grid (0, 0.1, ..., 1) whose blend had the lowest log-loss on the commits the
-      repository's earlier models already answered (test-then-train: labels the learner has
-      seen); n / (n + half) until `min_track` such commits exist.
-    - "global": the base alone (the fallback, and the LORO protocol's model).
-    Every mode also reports `global` and `local` (own commits only), for the takeover point.
-    """
-
-    def __init__(self, counts: sparse.csr_matrix, labels: Sequence[str], params: LearnerParams,
-                 embeddings: np.ndarray | None = None, mode: str = "blend", half: float = 200.0,
-                 own_weight: float = 3.0, local_params: LearnerParams | None = None,
-                 test_counts: sparse.csr_matrix | None = None) -> None:
-        if mode not in ("blend", "adaptive", "pooled", "pooled-mix", "global"):
-            raise ValueError(f"unknown mode {mode!r}")
-        self.counts = counts.tocsr()
-        # the rows as they are answered, when that differs from how they are trained: with
-        # the repository's label history (context.py), a block is answered in the context of
-        # the labels before it
-        self.test_counts = self.counts if test_counts is None else test_counts.tocsr()
-        self.labels = list(labels)
-        self.params = params
-        self.local_params = local_params or params
-        self.embeddings = embeddings
-        self.mode = mode
-        self.half = half
-        self.own_weight = own_weight
-        self.min_track = 50
-        self.track: dict[int, list[tuple[np.ndarray, np.ndarray, list[str]]]] = {}
-
-    def _emb(self, rows: Sequence[int], params: LearnerParams) -> np.ndarray | None:
-        if params.embedding_weight <= 0 or self.embeddings is None:
-            return None
-        return self.embeddings[list(rows)]
-
-    def _fit(self, rows: Sequence[int], params: LearnerParams,
-             weight: np.ndarray | None = None) -> Model:
-        from .stacking import fit_model
-
-        rows = list(rows)
-        return fit_model(self.counts[rows], [self.labels[i] for i in rows], params,
-                         self._emb(rows, params), weight)
-
-    def _proba(self, model: Model, rows: Sequence[int]) -> np.ndarray:
-        rows = list(rows)
-        return model.predict_proba(self.test_counts[rows], self._emb(rows, model.params))
-
-    def fit_base(self, rows: Sequence[int]) -> tuple[Model, list[int]]:
-        base = self._fit(rows, self.params), list(rows)
-        self.track[id(base)] = []
-        return base
-
-    def fit_local(self, base: tuple[Model, list[int]],
-                  rows: Sequence[int]) -> dict[str, Model]:
-        out = {"local": self._fit(rows, self.local_params,
-                                  own_weights(len(rows), self.local_params))}
-        if self.mode in ("pooled", "pooled-mix"):
-            _model, base_rows = base
-            both = list(base_rows) + list(rows)
-            recency = own_weights(len(rows), self.params)
-            own = self.own_weight * (recency if recency is not None else np.ones(len(rows)))
-            weight = np.concatenate([np.ones(len(base_rows)), own])
-            out["pooled"] = self._fit(both, self.params, weight)
-        return out
-
-    def predict(self, base: tuple[Model, list[int]], local: dict[str, Model] | None,
-                seen: int, rows: Sequence[int]) -> dict[str, list[str]]:
-        model, _rows = base
-        g = self._proba(model, rows)
-        out = {"global": argmax_labels(g)}
-        if local is None:
-            out["learner"] = out["global"]
-            return out
-        own = self._proba(local["local"], rows)
-        out["local"] = argmax_labels(own)
-        if self.mode in ("pooled", "pooled-mix"):
-            pooled = self._proba(local["pooled"], rows)
-            mixed = blend(g, own, seen, self.half)
-            out["pooled"] = argmax_labels(pooled)
-            out["blend"] = argmax_labels(mixed)
-            out["mix"] = argmax_labels((pooled + mixed) / 2)
-            out["learner"] = out["pooled" if self.mode == "pooled" else "mix"]
-        elif self.mode == "blend":
-            out["learner"] = argmax_labels(blend(g, own, seen, self.half))
-        elif self.mode == "adaptive":
-            track = self.track.setdefault(id(base), [])
-            lam = track_weight(track, seen, self.half, self.min_track)
-            out["learner"] = argmax_labels((1 - lam) * g + lam * own)
-            # after answering, these rows' labels join the track record (test, then train)
-            track.append((g, own, [self.labels[i] for i in rows]))
-        else:
-            out["learner"] = out["global"]
-        return out
-
-
-GRID = tuple(i / 10 for i in range(11))
-
-
-def track_weight(track: Sequence[tuple[np.ndarray, np.ndarray, Sequence[str]]], seen: int,
-                 half: float, min_track: int = 50) -> float:
-    """The own model's blend weight from its track record: (global proba, own proba, truth)
-    per answered block. The grid weight with the lowest log-loss; n / (n + half) while the
-    record holds fewer than `min_track` commits."""
-    n = sum(len(t) for _g, _o, t in track)
-    if n < min_track:
-        return seen / (seen + half) if half > 0 else 1.0
-    g = np.vstack([b[0] for b in track])
-    o = np.vstack([b[1] for b in track])
-    truth = np.array([LABELS.index(lbl) for b in track for lbl in b[2]])
-    rows = np.arange(len(truth))
-    losses = [float(-np.log((1 - lam) * g[rows, truth] + lam * o[rows, truth] + 1e-9).mean())
-              for lam in GRID]
-    return GRID[int(np.argmin(losses))]

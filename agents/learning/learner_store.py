@@ -34,7 +34,8 @@ from typing import Any
 from schemas import NormalizedChange
 
 from .data import Example, by_repo, date_key
-from .learner import LearnerParams, LinearModel, featurize, fit, own_weights, with_context
+from .features import featurize, with_context
+from .learner import LearnerParams, LinearModel, fit, own_weights
 
 # Measured with the prequential protocol on ../shared/datasets/ (docs/guides/learner.md):
 # below this many labels a repository's own model is not used (the global base answers).

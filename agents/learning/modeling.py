@@ -192,7 +192,7 @@ def save_model(model: ChangeTypeModel, meta: ModelMeta, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     encoder = model.encoder
     if hasattr(encoder, "save_pretrained") and hasattr(encoder, "peft_config"):
-        # peft re-reads README.md to update it; ours (train.write_model_card) has no YAML header,
+        # peft re-reads README.md to update it; ours (model_card.write_model_card) has no YAML header,
         # which huggingface_hub reports on every save into an existing adapter directory
         logging.getLogger("huggingface_hub.repocard").setLevel(logging.ERROR)
         encoder.save_pretrained(str(out))

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from .data import Example, by_repo, date_key
-from .learner import LearnerParams, LearnerStrategy, featurize
+from .features import featurize
+from .learner import LearnerParams
 from .learner_store import HALF
+from .learner_strategy import LearnerStrategy
 
 Table = tuple[Any, list[str], dict[str, list[int]]]
 
@@ -39,7 +41,7 @@ def context_counts(examples: Sequence[Example], counts: Any, labels: Sequence[st
     before the last multiple of context.EVERY; as answered in the prequential protocol: the
     history before the row's block; as answered without any label of the repository)."""
     from . import context
-    from .learner import with_context
+    from .features import with_context
 
     train = np.zeros((counts.shape[0], context.N_CONTEXT))
     test = np.zeros_like(train)

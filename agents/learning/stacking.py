@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse  # type: ignore[import-untyped]
 
-from .learner import LABELS, N_NUMERIC, LearnerParams, LinearModel, _offsets, class_weights, fit
+from .features import N_NUMERIC, block_offsets
+from .learner import LABELS, LearnerParams, LinearModel, class_weights, fit
 
 HEADS = ("linear", "calibrated", "gbdt", "gbdt_dense", "mix")
 _DENSE = ("gbdt_dense", "mix")  # heads whose booster reads the reduced embedding
@@ -43,7 +44,7 @@ _EPS = 1e-6
 
 def numeric_columns(counts: sparse.csr_matrix) -> np.ndarray:
     """The 12 numeric features of these rows, dense."""
-    at = _offsets()["numeric"]
+    at = block_offsets()["numeric"]
     out: np.ndarray = np.asarray(counts[:, at:at + N_NUMERIC].todense(), dtype=np.float64)
     return out
 
