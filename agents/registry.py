@@ -30,10 +30,7 @@ canary steps of the rotation agent's decisions) are built in agents/lifecycle_co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,10 +40,8 @@ from schemas import VersionState as S
 
 from .blocklist import blocked_by, describe, entry_for
 from .errors import IllegalTransition
+from .fold_skips import Skip, SkipCode, newer_schema_of, newer_schema_text
 from .routing import (
-    canary_ranges,
-    in_scope,
-    outside_of,
     same_scope_stable,
     scopes_overlap,
     stable_of_scope,
@@ -155,66 +150,9 @@ def _moved(entry: VersionEntry, to: S, event: LifecycleEvent, traffic: float = 0
     })
 
 
-class SkipCode(str, Enum):
-    """Why the fold skipped an event, as a code callers can test."""
-
-    wrong_task = "wrong_task"  # the event is for another task
-    duplicate = "duplicate"  # its event id was applied already
-    stale = "stale"  # decided on a registry position that has moved on since
-    unknown_version = "unknown_version"
-    state_mismatch = "state_mismatch"  # from_state is not the version's current state
-    wrong_target = "wrong_target"  # the action cannot name that target state
-    illegal_transition = "illegal_transition"  # the state machine forbids the move
-    canary_share = "canary_share"  # no traffic share, or the canary shares above 100 %
-    nothing_to_restore = "nothing_to_restore"  # a rollback with no deprecated version
-    already_registered = "already_registered"
-    invalid_spec = "invalid_spec"  # missing, invalid, or not this version's or task's spec
-    blocklisted = "blocklisted"
-    second_stable = "second_stable"  # registering a stable version next to another
-    no_change = "no_change"  # an in-place action that would change nothing
-    newer_schema = "newer_schema"  # written by a newer reviewbus: the fold stops at it
-    behind = "behind"  # after such an event: not folded either
-
-
-@dataclass(frozen=True)
-class Skip:
-    """An event the fold did not apply: the code, the reason in words, and the event.
-
-    str() is the one-line log form `<action> <version> (<event id>): <text>`; `text` is the
-    reason alone, for messages that already name the action and version."""
-
-    code: SkipCode
-    text: str
-    action: str
-    version_id: str
-    event_id: str
-
-    def __str__(self) -> str:
-        return f"{self.action} {self.version_id} ({self.event_id}): {self.text}"
-
-
 def _skip(registry: Registry, event: LifecycleEvent, code: SkipCode, why: str
           ) -> tuple[Registry, Skip]:
     return registry, Skip(code, why, event.action.value, event.version_id, event.event_id)
-
-
-def newer_schema_text(schema_version: object, event_id: str) -> str:
-    known = ", ".join(str(v) for v in sorted(LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS))
-    return (f"lifecycle event {event_id} has schema version {schema_version}, this worker "
-            f"folds {known}: a newer reviewbus wrote it; upgrade this worker")
-
-
-def newer_schema_of(raw: bytes | str | None) -> int | None:
-    """The schema version of a raw lifecycle event when it is one this code does not know (a
-    newer reviewbus wrote it; it may not even validate here), else None (also for garbage,
-    which readers skip as before)."""
-    try:
-        version = json.loads(raw or b"").get("schema_version")
-    except (ValueError, AttributeError):
-        return None
-    if isinstance(version, int) and version not in LifecycleEvent.SUPPORTED_SCHEMA_VERSIONS:
-        return version
-    return None
 
 
 def apply_event(registry: Registry, event: LifecycleEvent) -> tuple[Registry, Skip | None]:
@@ -439,37 +377,6 @@ def fold_annotated(task: str, events: Iterable[LifecycleEvent]
     return registry, out
 
 
-def traffic_table(registry: Registry) -> dict[str, float]:
-    """Share of primary traffic per version, in percent of the traffic of the repositories it
-    serves: canaries their (clamped) share, a stable version 100 minus the shares of the
-    canaries beside it, every other version 0. A global version's share is counted as a
-    repository no scoped version names sees it; a scoped version's as the first repository
-    of its scope where it takes part (agents/routing.py `outside_of`) sees it."""
-    table = {vid: 0.0 for vid in sorted(registry.versions)}
-    home = {vid: _home_repo(registry, vid) for vid in registry.versions}
-    views = {""} | {r for r in home.values() if r}
-    for repo in sorted(views):
-        view = in_scope(registry, repo) if repo else registry.model_copy(update={"versions": {
-            v: e for v, e in registry.versions.items() if not e.spec.repos}})
-        used = 0.0
-        for vid, start, end in canary_ranges(view, repo or None):
-            if home[vid] == repo:
-                table[vid] = end - start
-            used += end - start
-        stable = stable_version(view, repo or None)
-        if stable is not None and home[stable] == repo:
-            table[stable] = max(0.0, 100.0 - used)
-    return table
-
-
-def _home_repo(registry: Registry, vid: str) -> str:
-    """The repository whose view a version's share is read from: '' for a global version;
-    for a scoped one the first of its repositories where it takes part (a candidate) or
-    that it serves (a stable version), else its first."""
-    repos = registry.versions[vid].spec.repos
-    if not repos:
-        return ""
-    if registry.versions[vid].state == S.stable:
-        return next((r for r in repos if stable_version(registry, r) == vid), repos[0])
-    outside = outside_of(registry, vid)
-    return next((r for r in repos if r not in outside), repos[0])
+__all__ = ["IN_PLACE", "SEEN_EVENT_IDS_MAX", "Skip", "SkipCode", "apply_event", "check_transition",
+           "fold", "fold_annotated", "newer_schema_of", "newer_schema_text", "previous_stable",
+           "restore_target"]

@@ -258,3 +258,39 @@ def answering_versions(registry: Registry, cohort: str, repo: str | None = None)
     that serves, then its mirrors."""
     plan = plan_route(registry, cohort, repo=repo)
     return ([plan.primary] if plan.primary else []) + mirrors(registry, plan, repo=repo)
+
+
+def traffic_table(registry: Registry) -> dict[str, float]:
+    """Share of primary traffic per version, in percent of the traffic of the repositories it
+    serves: canaries their (clamped) share, a stable version 100 minus the shares of the
+    canaries beside it, every other version 0. A global version's share is counted as a
+    repository no scoped version names sees it; a scoped version's as the first repository
+    of its scope where it takes part (`outside_of`) sees it."""
+    table = {vid: 0.0 for vid in sorted(registry.versions)}
+    home = {vid: _home_repo(registry, vid) for vid in registry.versions}
+    views = {""} | {r for r in home.values() if r}
+    for repo in sorted(views):
+        view = in_scope(registry, repo) if repo else registry.model_copy(update={"versions": {
+            v: e for v, e in registry.versions.items() if not e.spec.repos}})
+        used = 0.0
+        for vid, start, end in canary_ranges(view, repo or None):
+            if home[vid] == repo:
+                table[vid] = end - start
+            used += end - start
+        stable = stable_version(view, repo or None)
+        if stable is not None and home[stable] == repo:
+            table[stable] = max(0.0, 100.0 - used)
+    return table
+
+
+def _home_repo(registry: Registry, vid: str) -> str:
+    """The repository whose view a version's share is read from: '' for a global version;
+    for a scoped one the first of its repositories where it takes part (a candidate) or
+    that it serves (a stable version), else its first."""
+    repos = registry.versions[vid].spec.repos
+    if not repos:
+        return ""
+    if registry.versions[vid].state == VersionState.stable:
+        return next((r for r in repos if stable_version(registry, r) == vid), repos[0])
+    outside = outside_of(registry, vid)
+    return next((r for r in repos if r not in outside), repos[0])

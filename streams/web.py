@@ -8,7 +8,7 @@ import os
 from faust import web as faust_web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.registry import traffic_table
+from agents.routing import traffic_table
 
 from .context import AppContext
 

@@ -12,9 +12,8 @@ from types import SimpleNamespace
 
 from agents.config import RotationConfig
 from agents.gates import GateConfig
-from agents.registry import traffic_table
 from agents.rotation import Window, decide, metrics_from_results, proposals
-from agents.routing import answering_versions, baseline_of, cohort_key, outside_of
+from agents.routing import answering_versions, baseline_of, cohort_key, outside_of, traffic_table
 from infra.queries import measurement
 from infra.store import Store
 from schemas import ChangeType, InferenceResult, LifecycleAction, Role, Status, VersionState

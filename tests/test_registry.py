@@ -10,8 +10,8 @@ from agents.registry import (
     apply_event,
     check_transition,
     fold,
-    traffic_table,
 )
+from agents.routing import traffic_table
 from schemas import LifecycleAction, LifecycleEvent, Registry, VersionSpec, VersionState
 
 S = VersionState

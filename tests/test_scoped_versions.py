@@ -13,13 +13,14 @@ from agents.config import RotationConfig
 from agents.errors import IllegalTransition
 from agents.gates import GateConfig, VersionMetrics
 from agents.lifecycle_commands import manual_event, register_events
-from agents.registry import apply_event, fold, previous_stable, traffic_table
+from agents.registry import apply_event, fold, previous_stable
 from agents.rotation import Window, decide, proposals
 from agents.routing import (
     answering_versions,
     cohort_key,
     plan_route,
     stable_version,
+    traffic_table,
 )
 from infra.queries import measurement
 from schemas import LifecycleAction, LifecycleEvent, Role, VersionSpec, VersionState

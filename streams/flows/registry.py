@@ -10,7 +10,8 @@ import asyncio
 
 from agents.blocklist import blocked_by, describe
 from agents.lifecycle_commands import register_events
-from agents.registry import apply_event, newer_schema_of, newer_schema_text, traffic_table
+from agents.registry import apply_event, newer_schema_of, newer_schema_text
+from agents.routing import traffic_table
 from infra.kafka import start_tail_consumer, true_end_offsets
 from infra.readback import lifecycle_events_from_rows, lifecycle_sql
 from schemas import LifecycleEvent, Registry

@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from agents.registry import IN_PLACE, traffic_table
-from agents.routing import stable_version
+from agents.registry import IN_PLACE
+from agents.routing import stable_version, traffic_table
 from infra import queries_cli as q
 from infra.readback import registry_from_store
 from schemas import LifecycleAction, Registry, VersionState
