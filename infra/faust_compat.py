@@ -1,10 +1,11 @@
 """Every patch reviewbus makes to Faust, mode and aiokafka internals: here and nowhere else.
 
 Written against faust-streaming 0.15.3, mode-streaming 0.7.1 and aiokafka 0.14.0; pyproject.toml
-pins them below the next minor version. `install()` first runs `self_check()`: every attribute
-it replaces (and every private one the guards call) must exist with the parameters it was
-written against, otherwise the worker refuses to start with one line (`FaustIncompatible`)
-instead of losing records silently. Each guard's firings are counted in
+pins them below the next minor version. `install()` first runs `self_check()`
+(infra/faust_check.py): every attribute it replaces (and every private one the guards call)
+must exist with the parameters it was written against, otherwise the worker refuses to start
+with one line (`FaustIncompatible`) instead of losing records silently. The pure decisions the
+patches act on are in infra/consumer_rules.py. Each guard's firings are counted in
 `reviewbus_faust_guard_firings_total{guard}`.
 
 The patches, and where upstream stands:
@@ -72,20 +73,26 @@ At-least-once: a record may be processed twice after a guard fires; storage is i
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
-import time
-from collections.abc import AsyncIterator, Mapping
-from importlib import metadata
+from collections.abc import AsyncIterator
 
 from prometheus_client import Counter, Gauge
 
-from agents.errors import ReviewbusError
+from . import faust_check
+from .consumer_rules import (
+    IdleFetchWait,
+    expected_after_seek,
+    faust_internal,
+    idle_fetch_wait_ms,
+    is_skip,
+    lowest_offsets,
+    passed_unseen,
+    rewinds_due,
+)
+from .faust_check import FaustIncompatible, self_check
 
 log = logging.getLogger("reviewbus")
 
-WRITTEN_AGAINST = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
 MAX_REWINDS = 3
 # Below the group's rebalance timeout (streams/app.py), so a revoking member still rejoins.
 REBALANCE_WAIT_EMPTY_S = 1.0
@@ -108,100 +115,6 @@ for _to in ("idle", "short"):
     FETCH_WAIT_SWITCHES.labels(to=_to)
 FETCH_WAIT_MS = Gauge("reviewbus_faust_fetch_wait_ms",
                       "The fetch.max.wait.ms of the worker's Faust consumer's next fetch")
-
-
-class FaustIncompatible(ReviewbusError):
-    """The installed Faust, mode or aiokafka lacks an internal that reviewbus patches."""
-
-
-# (module, class, attribute, parameters it was written against). The first six are replaced;
-# the rest are called by the replacements.
-CHECKED = (
-    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer",
-     "(self, transport)"),
-    ("faust.transport.consumer", "Consumer", "getmany", "(self, timeout)"),
-    ("faust.transport.consumer", "Consumer", "seek", "(self, partition, offset)"),
-    ("faust.transport.consumer", "ThreadDelegateConsumer", "seek_to_committed", "(self)"),
-    ("mode.utils.queues", "FlowControlEvent", "clear", "(self)"),
-    ("faust.app.base", "App", "_consumer_wait_empty", "(self, consumer, logger)"),
-    ("faust.transport.consumer", "Consumer", "earliest_offsets", "(self, *partitions)"),
-    ("faust.transport.consumer", "Consumer", "commit_and_end_transactions", "(self)"),
-    ("faust.transport.consumer", "Consumer", "_clean_unacked_messages", "(self)"),
-    ("faust.transport.consumer", "Consumer", "_wait_for_ack", "(self, timeout)"),
-    ("faust.transport.consumer", "ThreadDelegateConsumer", "assignment", "(self)"),
-    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer",
-     "(self)"),
-    ("aiokafka", "AIOKafkaConsumer", "__init__", None),  # must take fetch_max_wait_ms
-    # The idle fetch wait: start() creates `_fetcher`, which reads `_fetch_max_wait_ms` per
-    # request (SOURCE_NEEDS) and whose `_proc_fetch_request` is wrapped per instance.
-    ("aiokafka", "AIOKafkaConsumer", "start", "(self)"),
-    ("aiokafka.consumer.fetcher", "Fetcher", "_proc_fetch_request",
-     "(self, assignment, node_id, request)"),
-    ("aiokafka.consumer.fetcher", "Fetcher", "_get_actions_per_node", "(self, assignment)"),
-    ("aiokafka.consumer.fetcher", "Fetcher", "_fetch_requests_routine", "(self)"),
-)
-# (module, class, attribute) of CHECKED -> text its source must contain: what a patch relies
-# on inside it.
-SOURCE_NEEDS = {
-    ("aiokafka", "AIOKafkaConsumer", "start"): "self._fetcher = Fetcher(",
-    ("aiokafka.consumer.fetcher", "Fetcher", "_get_actions_per_node"): "self._fetch_max_wait_ms",
-    ("aiokafka.consumer.fetcher", "Fetcher", "_fetch_requests_routine"): "_proc_fetch_request",
-    # the wrapper reads its result as "records came" (also True on some partition errors,
-    # which only keep the short wait); a None would leave the worker idle for good
-    ("aiokafka.consumer.fetcher", "Fetcher", "_proc_fetch_request"): "return needs_wakeup",
-}
-_originals: dict[tuple[str, str, str], object] = {}  # what install() replaced, for the check
-
-
-def bare_signature(fn) -> str:
-    """`(self, *partitions)`: parameter names and kinds, without annotations or defaults."""
-    out = []
-    for p in inspect.signature(fn).parameters.values():
-        prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
-        out.append(prefix + p.name)
-    return f"({', '.join(out)})"
-
-
-def _problem(module: str, cls: str, attr: str, expected: str | None) -> str | None:
-    where = f"{module}.{cls}.{attr}"
-    try:
-        owner = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        return f"{module}.{cls} is missing"
-    fn = _originals.get((module, cls, attr), getattr(owner, attr, None))
-    if fn is None:
-        return f"{where} is missing"
-    needs = SOURCE_NEEDS.get((module, cls, attr))
-    if needs is not None and needs not in inspect.getsource(fn):
-        return f"{where} no longer uses {needs}"
-    got = bare_signature(fn)
-    if expected is None:  # aiokafka's consumer: the option whose attribute the patch sets
-        ok = "fetch_max_wait_ms" in got and "_fetch_max_wait_ms" in inspect.getsource(owner.start)
-        return None if ok else f"{where} no longer takes fetch_max_wait_ms"
-    return None if got == expected else f"{where} has signature {got}, expected {expected}"
-
-
-def installed_versions() -> dict[str, str]:
-    out = {}
-    for dist in WRITTEN_AGAINST:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-def self_check(checked=None) -> None:
-    """Raise FaustIncompatible (one line) unless every checked attribute (default: CHECKED)
-    is as expected."""
-    entries = CHECKED if checked is None else checked
-    problems = [p for entry in entries if (p := _problem(*entry)) is not None]
-    if problems:
-        versions = ", ".join(f"{k} {v}" for k, v in installed_versions().items())
-        written = ", ".join(f"{k} {v}" for k, v in WRITTEN_AGAINST.items())
-        raise FaustIncompatible(
-            f"Faust internals changed, refusing to start: {'; '.join(problems)} "
-            f"(infra/faust_compat.py was written against {written}; installed: {versions})")
 
 
 def install(fetch_idle_after_s: float | None = None, fetch_idle_wait_ms: int | None = None
@@ -229,41 +142,13 @@ def install(fetch_idle_after_s: float | None = None, fetch_idle_wait_ms: int | N
     }
     for (owner, attr), make in replaced.items():
         original = getattr(owner, attr)
-        _originals[(owner.__module__, owner.__name__, attr)] = original
+        faust_check.ORIGINALS[(owner.__module__, owner.__name__, attr)] = original
         patched = make(original)
         setattr(patched, _MARK, True)
         setattr(owner, attr, patched)
 
 
 # ---- 1. the fetch wait ------------------------------------------------------------------------
-
-
-def idle_fetch_wait_ms(quiet_s: float, short_ms: int, idle_after_s: float,
-                       idle_wait_ms: int) -> int:
-    """The next fetch's wait, `quiet_s` after the consumer last fetched records: the short wait
-    while records keep coming, the idle wait (never shorter) once nothing came for
-    `idle_after_s`; either setting 0 keeps the short wait."""
-    if idle_after_s <= 0 or idle_wait_ms <= 0 or quiet_s < idle_after_s:
-        return short_ms
-    return max(short_ms, idle_wait_ms)
-
-
-class IdleFetchWait:
-    """The fetch wait of one consumer: `after_fetch(got_records)` after each fetch -> the wait
-    of the next one."""
-
-    def __init__(self, short_ms: int, idle_after_s: float, idle_wait_ms: int,
-                 clock=time.monotonic) -> None:
-        self.short_ms, self.idle_after_s, self.idle_wait_ms = short_ms, idle_after_s, idle_wait_ms
-        self.clock = clock
-        self.last_records = clock()
-
-    def after_fetch(self, got_records: bool) -> int:
-        now = self.clock()
-        if got_records:
-            self.last_records = now
-        return idle_fetch_wait_ms(now - self.last_records, self.short_ms, self.idle_after_s,
-                                  self.idle_wait_ms)
 
 
 def adapt_fetch_wait(consumer, idle_after_s: float, idle_wait_ms: int) -> IdleFetchWait | None:
@@ -311,44 +196,7 @@ def _short_fetch_wait(original):
     return _create_worker_consumer
 
 
-# ---- 2. in-order delivery: pure decisions -------------------------------------------------------
-
-
-def expected_after_seek(committed: Mapping) -> dict:
-    """Committed offsets (None or negative: none committed) -> next offsets to expect."""
-    return {tp: off for tp, off in committed.items() if off is not None and off >= 0}
-
-
-def is_skip(expected: int | None, offset: int) -> bool:
-    """A record ahead of the next expected one means records in between were skipped."""
-    return expected is not None and offset > expected
-
-
-def lowest_offsets(items) -> dict:
-    """Queued events -> {partition: lowest offset} (other items, e.g. plain values, ignored)."""
-    out: dict = {}
-    for item in items:
-        message = getattr(item, "message", None)
-        tp, offset = getattr(message, "tp", None), getattr(message, "offset", None)
-        if tp is None or not isinstance(offset, int) or _internal(tp.topic):
-            continue
-        out[tp] = min(offset, out.get(tp, offset))
-    return out
-
-
-def rewinds_due(dropped: Mapping, expected: Mapping) -> dict:
-    """Dropped records to fetch again: those the consumer's position has already passed. A
-    position at or below the dropped offset (a seek to the committed offset since) delivers
-    them anyway, and an unknown one (a seek with nothing committed) is left alone: seeking
-    forward could skip records."""
-    return {tp: off for tp, off in dropped.items()
-            if expected.get(tp) is not None and off < expected[tp]}
-
-
-def passed_unseen(position: int | None, expected: int | None) -> bool:
-    """Between two fetches the consumer's position must equal the next offset the streams
-    were handed; a position ahead means records were fetched and never handed on."""
-    return position is not None and expected is not None and position > expected
+# ---- 2. in-order delivery ------------------------------------------------------------------------
 
 
 def _may_rewind(rewinds: dict, tp, offset: int) -> bool:
@@ -360,11 +208,6 @@ def _may_rewind(rewinds: dict, tp, offset: int) -> bool:
         GUARD_FIRINGS.labels(guard="gap_let_through").inc()
         return False
     return True
-
-
-def _internal(topic: str) -> bool:
-    """Faust's own topics (table changelogs, the leader topic) are read by its recovery."""
-    return topic.endswith("-changelog") or "__assignor" in topic
 
 
 # ---- 2. and 3.: the patched methods --------------------------------------------------------------
@@ -424,7 +267,7 @@ def _seek_to_committed(original):
         # Nothing committed: the position is the start of the log ("earliest"), and records
         # fetched before a new generation must be read again from there like any others.
         fresh = [tp for tp, off in committed.items()
-                 if (off is None or off < 0) and not _internal(tp.topic)]
+                 if (off is None or off < 0) and not faust_internal(tp.topic)]
         if fresh:
             try:
                 starts = await self.earliest_offsets(*fresh)
@@ -457,7 +300,7 @@ def _in_order_getmany(original):
                     GUARD_FIRINGS.labels(guard="queue_cleared").inc()
                     await self.seek(tp, offset)
         for tp in sorted(self.assignment()):
-            if _internal(tp.topic):
+            if faust_internal(tp.topic):
                 continue
             position = fetch_position(self, tp)
             if passed_unseen(position, table.get(tp)) and _may_rewind(rewinds, tp, table[tp]):
@@ -471,7 +314,7 @@ def _in_order_getmany(original):
             if tp in rewound:
                 continue
             expected = table.get(tp)
-            if (is_skip(expected, message.offset) and not _internal(tp.topic)
+            if (is_skip(expected, message.offset) and not faust_internal(tp.topic)
                     and _may_rewind(rewinds, tp, expected)):
                 rewound.add(tp)
                 log.warning("consumer got %s offset %d where %d was next: re-reading from "

@@ -3,7 +3,8 @@ tests/test_reliability_crash.py (kill -9 with 2,000 events in flight, nothing lo
 
 from __future__ import annotations
 
-from infra.faust_compat import expected_after_seek, install, is_skip, lowest_offsets, rewinds_due
+from infra.consumer_rules import expected_after_seek, is_skip, lowest_offsets, rewinds_due
+from infra.faust_compat import install
 
 
 def test_a_record_ahead_of_the_next_expected_offset_is_a_skip():

@@ -1,12 +1,12 @@
-"""infra/faust_compat.py: the self-check that guards every patch of Faust's internals."""
+"""infra/faust_check.py: the self-check that guards every patch of infra/faust_compat.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from agents.errors import ReviewbusError
-from infra import faust_compat
-from infra.faust_compat import CHECKED, FaustIncompatible, bare_signature, self_check
+from infra import faust_check, faust_compat
+from infra.faust_check import CHECKED, FaustIncompatible, bare_signature, self_check
 
 
 def test_the_self_check_passes_on_the_installed_versions():
@@ -22,7 +22,7 @@ def test_the_worker_refuses_a_missing_attribute_with_one_line(monkeypatch):
         pass
 
     monkeypatch.setattr(module, "FlowControlEvent", FakeFlowControlEvent)
-    monkeypatch.setattr(faust_compat, "_originals", {})
+    monkeypatch.setattr(faust_check, "ORIGINALS", {})
     with pytest.raises(FaustIncompatible) as err:
         self_check()
     message = str(err.value)
@@ -39,7 +39,7 @@ def test_the_worker_refuses_another_signature(monkeypatch):
     import faust.transport.consumer as module
 
     monkeypatch.setattr(module, "Consumer", FakeConsumer)
-    monkeypatch.setattr(faust_compat, "_originals", {})
+    monkeypatch.setattr(faust_check, "ORIGINALS", {})
     with pytest.raises(FaustIncompatible, match=r"Consumer.getmany has signature "
                        r"\(self, timeout, max_records\), expected \(self, timeout\)"):
         self_check()
@@ -72,7 +72,7 @@ def test_run_worker_refuses_to_start_before_it_touches_anything(monkeypatch, tmp
     from streams.worker import run_worker
 
     broken = (*CHECKED, ("faust.transport.consumer", "Consumer", "no_such_method", "(self)"))
-    monkeypatch.setattr(faust_compat, "CHECKED", broken)
+    monkeypatch.setattr(faust_check, "CHECKED", broken)
     before = sys.getswitchinterval()
     settings = Settings(home=tmp_path / "home", kafka="127.0.0.1:1")
     with pytest.raises(FaustIncompatible, match="Consumer.no_such_method is missing"):

@@ -14,7 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.settings import Settings
-from infra.faust_compat import IdleFetchWait, adapt_fetch_wait, idle_fetch_wait_ms
+from infra.consumer_rules import IdleFetchWait, idle_fetch_wait_ms
+from infra.faust_compat import adapt_fetch_wait
 from infra.kafka import FETCH_MAX_WAIT_MS, client_kwargs, ensure_topics, start_producer
 from infra.procs import read_json
 
@@ -195,10 +196,10 @@ def test_an_idle_worker_fetches_with_the_idle_wait_and_still_serves_a_commit(
 
 
 def test_the_self_check_refuses_a_fetcher_that_no_longer_reads_the_wait_per_request(monkeypatch):
-    from infra import faust_compat
+    from infra import faust_check
 
     key = ("aiokafka.consumer.fetcher", "Fetcher", "_get_actions_per_node")
-    monkeypatch.setitem(faust_compat.SOURCE_NEEDS, key, "self._no_such_wait_ms")
-    with pytest.raises(faust_compat.FaustIncompatible,
+    monkeypatch.setitem(faust_check.SOURCE_NEEDS, key, "self._no_such_wait_ms")
+    with pytest.raises(faust_check.FaustIncompatible,
                        match="Fetcher._get_actions_per_node no longer uses self._no_such_wait_ms"):
-        faust_compat.self_check()
+        faust_check.self_check()
