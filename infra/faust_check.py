@@ -19,7 +19,7 @@ class FaustIncompatible(ReviewbusError):
 
 
 # (module, class, attribute, parameters it was written against). The first six are replaced;
-# the rest are called by the replacements.
+# the rest are called by the replacements, or by `aiokafka_producer` (`Producer._ensure_producer`).
 CHECKED = (
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer",
      "(self, transport)"),
@@ -36,6 +36,8 @@ CHECKED = (
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_ensure_consumer",
      "(self)"),
     ("aiokafka", "AIOKafkaConsumer", "__init__", None),  # must take fetch_max_wait_ms
+    # The hops send their outputs with Faust's aiokafka producer directly (`send_all`).
+    ("faust.transport.drivers.aiokafka", "Producer", "_ensure_producer", "(self)"),
     # The idle fetch wait: start() creates `_fetcher`, which reads `_fetch_max_wait_ms` per
     # request (SOURCE_NEEDS) and whose `_proc_fetch_request` is wrapped per instance.
     ("aiokafka", "AIOKafkaConsumer", "start", "(self)"),

@@ -67,6 +67,9 @@ The patches, and where upstream stands:
    committed, so whoever owns their partitions next reads them again (duplicates, not
    losses).
 
+Besides the patches, `aiokafka_producer(app)` reads Faust's private producer handle: the hops
+send their outputs with it (streams/context.py `send_all`), not through `Topic.send`.
+
 At-least-once: a record may be processed twice after a guard fires; storage is idempotent.
 """
 
@@ -146,6 +149,18 @@ def install(fetch_idle_after_s: float | None = None, fetch_idle_wait_ms: int | N
         patched = make(original)
         setattr(patched, _MARK, True)
         setattr(owner, attr, patched)
+
+
+def aiokafka_producer(app):
+    """The aiokafka producer under Faust's (started with the app's producer service): the
+    hops hand it their outputs directly (streams/context.py `send_all`), past `Topic.send`.
+    Only for at-least-once: with exactly-once, Faust sends through a transaction's producer."""
+    from faust.types.enums import ProcessingGuarantee
+
+    if app.conf.processing_guarantee != ProcessingGuarantee.AT_LEAST_ONCE:
+        raise FaustIncompatible("the hops send with Faust's producer directly, which holds only "
+                                f"for at-least-once, not {app.conf.processing_guarantee}")
+    return app.producer._ensure_producer()
 
 
 # ---- 1. the fetch wait ------------------------------------------------------------------------
@@ -361,6 +376,6 @@ def _bounded_wait_empty(original):
 
 
 __all__ = ["FETCH_WAIT_MS", "FETCH_WAIT_SWITCHES", "GUARD_FIRINGS", "MAX_REWINDS",
-           "FaustIncompatible", "IdleFetchWait", "adapt_fetch_wait", "expected_after_seek",
-           "idle_fetch_wait_ms", "install", "is_skip", "lowest_offsets", "rewinds_due",
-           "self_check"]
+           "FaustIncompatible", "IdleFetchWait", "adapt_fetch_wait", "aiokafka_producer",
+           "expected_after_seek", "idle_fetch_wait_ms", "install", "is_skip", "lowest_offsets",
+           "rewinds_due", "self_check"]

@@ -10,11 +10,14 @@ from types import SimpleNamespace
 from agents.settings import Settings
 from streams.batching import run_batches
 
+from .fake_topics import FakeTopic
 
-class FakeTopic:
-    """send() returns at once with a future the 'broker' resolves later, like aiokafka."""
+
+class AckLaterTopic(FakeTopic):
+    """Each record's ack is a future the 'broker' resolves later, like aiokafka's."""
 
     def __init__(self, log: list) -> None:
+        super().__init__()
         self.log, self.pending = log, []
 
     async def send(self, key, value, force):
@@ -61,7 +64,7 @@ def fake_ctx(log: list):
 
 def test_acks_follow_every_broker_ack_and_keep_the_order_taken():
     log: list = []
-    out = FakeTopic(log)
+    out = AckLaterTopic(log)
     ctx, dlq = fake_ctx(log)
     batches = [[event(b"a", 0), event(b"b", 1), event(b"c", 2)], [event(b"d", 3)]]
     stream = FakeStream(batches, log)
@@ -85,7 +88,7 @@ def test_acks_follow_every_broker_ack_and_keep_the_order_taken():
 
 def test_one_bad_event_is_dead_lettered_with_its_reason_and_the_batch_goes_on():
     log: list = []
-    out = FakeTopic(log)
+    out = AckLaterTopic(log)
     ctx, dlq = fake_ctx(log)
     stream = FakeStream([[event(b"a", 0), event(b"bad", 1), event(b"c", 2)]], log)
 
@@ -105,7 +108,7 @@ def test_a_refused_batch_runs_on_send_error_and_is_still_acked_in_order():
     log: list = []
     ctx, dlq = fake_ctx(log)
 
-    class Refusing:
+    class Refusing(FakeTopic):
         async def send(self, key, value, force):
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(OSError("broker gone"))
@@ -121,3 +124,58 @@ def test_a_refused_batch_runs_on_send_error_and_is_still_acked_in_order():
                             on_send_error=on_send_error))
     assert [v for v, _ in refused] == [b"a", b"b"]
     assert [v for kind, v in log if kind == "ack"] == [b"a", b"b"]
+
+
+def test_outputs_handed_over_before_a_send_raised_are_not_left_unretrieved():
+    """A send that raises midway (a full buffer, a closed producer) fails the batch; the futures
+    of the records already handed over fail later, and nobody awaits them: their exceptions
+    must still be retrieved, or asyncio logs "Future exception was never retrieved"."""
+    import gc
+
+    import pytest
+
+    from streams.context import send_all
+
+    from .fake_topics import FakeTopic
+
+    class Flaky(FakeTopic):
+        def __init__(self) -> None:
+            super().__init__()
+            self.futures: list = []
+
+        async def send(self, key, value, force):
+            if value == b"c":
+                raise OSError("buffer full")
+            fut = asyncio.get_running_loop().create_future()
+            self.futures.append(fut)
+            return fut
+
+    async def run() -> list:
+        unretrieved: list = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+        topic = Flaky()
+        with pytest.raises(OSError, match="buffer full"):
+            await send_all([(topic, None, v) for v in (b"a", b"b", b"c")])
+        assert len(topic.futures) == 2
+        for fut in topic.futures:
+            fut.set_exception(OSError("broker gone"))
+        await asyncio.sleep(0)  # the done callbacks run
+        topic.futures.clear()
+        gc.collect()
+        return unretrieved
+
+    assert asyncio.run(run()) == []
+
+
+def test_the_producer_is_refused_under_exactly_once():
+    import pytest
+    from faust.types.enums import ProcessingGuarantee
+
+    from infra.faust_compat import FaustIncompatible, aiokafka_producer
+
+    app = SimpleNamespace(conf=SimpleNamespace(processing_guarantee=ProcessingGuarantee.EXACTLY_ONCE),
+                          producer=SimpleNamespace(_ensure_producer=lambda: "producer"))
+    with pytest.raises(FaustIncompatible, match="at-least-once"):
+        aiokafka_producer(app)
+    app.conf.processing_guarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    assert aiokafka_producer(app) == "producer"

@@ -27,9 +27,12 @@ from schemas import (
 from streams.backends import _identity
 from streams.flows.inference import handle_batch
 
+from .fake_topics import FakeTopic
 
-class AckLaterTopic:
+
+class AckLaterTopic(FakeTopic):
     def __init__(self, name: str, log: list) -> None:
+        super().__init__()
         self.name, self.log, self.futures = name, log, []
 
     async def send(self, key, value, force):

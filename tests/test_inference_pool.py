@@ -32,6 +32,8 @@ from streams.flows import inference
 from streams.flows.router import inference_topic_of
 from streams.services.bus import serving_topic
 
+from .fake_topics import FakeTopic
+
 SETTINGS = Settings(topic_prefix="p.", partitions=3)
 
 
@@ -94,8 +96,9 @@ def test_a_take_is_grouped_by_version_in_the_order_taken():
     assert [e for e, _ in groups["a"]] == [0, 2] and [e for e, _ in groups["b"]] == [1, 4]
 
 
-class Topic:
+class Topic(FakeTopic):
     def __init__(self, name: str, sent: list) -> None:
+        super().__init__()
         self.name, self.sent = name, sent
 
     async def send(self, key, value, force):
