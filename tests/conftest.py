@@ -142,7 +142,14 @@ class Stack:
         raise AssertionError(f"{sql!r} kept changing: last rows {rows[:5]}")
 
 
-def make_stack(tmp_path_factory, broker: str, config: dict, name: str) -> Stack:
+# A worker restarted in a test rejoins its group once the dead one's session expired: Kafka's
+# minimum session timeout, not the default 10 s (REVIEWBUS_BROKER_SESSION_TIMEOUT_S).
+FAST_REJOIN = {"REVIEWBUS_BROKER_SESSION_TIMEOUT_S": "6"}
+
+
+def make_stack(tmp_path_factory, broker: str, config: dict, name: str,
+               env: dict[str, str] | None = None) -> Stack:
     stack = Stack(tmp_path_factory.mktemp(name), broker, config)
+    stack.env.update(env or {})
     stack.start()
     return stack

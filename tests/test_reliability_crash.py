@@ -17,7 +17,7 @@ from infra.kafka import produce_all, read_to_end, start_producer
 from schemas import ChangedFile, CommitEvent, ReviewFindings
 from streams import names
 
-from .conftest import make_stack
+from .conftest import FAST_REJOIN, make_stack
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, broker):
-    s = make_stack(tmp_path_factory, broker, CONFIG, "crash")
+    s = make_stack(tmp_path_factory, broker, CONFIG, "crash", env=FAST_REJOIN)
     yield s
     s.stop()
 

@@ -17,7 +17,7 @@ from infra.kafka import produce_all, read_to_end, start_producer
 from schemas import ChangedFile, CommitEvent, ReviewFindings
 from streams import names
 
-from .conftest import Stack
+from .conftest import FAST_REJOIN, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +40,7 @@ CONFIG = {
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, broker):
     s = Stack(tmp_path_factory.mktemp("crashloop"), broker, CONFIG)
+    s.env.update(FAST_REJOIN)
     s.start()
     yield s
     s.stop()

@@ -20,7 +20,7 @@ from infra.procs import pid_alive, read_json
 from infra.store import StoreLock
 from streams.cli import main as cli
 
-from .conftest import isolate_env
+from .conftest import FAST_REJOIN, isolate_env
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,8 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("REVIEWBUS_SUPERVISOR_BACKOFF_INITIAL_S", "0.2")
     monkeypatch.setenv("REVIEWBUS_SUPERVISOR_BACKOFF_MAX_S", "1")
     monkeypatch.setenv("REVIEWBUS_SUPERVISOR_STOP_GRACE_S", "15")
+    for name, value in FAST_REJOIN.items():
+        monkeypatch.setenv(name, value)
     return home
 
 
