@@ -101,7 +101,6 @@ class AppContext:
         # group first gave this worker its partitions.
         self.joined: dict[str, asyncio.Event] = {"sink": asyncio.Event(),
                                                  "intake": asyncio.Event()}
-        self.held: dict[str, list[str]] = {}  # hop -> the partitions its group gives this worker
 
     def unavailable(self) -> frozenset[str]:
         return self.breakers.open_versions()

@@ -104,22 +104,17 @@ async def commit(consumer: AIOKafkaConsumer, batch: Batch, agent: str) -> bool:
 
 
 class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Counts the partitions a member holds, says when it first got its assignment, and keeps
-    the partitions it holds now in `held[agent]` (`topic:partition`, for /membership)."""
+    """Counts the partitions a member holds and says when it first got its assignment."""
 
-    def __init__(self, agent: str, joined: asyncio.Event,
-                 held: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, agent: str, joined: asyncio.Event) -> None:
         self.agent, self.joined = agent, joined
-        self.held = held if held is not None else {}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Each batch commits itself; a refused commit is the rebalance's only cost.
         GROUP_PARTITIONS.labels(agent=self.agent).set(0)
-        self.held[self.agent] = []
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         GROUP_PARTITIONS.labels(agent=self.agent).set(len(assigned))
-        self.held[self.agent] = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
         self.joined.set()
 
 
@@ -161,19 +156,17 @@ class OneInFlight:
 async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iterable[str],
                   process: Process, *, max_records: int, within_s: float,
                   joined: asyncio.Event, pending: OneInFlight | None = None,
-                  idle_s: float | None = None, idle_fetch: bool = False,
-                  held: dict[str, list[str]] | None = None) -> None:
+                  idle_s: float | None = None, idle_fetch: bool = False) -> None:
     """Take batches of `topics` as a member of `group` and hand each to `process`, until
     cancelled (a guarded task restarts it when it raises: the uncommitted batch is read
     again). `pending`: the stages `process` left in flight, checked while waiting and
     cancelled before the consumer stops. `idle_fetch`: the fetches wait
     `settings.fetch_idle_wait_ms` after `settings.fetch_idle_after_s` of quiet, as the Faust
-    consumer's do (a hop that takes without `idle_s` fetches with the short wait). `held`: where
-    the partitions this member holds are kept (`Joined`)."""
+    consumer's do (a hop that takes without `idle_s` fetches with the short wait)."""
     from infra.faust_compat import adapt_fetch_wait
 
     consumer = await start_group_consumer(settings, bootstrap, group, topics,
-                                          Joined(agent, joined, held),
+                                          Joined(agent, joined),
                                           fetch_max_wait_ms=fetch_wait_ms(idle_s))
     if idle_fetch:
         adapt_fetch_wait(consumer, settings.fetch_idle_after_s, settings.fetch_idle_wait_ms)

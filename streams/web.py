@@ -14,15 +14,13 @@ from .context import AppContext
 
 
 def membership(ctx: AppContext) -> dict:
-    """This worker's place in the consumer groups: Faust's leader flag (the leader timers run
-    where it is true), the partitions assigned to it now (by the Faust app's group and by the
-    groups of intake and the sink), and whether it hosts the store."""
+    """This worker's place in the consumer group: Faust's leader flag (the leader timers run
+    where it is true), the partitions assigned to it now, and whether it hosts the store."""
     app = ctx.app
     try:
-        assigned = [f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()]
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
     except (AttributeError, RuntimeError, KeyError):  # no consumer before the first join
         assigned = []
-    assigned = sorted({*assigned, *(p for held in ctx.held.values() for p in held)})
     try:
         leader = bool(app.is_leader())
     except (AttributeError, RuntimeError, KeyError):

@@ -86,5 +86,5 @@ def register(ctx: AppContext) -> None:
         await ctx.registry.ready.wait()  # routing reads the registry
         await consume(settings, ctx.bootstrap, "intake", names.intake_group(settings),
                       names.input_topics(settings), process, max_records=settings.batch_max,
-                      within_s=settings.batch_within_s, joined=ctx.joined["intake"], held=ctx.held,
+                      within_s=settings.batch_within_s, joined=ctx.joined["intake"],
                       idle_fetch=True)

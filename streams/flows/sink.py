@@ -154,7 +154,7 @@ def register(ctx: AppContext) -> None:
     async def sink() -> None:
         await consume(settings, ctx.bootstrap, "sink", names.sink_group(settings), topics,
                       process, max_records=settings.sink_batch, within_s=settings.sink_within_s,
-                      idle_s=settings.sink_idle_s, joined=ctx.joined["sink"], held=ctx.held, pending=storing)
+                      idle_s=settings.sink_idle_s, joined=ctx.joined["sink"], pending=storing)
 
 
 __all__ = ["emit", "parse_records", "register", "store_batch", "store_parsed"]
