@@ -99,8 +99,7 @@ class AppContext:
         self.agents: dict[str, Any] = {}  # agent name -> Faust agent, filled by register()
         # Hops with a consumer group of their own (streams/group_consumer.py): set once the
         # group first gave this worker its partitions.
-        self.joined: dict[str, asyncio.Event] = {"sink": asyncio.Event(),
-                                                 "intake": asyncio.Event()}
+        self.joined: dict[str, asyncio.Event] = {"sink": asyncio.Event()}
 
     def unavailable(self) -> frozenset[str]:
         return self.breakers.open_versions()

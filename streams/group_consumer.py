@@ -156,20 +156,14 @@ class OneInFlight:
 async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iterable[str],
                   process: Process, *, max_records: int, within_s: float,
                   joined: asyncio.Event, pending: OneInFlight | None = None,
-                  idle_s: float | None = None, idle_fetch: bool = False) -> None:
+                  idle_s: float | None = None) -> None:
     """Take batches of `topics` as a member of `group` and hand each to `process`, until
     cancelled (a guarded task restarts it when it raises: the uncommitted batch is read
     again). `pending`: the stages `process` left in flight, checked while waiting and
-    cancelled before the consumer stops. `idle_fetch`: the fetches wait
-    `settings.fetch_idle_wait_ms` after `settings.fetch_idle_after_s` of quiet, as the Faust
-    consumer's do (a hop that takes without `idle_s` fetches with the short wait)."""
-    from infra.faust_compat import adapt_fetch_wait
-
+    cancelled before the consumer stops."""
     consumer = await start_group_consumer(settings, bootstrap, group, topics,
                                           Joined(agent, joined),
                                           fetch_max_wait_ms=fetch_wait_ms(idle_s))
-    if idle_fetch:
-        adapt_fetch_wait(consumer, settings.fetch_idle_after_s, settings.fetch_idle_wait_ms)
     try:
         while True:
             batch = await take(consumer, max_records, within_s,
