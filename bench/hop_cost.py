@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def child(path: str, address: str, topic: str, n: int, out: str) -> None:
     from streams.app import faust_app
     from streams.worker import configure_process
 
-    home = Path(tempfile.mkdtemp(prefix="hop-cost-"))
+    home = Path(out).parent / "home"  # inside the parent's temporary directory: removed after
     settings = Settings(home=home, kafka=address, partitions=4, app_id=f"hop-cost-{topic}",
                         log_level="error")
     configure_process(settings)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from infra.broker import start_embedded_broker, stop_embedded_broker
 
-    home = Path(tempfile.mkdtemp(prefix="hop-cost-"))
+    home = Path(tempfile.mkdtemp(prefix="hop-cost-broker-"))
     info = start_embedded_broker(home)
     runs: dict[str, list[float]] = {path: [] for path in PATHS}
     try:
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     finally:
         stop_embedded_broker(home)
+        shutil.rmtree(home, ignore_errors=True)
     medians = {path: statistics.median(v) for path, v in runs.items()}
     result = {"bench": "hop_cost", "records": args.records, "trials": args.trials,
               "us_per_record": runs, "median_us_per_record": medians,
