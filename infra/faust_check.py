@@ -18,8 +18,9 @@ class FaustIncompatible(ReviewbusError):
     """The installed Faust, mode or aiokafka lacks an internal that reviewbus patches."""
 
 
-# (module, class, attribute, parameters it was written against). The first six are replaced;
-# the rest are called by the replacements, or by `aiokafka_producer` (`Producer._ensure_producer`).
+# (module, class, attribute, parameters it was written against). The first seven are replaced
+# (`_drain_messages` makes the call the seventh takes over); the rest are called by the
+# replacements, or by `aiokafka_producer` (`Producer._ensure_producer`).
 CHECKED = (
     ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_create_worker_consumer",
      "(self, transport)"),
@@ -28,6 +29,8 @@ CHECKED = (
     ("faust.transport.consumer", "ThreadDelegateConsumer", "seek_to_committed", "(self)"),
     ("mode.utils.queues", "FlowControlEvent", "clear", "(self)"),
     ("faust.app.base", "App", "_consumer_wait_empty", "(self, consumer, logger)"),
+    ("faust.transport.consumer", "Consumer", "wait_first", "(self, *coros, timeout)"),
+    ("faust.transport.consumer", "Consumer", "_drain_messages", "(self, fetcher)"),
     ("faust.transport.consumer", "Consumer", "earliest_offsets", "(self, *partitions)"),
     ("faust.transport.consumer", "Consumer", "commit_and_end_transactions", "(self)"),
     ("faust.transport.consumer", "Consumer", "_clean_unacked_messages", "(self)"),
@@ -55,6 +58,11 @@ SOURCE_NEEDS = {
     # the wrapper reads its result as "records came" (also True on some partition errors,
     # which only keep the short wait); a None would leave the worker idle for good
     ("aiokafka.consumer.fetcher", "Fetcher", "_proc_fetch_request"): "return needs_wakeup",
+    # the inline delivery: the one call it takes over, and how the original takes `_Continue`
+    ("faust.transport.consumer", "Consumer", "_drain_messages"):
+        "callback(message), self.suspend_flow.wait()",
+    ("faust.transport.consumer", "Consumer", "wait_first"):
+        "coro if isinstance(coro, Awaitable) else coro.wait()",
 }
 ORIGINALS: dict[tuple[str, str, str], object] = {}  # what install() replaced, for the check
 
