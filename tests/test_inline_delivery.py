@@ -263,3 +263,43 @@ def test_other_calls_and_a_stopped_or_crashed_service_take_the_original_path():
     (inline, crashed, stopped), _tasks = run(body)
     assert inline[0] is True and not any(inline[1:4])
     assert crashed is True and stopped is True  # the original reports them
+
+
+def test_fausts_suspension_is_the_asyncio_event_the_gate_expects():
+    """The patch fires only when the race's second side is `asyncio.Event.wait()`: Faust's
+    consumer builds `suspend_flow` from asyncio's Event (were it mode's, every record would
+    take the original path and this patch would do nothing)."""
+    from faust.transport import consumer
+
+    assert consumer.Event is asyncio.Event
+    assert "self.suspend_flow = Event()" in __import__("inspect").getsource(consumer.Consumer)
+
+
+def test_the_patch_fires_on_fausts_own_consumer_without_a_task():
+    """The drain loop's real call, on the consumer Faust builds (no broker needed): the
+    delivery runs inline, with no task, and its result comes back."""
+    import faust
+
+    faust_compat.install()
+    app = faust.App("inline-delivery-test", broker="kafka://127.0.0.1:1")
+
+    async def main():
+        delivered: list = []
+
+        async def callback(message):
+            delivered.append(message)
+            return 1
+
+        consumer = app.transport.create_consumer(callback=callback,
+                                                 on_partitions_revoked=None,
+                                                 on_partitions_assigned=None)
+        created: list = []
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda loop, coro, **kw: created.append(coro)
+                              or asyncio.Task(coro, loop=loop, **kw))
+        out = await consumer.wait_first(consumer.callback("record"),
+                                        consumer.suspend_flow.wait())
+        return delivered, out.results, len(created)
+
+    delivered, results, tasks = asyncio.run(main())
+    assert delivered == ["record"] and results == [1] and tasks == 0
