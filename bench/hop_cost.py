@@ -76,6 +76,7 @@ def child(path: str, address: str, topic: str, n: int, out: str) -> None:
     from streams.worker import configure_process
 
     home = Path(out).parent / "home"  # inside the parent's temporary directory: removed after
+    home.mkdir(parents=True, exist_ok=True)
     settings = Settings(home=home, kafka=address, partitions=4, app_id=f"hop-cost-{topic}",
                         log_level="error")
     configure_process(settings)

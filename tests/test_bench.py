@@ -199,3 +199,15 @@ def test_the_idle_routing_bench_runs_each_setting_on_a_fresh_worker(tmp_path):
     assert all(r["p50_ms"] is not None and 0 < r["p50_ms"] <= r["p99_ms"] for r in got["runs"])
     assert got["runs"][0]["env"]["REVIEWBUS_FETCH_IDLE_WAIT_MS"] == "100"
     assert got["summary"]["short"]["p99_ms"]["trials"] == [got["runs"][0]["p99_ms"]]
+
+
+@pytest.mark.integration
+def test_the_hop_cost_bench_measures_a_faust_read_and_a_producer_send(broker):
+    """bench/hop_cost.py on the session's broker, a few hundred records per path: each path's
+    child process runs and reports a positive CPU time per record (the figures come from
+    `python -m bench.hop_cost`)."""
+    from bench.hop_cost import measure
+
+    for path in ("faust_read", "aiokafka_send"):
+        us = measure(broker, path, 300)
+        assert 0 < us < 100_000, (path, us)
