@@ -1,5 +1,6 @@
 """The pure decisions behind infra/faust_compat.py's patches, apart from the patches that act
-on them: the idle fetch wait's policy (patch 1) and in-order delivery (patch 2). No Faust, no
+on them: the idle fetch wait's policy (patch 1), in-order delivery (patch 2), and the
+trampoline that lets a started coroutine go on under another task (patch 5). No Faust, no
 aiokafka: what each returns depends only on its arguments (and a clock), so the tests can
 drive every case."""
 
@@ -79,5 +80,34 @@ def passed_unseen(position: int | None, expected: int | None) -> bool:
     return position is not None and expected is not None and position > expected
 
 
-__all__ = ["IdleFetchWait", "expected_after_seek", "faust_internal", "idle_fetch_wait_ms", "is_skip",
-           "lowest_offsets", "passed_unseen", "rewinds_due"]
+class Continue:
+    """Awaitable that goes on with `coro`, which already ran up to its first wait and yielded
+    `pending`: whoever awaits this (a task of `wait_first`) takes over from there."""
+
+    __slots__ = ("coro", "pending")
+
+    def __init__(self, coro, pending) -> None:
+        self.coro, self.pending = coro, pending
+
+    def __await__(self):
+        coro, value = self.coro, self.pending
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a cancellation or error thrown in
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+__all__ = ["Continue", "IdleFetchWait", "expected_after_seek", "faust_internal",
+           "idle_fetch_wait_ms", "is_skip", "lowest_offsets", "passed_unseen", "rewinds_due"]

@@ -58,7 +58,7 @@ SOURCE_NEEDS = {
     # the wrapper reads its result as "records came" (also True on some partition errors,
     # which only keep the short wait); a None would leave the worker idle for good
     ("aiokafka.consumer.fetcher", "Fetcher", "_proc_fetch_request"): "return needs_wakeup",
-    # the inline delivery: the one call it takes over, and how the original takes `_Continue`
+    # the inline delivery: the one call it takes over, and how the original takes `Continue`
     ("faust.transport.consumer", "Consumer", "_drain_messages"):
         "callback(message), self.suspend_flow.wait()",
     ("faust.transport.consumer", "Consumer", "wait_first"):

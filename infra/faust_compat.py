@@ -15,17 +15,13 @@ The patches, and where upstream stands:
    for it. Tansu holds every fetch that long even when data arrives meanwhile, so each hop
    waited up to 1.5 s; the patch sets `FETCH_MAX_WAIT_MS` (infra/kafka.py) on the consumer
    before `start()` reads it. No upstream issue asks for the setting (none found); no fix.
-   **The idle fetch wait**: a 20 ms wait means an idle worker fetches 50 times a second (7 % of
-   a core in the worker, 10 % in the broker). So once the consumer has fetched nothing for
-   `REVIEWBUS_FETCH_IDLE_AFTER_S`, its fetches wait `REVIEWBUS_FETCH_IDLE_WAIT_MS`; the first
-   fetch that returns records sets the short wait again (`idle_fetch_wait_ms`). The patched
-   `_create_worker_consumer` wraps that consumer's `start()`, which creates its `Fetcher`, and
-   wraps that fetcher's `_proc_fetch_request` (one per fetch request; it returns whether records
-   came) to set `Fetcher._fetch_max_wait_ms`, which `_get_actions_per_node` reads when it builds
-   the next request. Only the worker's Faust consumer is touched, per instance. Cost: records
-   that arrive while an idle fetch is held wait at most the idle wait longer (on Tansu; Apache
-   Kafka answers a waiting fetch as soon as data arrives). Switches:
-   `reviewbus_faust_fetch_wait_switches_total{to}`, the wait now: `reviewbus_faust_fetch_wait_ms`.
+   **The idle fetch wait** (docs/operations/long-running.md): after
+   `REVIEWBUS_FETCH_IDLE_AFTER_S` with no records, the consumer's fetches wait
+   `REVIEWBUS_FETCH_IDLE_WAIT_MS` instead of 20 ms, until a fetch returns records again. The
+   patched `_create_worker_consumer` wraps that consumer's `start()` (which creates its
+   `Fetcher`) and the fetcher's `_proc_fetch_request`, to set `Fetcher._fetch_max_wait_ms`, read
+   when the next request is built. Metrics: `reviewbus_faust_fetch_wait_ms`,
+   `reviewbus_faust_fetch_wait_switches_total{to}`.
 
 2. `Consumer.getmany`, `Consumer.seek`, `ThreadDelegateConsumer.seek_to_committed` (faust,
    transport/consumer.py): in-order delivery. After a rebalance Faust can resume the fetcher
@@ -67,22 +63,13 @@ The patches, and where upstream stands:
    committed, so whoever owns their partitions next reads them again (duplicates, not
    losses).
 
-5. `Consumer.wait_first` (mode's `Service.wait_first`, which Faust's consumer inherits):
-   `Consumer._drain_messages` hands each fetched record to the streams with
-   `await self.wait_first(callback(message), self.suspend_flow.wait())`, racing the delivery
-   against a flow suspension: four tasks (the delivery, the suspension, the service's stopped
-   and crashed events) and an `asyncio.wait` per record, a third of Faust's read cost per
-   record (py-spy of `python -m bench.hop_cost`'s Faust read). The patch runs the delivery
-   inline until it first has to wait. One that completes without waiting (the stream's buffer
-   has room: nearly every record) needs no task, and then yields one loop turn, as the
-   original's wait did, so the agents still run between records (without that turn the drain
-   loop handed them 100 records at a time and the bus got slower). One that waits goes on
-   under the original race (`_Continue` hands the started coroutine to it), so a suspension
-   still abandons it as before. Any other call (only this one has a coroutine of
-   `asyncio.Event.wait` second), and every call while the consumer is stopped or crashed, runs
-   the original. Not an upstream bug: a cost. Differences: the delivery's first step runs in
-   the drain loop's task and context, not a task of its own (nothing on our path sets a
-   context variable or reads the current task there).
+5. `Consumer.wait_first` (mode's, inherited): `Consumer._drain_messages` delivers each fetched
+   record with `wait_first(callback(message), self.suspend_flow.wait())`, four tasks and an
+   `asyncio.wait` per record. The patch runs the delivery inline until it first has to wait
+   (then the original race goes on with it: `consumer_rules.Continue`); a delivery that needs
+   no wait costs no task and yields one loop turn, as the original did. Only that call shape,
+   and never while the consumer is stopped or crashed. A cost, not an upstream bug: Faust's
+   read 89 -> 50 us per record (docs/concepts/batching.md, tests/test_inline_delivery.py).
 
 Besides the patches, `aiokafka_producer(app)` reads Faust's private producer handle: the hops
 send their outputs with it (streams/context.py `send_all`), not through `Topic.send`.
@@ -101,6 +88,7 @@ from prometheus_client import Counter, Gauge
 
 from . import faust_check
 from .consumer_rules import (
+    Continue,
     IdleFetchWait,
     expected_after_seek,
     faust_internal,
@@ -173,35 +161,6 @@ def install(fetch_idle_after_s: float | None = None, fetch_idle_wait_ms: int | N
 # ---- 5. the delivery of each fetched record ------------------------------------------------
 
 
-class _Continue:
-    """Awaitable that goes on with `coro`, which already ran up to its first wait and yielded
-    `pending`: whoever awaits this (a task of `wait_first`) takes over from there."""
-
-    __slots__ = ("coro", "pending")
-
-    def __init__(self, coro, pending) -> None:
-        self.coro, self.pending = coro, pending
-
-    def __await__(self):
-        coro, value = self.coro, self.pending
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # noqa: BLE001 - a cancellation or error thrown in
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
 def _inline_delivery(original):
     from mode.services import WaitResults
 
@@ -222,7 +181,7 @@ def _inline_delivery(original):
         except BaseException:
             other.close()
             raise
-        return await original(self, _Continue(delivery, pending), other)
+        return await original(self, Continue(delivery, pending), other)
 
     return wait_first
 
