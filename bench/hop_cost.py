@@ -40,29 +40,19 @@ CHUNK = 500
 PATHS = ("faust_send", "aiokafka_send", "faust_read", "getmany_read")
 
 
-async def _create(address: str, topic: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+async def _create_and_fill(address: str, topic: str, n: int) -> None:
+    """The topic (4 partitions) and, for a read path, `n` records in it."""
+    from agents.settings import Settings
+    from infra.kafka import ensure_topics, produce_all, start_producer
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=address)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 4, 1)])
-    finally:
-        await admin.close()
-
-
-async def _fill(address: str, topic: str, n: int) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=address, linger_ms=5, max_batch_size=1 << 20)
-    await producer.start()
-    try:
-        for chunk in range(0, n, CHUNK):
-            acks = [await producer.send(topic, VALUE, key=str(i).encode())
-                    for i in range(chunk, min(n, chunk + CHUNK))]
-            await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
+    settings = Settings()
+    await ensure_topics(settings, address, {topic: 4})
+    if n:
+        producer = await start_producer(settings, address, max_batch_size=1 << 20)
+        try:
+            await produce_all(producer, topic, ((str(i).encode(), VALUE) for i in range(n)))
+        finally:
+            await producer.stop()
 
 
 def child(path: str, address: str, topic: str, n: int, out: str) -> None:
@@ -144,9 +134,7 @@ def child(path: str, address: str, topic: str, n: int, out: str) -> None:
 
 def measure(address: str, path: str, n: int) -> float:
     topic = f"hop-{uuid.uuid4().hex[:8]}"
-    asyncio.run(_create(address, topic))
-    if path.endswith("_read"):
-        asyncio.run(_fill(address, topic, n))
+    asyncio.run(_create_and_fill(address, topic, n if path.endswith("_read") else 0))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cpu.json"
         done = subprocess.run([sys.executable, "-m", "bench.hop_cost", "--child", path, address,

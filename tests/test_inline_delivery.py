@@ -22,19 +22,24 @@ class Consumerish(Service):
     wait_first = _inline_delivery(Service.wait_first)
 
 
+def counting_tasks() -> list:
+    """Every coroutine the running loop makes a task of from now on (call inside the loop)."""
+    created: list = []
+
+    def factory(loop, coro, **kw):
+        created.append(coro)
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    asyncio.get_running_loop().set_task_factory(factory)
+    return created
+
+
 def run(body):
     """Run `body(service)`; fail on any "coroutine ... was never awaited" (raised from a
     finalizer, so only a recording filter sees it) and count the tasks it created."""
-    created: list = []
 
     async def main():
-        loop = asyncio.get_running_loop()
-
-        def factory(loop, coro, **kw):
-            created.append(coro)
-            return asyncio.Task(coro, loop=loop, **kw)
-
-        loop.set_task_factory(factory)
+        created = counting_tasks()
         service = Consumerish()
         await asyncio.sleep(0)
         created.clear()  # only the tasks the body's calls make (not asyncio.run's shutdown)
@@ -293,10 +298,7 @@ def test_the_patch_fires_on_fausts_own_consumer_without_a_task():
         consumer = app.transport.create_consumer(callback=callback,
                                                  on_partitions_revoked=None,
                                                  on_partitions_assigned=None)
-        created: list = []
-        loop = asyncio.get_running_loop()
-        loop.set_task_factory(lambda loop, coro, **kw: created.append(coro)
-                              or asyncio.Task(coro, loop=loop, **kw))
+        created = counting_tasks()
         out = await consumer.wait_first(consumer.callback("record"),
                                         consumer.suspend_flow.wait())
         return delivered, out.results, len(created)
