@@ -42,6 +42,11 @@ def rows(result: dict) -> list[list[Any]]:
                     route["p50_ms"], hop["p50_ms"], ro.get("p50_ratio"), "ms"])
         out.append(["2 routing overhead", "p99 commit->inference", route["p99_ms"],
                     hop["p99_ms"], ro.get("p99_ratio"), "ms"])
+        own = ro.get("relay_at_half_its_max")
+        if own:
+            out.append(["2 routing overhead", f"p99, relay @ {fmt(own['rate'])}/s (half its max)",
+                        route["p99_ms"], own["hop"]["p99_ms"],
+                        ro.get("p99_ratio_to_relay_at_half_its_max"), "ms"])
     sc = result.get("shadow_cost")
     if sc:
         base = _get(sc, "throughput_events_per_s", "0_shadows", "median")

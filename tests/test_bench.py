@@ -211,3 +211,32 @@ def test_the_hop_cost_bench_measures_a_faust_read_and_a_producer_send(broker):
     for path in ("faust_read", "aiokafka_send"):
         us = measure(broker, path, 300)
         assert 0 < us < 100_000, (path, us)
+
+
+def test_the_batch_window_ab_runs_each_value_on_a_fresh_worker(tmp_path):
+    """bench/batch_within_ab.py, one short round of two windows: each run reports the window
+    it ran with, a throughput and a routing latency, in the JSON it writes."""
+    import json
+
+    from bench import batch_within_ab
+
+    assert batch_within_ab.main(["--values", "0.05,0.01", "--rounds", "1", "--events", "200",
+                                 "--rate", "100", "--seconds", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*-batch-within-ab.json")
+    runs = json.loads(path.read_text())["runs"]
+    assert [r["within_s"] for r in runs] == [0.05, 0.01]
+    for run in runs:
+        assert all(rate > 0 for rate in run["wall_events_per_s"])
+        assert 0 < run["route_p50_ms"] <= run["route_p99_ms"]
+
+
+def test_the_routing_rows_compare_with_the_relay_at_the_same_rate_and_at_half_its_own():
+    lat = {"p50_ms": 30.0, "p99_ms": 90.0}
+    result = {"params": {"trials": 1}, "machine": machine_info(), "routing_overhead": {
+        "rate": 500.0, "pipeline": {"rate": 500.0, "commit_to_inference_request": lat},
+        "relay": {"rate": 500.0, "hop": {"p50_ms": 5.0, "p99_ms": 10.0}},
+        "relay_at_half_its_max": {"rate": 8000.0, "hop": {"p50_ms": 20.0, "p99_ms": 45.0}},
+        "p50_ratio": 6.0, "p99_ratio": 9.0, "p99_ratio_to_relay_at_half_its_max": 2.0}}
+    table = rows(result)
+    assert [r[2:5] for r in table] == [[30.0, 5.0, 6.0], [90.0, 10.0, 9.0], [90.0, 45.0, 2.0]]
+    assert "@ 500/s" in table[0][1] and "8,000/s (half its max)" in table[2][1]
