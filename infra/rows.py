@@ -7,6 +7,7 @@ column list from the first row of a batch.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -311,3 +312,75 @@ def rows_for(event: Event) -> list[tuple[str, Row]]:
         if isinstance(event, cls):
             return [(TABLE_FOR_EVENT[cls], mapper(event))]
     raise StoreError(f"no ClickHouse table for event type {type(event).__name__}")
+
+
+class EventRows:
+    """The rows of many events, gathered per table as columns while the events come, so the
+    events themselves need not be kept until the insert.
+
+    Why: the sink held a batch of 5,000 parsed results (a dozen tracked objects each) until
+    its insert, and every young collection of the garbage collector scanned them again; a
+    batch of columns holds strings, numbers and datetimes, which the collector does not
+    track. Parsing 30,000 results and keeping them cost 24 us per result, parsing and
+    dropping each 11 us (bench/sink.py, docs/concepts/batching.md).
+
+    `add(event, source)`: the event's rows and its key ((type name, event id): the store skips
+    keys it wrote already). `source`, the event's JSON as it came, is what a store in another
+    process is sent (RemoteStore); `sources` is None once an event came without one.
+    """
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, list[Any]]] = {}
+        self.owners: dict[str, list[int]] = {}  # per table: the event (index) of each row
+        self.keys: list[tuple[str, str]] = []
+        self.sources: list[tuple[str, bytes]] | None = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def of(cls, events: Iterator[Event] | list[Event]) -> EventRows:
+        rows = cls()
+        for event in events:
+            rows.add(event)
+        return rows
+
+    def add(self, event: Event, source: bytes | None = None) -> None:
+        rows = rows_for(event)  # raises before anything is added
+        index = len(self.keys)
+        for table, row in rows:
+            columns = self.tables.get(table)
+            if columns is None:
+                columns = self.tables[table] = {column: [] for column in row}
+                self.owners[table] = []
+            for column, value in row.items():  # one table's rows share keys and their order
+                columns[column].append(value)
+            self.owners[table].append(index)
+        name = type(event).__name__
+        self.keys.append((name, event.event_id))
+        if self.sources is not None:
+            if source is None:
+                self.sources = None
+            else:
+                self.sources.append((name, source))
+
+    def without(self, drop: set[int]) -> EventRows:
+        """The same rows less those of the events at the indices in `drop`."""
+        out = EventRows()
+        for table, columns in self.tables.items():
+            keep = [i for i, owner in enumerate(self.owners[table]) if owner not in drop]
+            if keep:
+                out.tables[table] = {c: [values[i] for i in keep] for c, values in columns.items()}
+                out.owners[table] = [self.owners[table][i] for i in keep]
+        out.keys = [k for i, k in enumerate(self.keys) if i not in drop]
+        if self.sources is not None:
+            out.sources = [s for i, s in enumerate(self.sources) if i not in drop]
+        else:
+            out.sources = None
+        return out
+
+    def columns(self) -> Iterator[tuple[str, list[str], list[list[Any]]]]:
+        """(table, column names, one list of values per column) for each table with rows."""
+        for table, columns in self.tables.items():
+            if self.owners[table]:
+                yield table, list(columns), list(columns.values())

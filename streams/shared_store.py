@@ -26,6 +26,7 @@ from typing import Any
 
 from agents.errors import StoreBusy
 from agents.settings import Settings
+from infra.rows import EventRows
 from infra.store import RemoteStore, Store, open_store
 from schemas import Event
 
@@ -89,6 +90,9 @@ class SharedStore:
 
     def insert_events(self, events: Sequence[Event]) -> int:
         return self._call("insert_events", events)
+
+    def insert_event_rows(self, rows: EventRows) -> int:
+        return self._call("insert_event_rows", rows)
 
     def migrate(self) -> list[str]:
         return self._call("migrate")

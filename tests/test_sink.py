@@ -234,11 +234,13 @@ def test_parse_records_sorts_unreadable_records_out_with_their_reason():
                               headers=())
 
     types = {fb: Feedback}
-    parsed, origin, letters = parse_records(
+    rows, stored, letters = parse_records(
         types, [record(0, good.model_dump_json().encode()), record(1, b"{not json"),
                 record(2, b'{"event_id": "x"}')])
-    assert [p.fingerprint for p in parsed] == ["f1"]
-    assert origin[id(parsed[0])].offset == 0
+    assert rows.tables["feedback"]["fingerprint"] == ["f1"]
+    assert rows.keys == [("Feedback", good.event_id)]
+    assert [r.offset for r in stored] == [0]
+    assert rows.sources == [("Feedback", good.model_dump_json().encode())]
     assert [(r.offset, why.split(":")[0]) for r, why in letters] == [
         (1, f"unreadable {fb} event"), (2, f"unreadable {fb} event")]
     with pytest.raises(KeyError):
@@ -401,3 +403,45 @@ def test_the_repair_waits_for_answers_the_sink_has_not_stored(broker, tmp_path):
         return seen
 
     assert asyncio.run(run()) == [6, 3, 0]
+
+
+def test_a_batch_the_store_rejects_for_its_data_is_split_to_dead_letter_only_the_bad_event():
+    """The columns path fails as a whole; the sink parses the batch again and halves it until
+    the event the store refuses alone is found: that one is dead-lettered with its own record,
+    the others stored. (The store here refuses any insert holding fingerprint `bad`.)"""
+    from types import SimpleNamespace
+
+    from aiokafka import ConsumerRecord
+
+    from agents.errors import StoreError
+    from streams.flows.sink import store_parsed
+
+    settings = Settings()
+    fb = names.topic(settings, "feedback")
+    events = [Feedback(fingerprint=f, verdict="false_positive", actor="me")
+              for f in ("f0", "f1", "bad", "f3")]
+    records = [ConsumerRecord(topic=fb, partition=0, offset=i, timestamp=0, timestamp_type=0,
+                              key=b"k", value=e.model_dump_json().encode(), checksum=None,
+                              serialized_key_size=1, serialized_value_size=1, headers=())
+               for i, e in enumerate(events)]
+    stored: list[str] = []
+    letters: list[tuple[int, str]] = []
+
+    class Store:
+        async def insert_event_rows(self, rows):
+            raise StoreError("Cannot parse input: the row of bad")
+
+        async def insert_events(self, batch):
+            if any(e.fingerprint == "bad" for e in batch):
+                raise StoreError("Cannot parse input: the row of bad")
+            stored.extend(e.fingerprint for e in batch)
+            return len(batch)
+
+    async def dead_letter_messages(items, agent):
+        letters.extend((record.offset, why) for record, why in items)
+
+    ctx = SimpleNamespace(store=Store(), dead_letter_messages=dead_letter_messages)
+    rows, kept, unreadable = parse_records({fb: Feedback}, records)
+    assert asyncio.run(store_parsed(ctx, {fb: Feedback}, rows, kept, unreadable)) == 4
+    assert sorted(stored) == ["f0", "f1", "f3"]
+    assert letters == [(2, "store rejected the row")]

@@ -33,6 +33,7 @@ from schemas import (
     AcceptedChange,
     ChangeType,
     Dimension,
+    Feedback,
     Finding,
     InferenceResult,
     LifecycleAction,
@@ -342,3 +343,27 @@ def test_password_never_shown_in_repr_or_errors():
     with pytest.raises(StoreError) as leaked:
         store.query("SELECT 1")
     assert PLANTED not in str(leaked.value) and "***" in str(leaked.value)
+
+
+def test_event_rows_leave_out_the_events_asked_and_keep_the_rest_aligned():
+    from infra.rows import EventRows
+
+    a, b = result(request_id="a"), result(request_id="b", findings=[])
+    c = Feedback(fingerprint="f1", verdict="false_positive", actor="me")
+    rows = EventRows()
+    rows.add(a, b"A")
+    rows.add(b, b"B")
+    rows.add(c)  # no source: a store in another process cannot be sent these
+    assert rows.sources is None and len(rows) == 3
+    assert rows.owners == {"interactions": [0, 1], "findings": [0, 0, 0], "feedback": [2]}
+    left = rows.without({0})
+    assert left.keys == [("InferenceResult", b.event_id), ("Feedback", c.event_id)]
+    assert left.tables["interactions"]["request_id"] == ["b"]
+    assert "findings" not in left.tables  # b has none
+    assert [t for t, _, _ in left.columns()] == ["interactions", "feedback"]
+    table, names, columns = next(left.columns())
+    assert len(names) == len(columns) and all(len(c) == 1 for c in columns)
+    kept = EventRows()
+    kept.add(a, b"A")
+    kept.add(b, b"B")
+    assert kept.without({1}).sources == [("InferenceResult", b"A")]

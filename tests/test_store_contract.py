@@ -142,6 +142,27 @@ def test_inserts_are_idempotent_on_event_id(impl):
     assert rows == [["req-1"], ["req-2"], ["req-3"]]
 
 
+def test_event_rows_store_what_insert_events_stores(impl):
+    """The sink's path (events gathered as columns, each with its JSON as it came): the same
+    rows and the same idempotence as insert_events, a repeat inside the batch included."""
+    from infra.rows import EventRows
+
+    rows = EventRows()
+    first = result()
+    for event in [first, result(request_id="req-2"), first]:
+        rows.add(event, event.model_dump_json().encode())
+    assert impl.store.insert_event_rows(rows) == 8  # the repeat of req-1 is skipped
+    assert impl.store.insert_event_rows(rows) == 0  # all written by this instance
+    again = EventRows()
+    again.add(result(request_id="req-3"), result(request_id="req-3").model_dump_json().encode())
+    impl.another().insert_event_rows(again)
+    rows_ = impl.store.query("SELECT request_id, findings_total, findings_high, pull_request "
+                             "FROM interactions FINAL ORDER BY request_id").rows
+    assert rows_ == [["req-1", 3, 2, 7], ["req-2", 3, 2, 7], ["req-3", 3, 2, 7]]
+    assert count(impl.store, "SELECT count() FROM findings FINAL") == 9
+    assert impl.store.insert_event_rows(EventRows()) == 0
+
+
 WRITES = [
     "DROP TABLE interactions",
     "INSERT INTO interactions (request_id) VALUES ('x')",

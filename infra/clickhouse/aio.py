@@ -16,6 +16,8 @@ from .opening import open_store
 from .protocol import QueryResult
 
 if TYPE_CHECKING:
+    from infra.rows import EventRows
+
     from .served import RemoteStore
     from .store import Store
 
@@ -52,6 +54,9 @@ class AsyncStore:
 
     async def insert_events(self, events: Sequence[Event]) -> int:
         return await self._submit(self._require().insert_events, list(events))
+
+    async def insert_event_rows(self, rows: EventRows) -> int:
+        return await self._submit(self._require().insert_event_rows, rows)
 
     async def query(self, sql: str, params: dict[str, Any] | None = None,
                     readonly: bool = True) -> QueryResult:

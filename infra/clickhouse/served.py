@@ -33,6 +33,8 @@ from .errors import StoreUnauthorized
 from .protocol import QueryResult
 
 if TYPE_CHECKING:
+    from infra.rows import EventRows
+
     from .aio import AsyncStore
     from .store import Store
 
@@ -104,6 +106,17 @@ class RemoteStore:
         if not events:
             return 0
         wire = [{"type": type(e).__name__, "json": e.model_dump_json()} for e in events]
+        return int(self._post("/store/insert", {"events": wire}).get("written", 0))
+
+    def insert_event_rows(self, rows: EventRows) -> int:
+        """The hosting worker gets the events' JSON as they came, not the columns: it parses
+        and stores them as insert_events does (and skips the ids it wrote already)."""
+        if not len(rows):
+            return 0
+        if rows.sources is None:
+            raise StoreError("a store in another process needs the events' JSON "
+                             "(EventRows.add(event, source))")
+        wire = [{"type": name, "json": source.decode()} for name, source in rows.sources]
         return int(self._post("/store/insert", {"events": wire}).get("written", 0))
 
     def migrate(self) -> list[str]:

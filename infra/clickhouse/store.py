@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import SecretStr
 
 from agents.errors import StoreError
-from infra.rows import Row, rows_for
+from infra.rows import EventRows
 from schemas import Event
 
 from . import migrations
@@ -123,26 +123,28 @@ class Store:
         Event ids already written by this Store are skipped, so an immediate redelivery costs
         nothing; older duplicates collapse in the ReplacingMergeTree tables (read with FINAL).
         """
+        return self.insert_event_rows(EventRows.of(events))
+
+    def insert_event_rows(self, rows: EventRows) -> int:
+        """insert_events for events already turned into columns (the sink's batches)."""
         self._check_open()
         if self.fault_file is not None and self.fault_file.exists():
             raise StoreUnavailable(f"fault injection: inserts fail while {self.fault_file} "
                                    "exists (REVIEWBUS_FAULT_STORE_DOWN_FILE)")
-        batch: dict[str, list[Row]] = {}
         fresh: dict[tuple[str, str], None] = {}  # ordered and O(1): batches are thousands
-        for event in events:
-            key = (type(event).__name__, event.event_id)
+        drop: set[int] = set()
+        for index, key in enumerate(rows.keys):
             if key in self._seen or key in fresh:
-                continue
-            for table, row in rows_for(event):
-                batch.setdefault(table, []).append(row)
-            fresh[key] = None
+                drop.add(index)
+            else:
+                fresh[key] = None
+        if drop:
+            rows = rows.without(drop)
         written = 0
-        for table, rows in batch.items():
-            columns = list(rows[0])
+        for table, names, columns in rows.columns():
             # Columns, not rows: clickhouse-connect would transpose rows in Python itself.
-            self.insert_rows(table, [[row[c] for row in rows] for c in columns], columns,
-                             column_oriented=True)
-            written += len(rows)
+            self.insert_rows(table, columns, names, column_oriented=True)
+            written += len(columns[0])
         # Remember only after every table took its rows: a failed batch is retried whole.
         for key in fresh:
             self._seen[key] = None

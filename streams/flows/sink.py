@@ -12,11 +12,13 @@ ReplacingMergeTree tables (and, on the same worker, in the store's seen ids).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from agents.errors import StoreBusy
+from infra.rows import EventRows
 from infra.store import StoreUnavailable
 from schemas import (
     AcceptedChange,
@@ -59,76 +61,95 @@ def parse(types: dict[str, type[Event]], topic: str, value: bytes) -> Event:
     return kind.model_validate_json(value)
 
 
-async def store_batch(ctx: AppContext, events: list[Event]) -> list[Event]:
-    """Insert with retries; returns the events that cannot be stored even alone (the DLQ's).
+async def _insert(ctx: AppContext, insert: Callable[[], Awaitable[int]], held: int) -> bool:
+    """One insert with retries; False when the server rejected it for its data
+    DATA_ATTEMPTS times.
 
-    While ClickHouse is unreachable this waits and retries the whole batch with capped
-    exponential backoff: backpressure. Nothing is acked meanwhile, and the unacked batch plus
-    Faust's bounded stream buffer is all the memory an outage costs (the rest waits in Kafka).
-    Only a batch the server rejects for its data is split, to find the bad event.
+    While ClickHouse is unreachable this waits and retries with capped exponential backoff:
+    backpressure. Nothing is acked meanwhile, and the uncommitted batch is all the memory an
+    outage costs (the rest waits in Kafka).
     """
     delay, attempts, outage = 0.5, 0, False
     while True:
         try:
-            written = await ctx.store.insert_events(events)
+            written = await insert()
             SINK_ROWS.labels(outcome="written").inc(written)
             if outage:
                 log.warning("sink: ClickHouse is back; %d events stored after %d attempts",
-                            len(events), attempts + 1)
-            return []
+                            held, attempts + 1)
+            return True
         except Exception as exc:
             attempts += 1
             SINK_ROWS.labels(outcome="retry").inc()
             if isinstance(exc, StoreUnavailable | StoreBusy | OSError):
                 if not outage or attempts % 10 == 0:
                     log.warning("sink: ClickHouse unavailable (attempt %d, %d events held, "
-                                "retrying): %s", attempts, len(events), exc)
+                                "retrying): %s", attempts, held, exc)
                 outage = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
                 continue
-            log.warning("sink: insert of %d events failed (attempt %d): %s",
-                        len(events), attempts, exc)
-            if attempts >= DATA_ATTEMPTS and len(events) > 1:
-                mid = len(events) // 2
-                return await store_batch(ctx, events[:mid]) + await store_batch(ctx, events[mid:])
+            log.warning("sink: insert of %d events failed (attempt %d): %s", held, attempts, exc)
             if attempts >= DATA_ATTEMPTS:
-                return events
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
 
+async def _split(ctx: AppContext, events: list[Event]) -> list[Event]:
+    """Halves stored on their own, to find the events the server refuses even alone."""
+    if len(events) <= 1:
+        return events
+    mid = len(events) // 2
+    return await store_batch(ctx, events[:mid]) + await store_batch(ctx, events[mid:])
+
+
+async def store_batch(ctx: AppContext, events: list[Event]) -> list[Event]:
+    """Insert with retries (`_insert`); returns the events that cannot be stored even alone
+    (the DLQ's). Only a batch the server rejects for its data is split, to find the bad event."""
+    if await _insert(ctx, lambda: ctx.store.insert_events(events), len(events)):
+        return []
+    return await _split(ctx, events)
+
+
 def parse_records(types: dict, records: list[ConsumerRecord]
-                  ) -> tuple[list[Event], dict[int, ConsumerRecord], list[tuple[ConsumerRecord, str]]]:
-    """The events of a batch, the record each came from, and the unreadable records with why."""
-    parsed: list[Event] = []
-    origin: dict[int, ConsumerRecord] = {}
+                  ) -> tuple[EventRows, list[ConsumerRecord], list[tuple[ConsumerRecord, str]]]:
+    """The rows of a batch's events, the records they came from (in the same order), and the
+    unreadable records with why. Each event is dropped once its rows are taken
+    (infra/rows.py `EventRows`: a batch of parsed models cost the collector more than their
+    parse)."""
+    rows = EventRows()
+    stored: list[ConsumerRecord] = []
     letters: list[tuple[ConsumerRecord, str]] = []
     for record in records:
         try:
-            item = parse(types, record.topic, record.value)
+            rows.add(parse(types, record.topic, record.value), record.value)
         except Exception as exc:
             letters.append((record, f"unreadable {record.topic} event: {exc}"))
             continue
-        origin[id(item)] = record
-        parsed.append(item)
-    return parsed, origin, letters
+        stored.append(record)
+    return rows, stored, letters
 
 
-async def store_parsed(ctx: AppContext, parsed: list[Event], origin: dict[int, ConsumerRecord],
+async def store_parsed(ctx: AppContext, types: dict, rows: EventRows,
+                       records: list[ConsumerRecord],
                        letters: list[tuple[ConsumerRecord, str]]) -> int:
-    """Store one parsed batch; unreadable records and rows the store rejects alone go to the
+    """Store one parsed batch; unreadable records and events the store rejects alone go to the
     DLQ. Returns the number of events stored, only once every dead letter is acked by the
     broker, so the caller may then commit the batch's offsets."""
     letters = list(letters)
-    if parsed:
-        for bad in await store_batch(ctx, parsed):
+    if len(rows) and not await _insert(ctx, lambda: ctx.store.insert_event_rows(rows),
+                                       len(rows)):
+        # Rejected for its data (rare): parse the events again and split to find the bad ones.
+        events = [parse(types, r.topic, r.value) for r in records]
+        origin = {id(event): record for event, record in zip(events, records, strict=True)}
+        for bad in await _split(ctx, events):
             if bad.__class__ is not DeadLetter:  # a dead letter that cannot be stored is dropped
                 letters.append((origin[id(bad)], "store rejected the row"))
     if letters:
         await ctx.dead_letter_messages(letters, "sink")
-    EVENTS.labels(agent="sink", outcome="stored").inc(len(parsed))
-    return len(parsed)
+    EVENTS.labels(agent="sink", outcome="stored").inc(len(rows))
+    return len(rows)
 
 
 def register(ctx: AppContext) -> None:
@@ -141,7 +162,7 @@ def register(ctx: AppContext) -> None:
     storing = OneInFlight()
 
     async def store_and_commit(consumer: AIOKafkaConsumer, batch: Batch, parsed) -> None:
-        await store_parsed(ctx, *parsed)
+        await store_parsed(ctx, types, *parsed)
         await commit(consumer, batch, "sink")
 
     async def process(consumer: AIOKafkaConsumer, batch: Batch) -> None:
