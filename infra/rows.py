@@ -314,6 +314,16 @@ def rows_for(event: Event) -> list[tuple[str, Row]]:
     raise StoreError(f"no ClickHouse table for event type {type(event).__name__}")
 
 
+INGEST_TABLE = "results_ingest"  # migration 015: its views fill interactions and findings
+# How ClickHouse reads the JSON of a result into INGEST_TABLE (migration 015's comments).
+INGEST_SETTINGS = {
+    "date_time_input_format": "best_effort",
+    "input_format_json_read_objects_as_strings": 1,
+    "input_format_skip_unknown_fields": 1,
+    "input_format_json_ignore_unknown_keys_in_named_tuple": 1,
+}
+
+
 class EventRows:
     """The rows of many events, gathered per table as columns while the events come, so the
     events themselves need not be kept until the insert.
@@ -324,6 +334,10 @@ class EventRows:
     track. Parsing 30,000 results and keeping them cost 24 us per result, parsing and
     dropping each 11 us (bench/sink.py, docs/concepts/batching.md).
 
+    An InferenceResult is kept as one line of JSON instead (`results`, as pydantic writes the
+    validated event): ClickHouse turns it into its interactions and findings rows
+    (migration 015), which costs Python less than building and encoding those rows here.
+
     `add(event, source)`: the event's rows and its key ((type name, event id): the store skips
     keys it wrote already). `source`, the event's JSON as it came, is what a store in another
     process is sent (RemoteStore); `sources` is None once an event came without one.
@@ -332,6 +346,9 @@ class EventRows:
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, list[Any]]] = {}
         self.owners: dict[str, list[int]] = {}  # per table: the event (index) of each row
+        self.results: list[bytes] = []  # InferenceResults, one JSON document each
+        self.result_owners: list[int] = []
+        self.result_rows: list[int] = []  # the interactions and findings rows each makes
         self.keys: list[tuple[str, str]] = []
         self.sources: list[tuple[str, bytes]] | None = []
 
@@ -346,8 +363,22 @@ class EventRows:
         return rows
 
     def add(self, event: Event, source: bytes | None = None) -> None:
-        rows = rows_for(event)  # raises before anything is added
         index = len(self.keys)
+        if event.__class__ is InferenceResult:
+            self.results.append(event.model_dump_json().encode())
+            self.result_owners.append(index)
+            self.result_rows.append(1 + len(event.findings))
+        else:
+            self._add_rows(index, rows_for(event))  # raises before anything is added
+        name = type(event).__name__
+        self.keys.append((name, event.event_id))
+        if self.sources is not None:
+            if source is None:
+                self.sources = None
+            else:
+                self.sources.append((name, source))
+
+    def _add_rows(self, index: int, rows: list[tuple[str, Row]]) -> None:
         for table, row in rows:
             columns = self.tables.get(table)
             if columns is None:
@@ -356,13 +387,6 @@ class EventRows:
             for column, value in row.items():  # one table's rows share keys and their order
                 columns[column].append(value)
             self.owners[table].append(index)
-        name = type(event).__name__
-        self.keys.append((name, event.event_id))
-        if self.sources is not None:
-            if source is None:
-                self.sources = None
-            else:
-                self.sources.append((name, source))
 
     def without(self, drop: set[int]) -> EventRows:
         """The same rows less those of the events at the indices in `drop`."""
@@ -372,6 +396,12 @@ class EventRows:
             if keep:
                 out.tables[table] = {c: [values[i] for i in keep] for c, values in columns.items()}
                 out.owners[table] = [self.owners[table][i] for i in keep]
+        for line, owner, n in zip(self.results, self.result_owners, self.result_rows,
+                                  strict=True):
+            if owner not in drop:
+                out.results.append(line)
+                out.result_owners.append(owner)
+                out.result_rows.append(n)
         out.keys = [k for i, k in enumerate(self.keys) if i not in drop]
         if self.sources is not None:
             out.sources = [s for i, s in enumerate(self.sources) if i not in drop]

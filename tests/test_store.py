@@ -346,24 +346,31 @@ def test_password_never_shown_in_repr_or_errors():
 
 
 def test_event_rows_leave_out_the_events_asked_and_keep_the_rest_aligned():
+    import json
+
     from infra.rows import EventRows
 
     a, b = result(request_id="a"), result(request_id="b", findings=[])
     c = Feedback(fingerprint="f1", verdict="false_positive", actor="me")
+    d = Feedback(fingerprint="f2", verdict="false_positive", actor="me")
     rows = EventRows()
     rows.add(a, b"A")
+    rows.add(c, b"C")
     rows.add(b, b"B")
-    rows.add(c)  # no source: a store in another process cannot be sent these
-    assert rows.sources is None and len(rows) == 3
-    assert rows.owners == {"interactions": [0, 1], "findings": [0, 0, 0], "feedback": [2]}
-    left = rows.without({0})
-    assert left.keys == [("InferenceResult", b.event_id), ("Feedback", c.event_id)]
-    assert left.tables["interactions"]["request_id"] == ["b"]
-    assert "findings" not in left.tables  # b has none
-    assert [t for t, _, _ in left.columns()] == ["interactions", "feedback"]
-    table, names, columns = next(left.columns())
-    assert len(names) == len(columns) and all(len(c) == 1 for c in columns)
+    rows.add(d)  # no source: a store in another process cannot be sent these
+    assert rows.sources is None and len(rows) == 4
+    # results as JSON for ClickHouse to map (migration 015), the rest as columns
+    assert [json.loads(line)["request_id"] for line in rows.results] == ["a", "b"]
+    assert rows.result_owners == [0, 2] and rows.result_rows == [4, 1]
+    assert rows.owners == {"feedback": [1, 3]}
+    left = rows.without({0, 3})
+    assert left.keys == [("Feedback", c.event_id), ("InferenceResult", b.event_id)]
+    assert [json.loads(line)["request_id"] for line in left.results] == ["b"]
+    assert left.result_owners == [2] and left.result_rows == [1]
+    assert left.tables["feedback"]["fingerprint"] == ["f1"]
+    assert [t for t, _, _ in left.columns()] == ["feedback"]
+    assert [t for t, _, _ in rows.without({1, 3}).columns()] == []
     kept = EventRows()
     kept.add(a, b"A")
-    kept.add(b, b"B")
-    assert kept.without({1}).sources == [("InferenceResult", b"A")]
+    kept.add(c, b"C")
+    assert kept.without({0}).sources == [("Feedback", b"C")]

@@ -163,6 +163,61 @@ def test_event_rows_store_what_insert_events_stores(impl):
     assert impl.store.insert_event_rows(EventRows()) == 0
 
 
+def varied_results() -> list:
+    """Results at the edges of the interactions and findings mapping (infra/rows.py)."""
+    from datetime import UTC, datetime
+
+    from schemas import Finding, Severity, Usage
+
+    from .test_store import finding
+    odd = Finding(fingerprint="odd", dimension="security", severity="critical", confidence=1.0,
+                  path="ü/\"quoted\".py", line=2**40, end_line=-3, rule_id="R", source="s",
+                  message="line\nbreak, \"quotes\", tab\t, emoji \U0001f600", suggestion="x")
+    return [
+        result(request_id="plain"),
+        result(request_id="bare", change_type=None, risk=None, findings=[], label=None,
+               run_id=None, accepted_at=None, pull_request=None),
+        result(request_id="edges", attempt=2**40, run_id="run-9", error="boom",
+               fallback_from="v1", suggested_message="fix(a): b", label="bug_fix",
+               findings=[odd, finding("e", Severity.low, 0)],
+               usage=Usage(prompt_tokens=2**33, completion_tokens=-5, cost_usd=0.25,
+                           model="gpt-x", prompt_hash="abc"),
+               accepted_at=datetime(2025, 1, 2, 3, 0, 0, 123456, tzinfo=UTC),
+               occurred_at=datetime(2025, 1, 2, 4, 5, 6, 999999, tzinfo=UTC)),
+    ]
+
+
+@pytest.mark.parametrize("engine", ["chdb", "clickhouse"])
+def test_clickhouse_maps_a_result_to_the_rows_infra_rows_would_write(engine, tmp_path):
+    """Migration 015's views (the JSON of each result, turned into rows by ClickHouse) give
+    exactly the rows of infra/rows.py's interaction_row and finding_rows, inserted as columns
+    into a copy of each table: the SQL is checked against the Python it replaced."""
+    from infra.rows import rows_for
+
+    opened = IMPLEMENTATIONS[engine](tmp_path)
+    store = next(opened).store
+    try:
+        events = varied_results()
+        assert store.insert_events(events) == 3 + 3 + 2  # interactions, then findings: 3 + 0 + 2
+        by_table: dict[str, list[dict]] = {}
+        for event in events:
+            for table, row in rows_for(event):
+                by_table.setdefault(table, []).append(row)
+        for table, rows in by_table.items():
+            store.command(f"CREATE TABLE {table}_expected AS {table}")
+            names = list(rows[0])
+            store.insert_rows(f"{table}_expected", [[r[c] for c in names] for r in rows], names)
+            order = "event_id, fingerprint" if table == "findings" else "event_id"
+            got = store.query(f"SELECT * FROM {table} ORDER BY {order}").rows
+            want = store.query(f"SELECT * FROM {table}_expected ORDER BY {order}").rows
+            assert got == want and len(got) == len(rows), table
+        edges = store.query("SELECT attempt, prompt_tokens, completion_tokens, "
+                            "findings_critical FROM interactions WHERE request_id = 'edges'").rows
+        assert edges == [[4294967295, 4294967295, 0, 1]]
+    finally:
+        next(opened, None)  # the implementation's own clean-up
+
+
 WRITES = [
     "DROP TABLE interactions",
     "INSERT INTO interactions (request_id) VALUES ('x')",

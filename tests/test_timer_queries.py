@@ -124,7 +124,8 @@ def test_migration_013_carries_rows_over_and_keeps_replacing(tmp_path):
                 "AND name = 'interactions'")
         assert "accepted_at" not in store.query(keys).rows[0][0]
 
-        assert store.migrate() == ["013_time_in_sort_keys", "014_lifecycle_schema_version"]
+        assert store.migrate() == ["013_time_in_sort_keys", "014_lifecycle_schema_version",
+                                   "015_results_ingest"]
         assert "toStartOfHour(accepted_at)" in store.query(keys).rows[0][0]
         rows = store.query("SELECT request_id, latency_ms, occurred_at, accepted_at "
                            "FROM interactions FINAL ORDER BY request_id").rows

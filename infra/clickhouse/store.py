@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import SecretStr
 
 from agents.errors import StoreError
-from infra.rows import EventRows
+from infra.rows import INGEST_SETTINGS, INGEST_TABLE, EventRows
 from schemas import Event
 
 from . import migrations
@@ -117,6 +117,19 @@ class Store:
                 raise StoreUnavailable(str(error)) from exc
             raise error from exc
 
+    def insert_json(self, table: str, documents: list[bytes], settings: dict[str, Any]) -> None:
+        """One insert of JSON documents (JSONEachRow), parsed by ClickHouse itself; errors as
+        insert_rows."""
+        self._check_open()
+        try:
+            self._writer.raw_insert(table, None, b"\n".join(documents), settings=settings,
+                                    fmt="JSONEachRow")
+        except Exception as exc:
+            error = self._error(f"insert into {table} failed", exc)
+            if is_unavailable(exc):
+                raise StoreUnavailable(str(error)) from exc
+            raise error from exc
+
     def insert_events(self, events: Sequence[Event]) -> int:
         """Write events, one bulk insert per table; return the number of rows written.
 
@@ -145,6 +158,9 @@ class Store:
             # Columns, not rows: clickhouse-connect would transpose rows in Python itself.
             self.insert_rows(table, columns, names, column_oriented=True)
             written += len(columns[0])
+        if rows.results:
+            self.insert_json(INGEST_TABLE, rows.results, INGEST_SETTINGS)
+            written += sum(rows.result_rows)
         # Remember only after every table took its rows: a failed batch is retried whole.
         for key in fresh:
             self._seen[key] = None
