@@ -65,9 +65,16 @@ def rows(result: dict) -> list[list[Any]]:
                     sc.get("stable_p99_ratio_slow_to_fast"), "ms"])
     sk = result.get("sink")
     if sk:
-        out.append(["4 sink", f"{sk['rows']} rows drained by the sink vs direct bulk insert",
+        best = sk.get("direct_method")
+        out.append(["4 sink", f"{sk['rows']} rows drained by the sink vs direct bulk insert"
+                    + (f" ({best}, the faster)" if best else ""),
                     _get(sk, "sink_rows_per_s", "median"), _get(sk, "direct_rows_per_s", "median"),
                     sk.get("ratio"), "rows/s"])
+        for method, summary in (sk.get("direct_by_method") or {}).items():
+            if method != best:
+                out.append(["4 sink", f"  vs direct bulk insert ({method})",
+                            _get(sk, "sink_rows_per_s", "median"), summary.get("median"),
+                            _get(sk, "ratio_by_method", method), "rows/s"])
         if sk.get("end_to_end_rows_per_s"):
             out.append(["4 sink", f"{sk['rows']} rows sent to a running worker, end to end",
                         _get(sk, "end_to_end_rows_per_s", "median"),

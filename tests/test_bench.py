@@ -240,3 +240,14 @@ def test_the_routing_rows_compare_with_the_relay_at_the_same_rate_and_at_half_it
     table = rows(result)
     assert [r[2:5] for r in table] == [[30.0, 5.0, 6.0], [90.0, 10.0, 9.0], [90.0, 45.0, 2.0]]
     assert "@ 500/s" in table[0][1] and "8,000/s (half its max)" in table[2][1]
+
+
+@pytest.mark.parametrize("method", ["columns", "json"])
+def test_the_sink_ceilings_store_every_row_of_the_same_results(tmp_path, method):
+    """bench/sink.py's direct inserts (each in a process of its own, as chDB wants): both store
+    the 3 rows of each result (the child checks the count and fails otherwise)."""
+    from bench import sink
+
+    assert sink._direct(tmp_path, 300, method) > 0
+    with pytest.raises(RuntimeError, match="direct insert failed"):
+        sink._direct(tmp_path, 300, "no-such-method-" + method)
