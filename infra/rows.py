@@ -7,6 +7,7 @@ column list from the first row of a batch.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -324,6 +325,26 @@ INGEST_SETTINGS = {
 }
 
 
+_INT64 = 2**63
+
+
+def ingestible(r: InferenceResult) -> bool:
+    """Whether ClickHouse maps this result's JSON exactly as interaction_row and finding_rows
+    would: every integer within Int64 (its Int128 columns would wrap a larger one silently,
+    where `_u32` clamps it) and every float finite (pydantic writes inf and nan as null,
+    which ClickHouse reads as 0). Any other result, hostile or odd, takes the Python rows."""
+    u = r.usage
+    ints = [r.attempt, u.prompt_tokens, u.completion_tokens]
+    for f in r.findings:
+        ints.append(f.line)
+        if f.end_line is not None:
+            ints.append(f.end_line)
+    if r.pull_request is not None and not 0 <= r.pull_request < 2**64:
+        return False  # refused either way (UInt64): the Python path says so as before
+    return (all(-_INT64 <= i < _INT64 for i in ints)
+            and math.isfinite(r.latency_ms) and math.isfinite(u.cost_usd))
+
+
 class EventRows:
     """The rows of many events, gathered per table as columns while the events come, so the
     events themselves need not be kept until the insert.
@@ -364,7 +385,7 @@ class EventRows:
 
     def add(self, event: Event, source: bytes | None = None) -> None:
         index = len(self.keys)
-        if event.__class__ is InferenceResult:
+        if event.__class__ is InferenceResult and ingestible(event):
             self.results.append(event.model_dump_json().encode())
             self.result_owners.append(index)
             self.result_rows.append(1 + len(event.findings))
@@ -389,18 +410,21 @@ class EventRows:
             self.owners[table].append(index)
 
     def without(self, drop: set[int]) -> EventRows:
-        """The same rows less those of the events at the indices in `drop`."""
+        """The same rows less those of the events at the indices in `drop` (the rest are
+        numbered again from 0, as if added alone)."""
         out = EventRows()
+        renumber = {old: new for new, old in enumerate(i for i in range(len(self.keys))
+                                                        if i not in drop)}
         for table, columns in self.tables.items():
             keep = [i for i, owner in enumerate(self.owners[table]) if owner not in drop]
             if keep:
                 out.tables[table] = {c: [values[i] for i in keep] for c, values in columns.items()}
-                out.owners[table] = [self.owners[table][i] for i in keep]
+                out.owners[table] = [renumber[self.owners[table][i]] for i in keep]
         for line, owner, n in zip(self.results, self.result_owners, self.result_rows,
                                   strict=True):
             if owner not in drop:
                 out.results.append(line)
-                out.result_owners.append(owner)
+                out.result_owners.append(renumber[owner])
                 out.result_rows.append(n)
         out.keys = [k for i, k in enumerate(self.keys) if i not in drop]
         if self.sources is not None:

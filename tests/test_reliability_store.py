@@ -118,6 +118,10 @@ def test_which_store_errors_mean_retry_all_and_which_mean_bad_rows():
     assert is_unavailable(OperationalError("HTTPDriver: connection reset"))
     assert is_unavailable(DatabaseError("received ClickHouse error code 241: memory limit"))
     assert is_unavailable(RuntimeError("Code: 252. DB::Exception: Too many parts"))
+    # A store not set up for the rows fails every row alike: held and retried, not isolated.
+    assert is_unavailable(DatabaseError("Code: 60. DB::Exception: Unknown table results_ingest"))
+    assert is_unavailable(DatabaseError("Code: 115. DB::Exception: Unknown setting "
+                                        "input_format_json_read_objects_as_strings"))
     # A refused row stays a data error, whatever words its own text quotes.
     assert not is_unavailable(DatabaseError("Code: 53. Type mismatch in 'fix connection "
                                             "timeout, code: 241'"))

@@ -366,7 +366,7 @@ def test_event_rows_leave_out_the_events_asked_and_keep_the_rest_aligned():
     left = rows.without({0, 3})
     assert left.keys == [("Feedback", c.event_id), ("InferenceResult", b.event_id)]
     assert [json.loads(line)["request_id"] for line in left.results] == ["b"]
-    assert left.result_owners == [2] and left.result_rows == [1]
+    assert left.result_owners == [1] and left.result_rows == [1]  # numbered again
     assert left.tables["feedback"]["fingerprint"] == ["f1"]
     assert [t for t, _, _ in left.columns()] == ["feedback"]
     assert [t for t, _, _ in rows.without({1, 3}).columns()] == []
@@ -374,3 +374,23 @@ def test_event_rows_leave_out_the_events_asked_and_keep_the_rest_aligned():
     kept.add(a, b"A")
     kept.add(c, b"C")
     assert kept.without({0}).sources == [("Feedback", b"C")]
+    # what is left is numbered again, so it can be narrowed again
+    twice = rows.without({0}).without({0})  # less a, then less c
+    assert twice.keys == [("InferenceResult", b.event_id), ("Feedback", d.event_id)]
+    assert twice.result_owners == [0] and twice.owners == {"feedback": [1]}
+    assert twice.tables["feedback"]["fingerprint"] == ["f2"]
+
+
+def test_results_beyond_what_clickhouse_maps_exactly_take_the_python_rows():
+    from infra.rows import EventRows, ingestible
+
+    assert ingestible(result())
+    assert not ingestible(result(attempt=2**63))
+    assert ingestible(result(attempt=2**63 - 1)) and ingestible(result(attempt=-(2**63)))
+    assert not ingestible(result(latency_ms=float("inf")))
+    assert not ingestible(result(usage=Usage(cost_usd=float("nan"))))
+    assert not ingestible(result(findings=[finding("x", Severity.low, 2**70)]))
+    assert not ingestible(result(pull_request=2**64))
+    rows = EventRows()
+    rows.add(result(attempt=2**70))
+    assert rows.results == [] and rows.tables["interactions"]["attempt"] == [2**32 - 1]

@@ -184,6 +184,11 @@ def varied_results() -> list:
                            model="gpt-x", prompt_hash="abc"),
                accepted_at=datetime(2025, 1, 2, 3, 0, 0, 123456, tzinfo=UTC),
                occurred_at=datetime(2025, 1, 2, 4, 5, 6, 999999, tzinfo=UTC)),
+        # beyond what the views map exactly (infra/rows.py `ingestible`): Python's rows
+        result(request_id="huge", attempt=2**127 + 1, latency_ms=float("inf"),
+               findings=[finding("h", Severity.high, 10**50)]),
+        result(request_id="below", attempt=-(2**127) - 1,
+               usage=Usage(prompt_tokens=-(10**30), completion_tokens=10**40)),
     ]
 
 
@@ -193,12 +198,14 @@ def test_clickhouse_maps_a_result_to_the_rows_infra_rows_would_write(engine, tmp
     exactly the rows of infra/rows.py's interaction_row and finding_rows, inserted as columns
     into a copy of each table: the SQL is checked against the Python it replaced."""
     from infra.rows import rows_for
+    from schemas import Usage
 
     opened = IMPLEMENTATIONS[engine](tmp_path)
     store = next(opened).store
     try:
         events = varied_results()
-        assert store.insert_events(events) == 3 + 3 + 2  # interactions, then findings: 3 + 0 + 2
+        # interactions, then findings: 3 + 0 + 2 + 1 + 3
+        assert store.insert_events(events) == 5 + 9
         by_table: dict[str, list[dict]] = {}
         for event in events:
             for table, row in rows_for(event):
@@ -214,6 +221,17 @@ def test_clickhouse_maps_a_result_to_the_rows_infra_rows_would_write(engine, tmp
         edges = store.query("SELECT attempt, prompt_tokens, completion_tokens, "
                             "findings_critical FROM interactions WHERE request_id = 'edges'").rows
         assert edges == [[4294967295, 4294967295, 0, 1]]
+        odd = store.query("SELECT request_id, attempt, latency_ms, prompt_tokens, "
+                          "completion_tokens FROM interactions WHERE request_id IN "
+                          "('huge', 'below') ORDER BY request_id").rows
+        # (inf reads back as None: query results are JSON-friendly)
+        assert odd == [["below", 0, 41.5, 0, 4294967295], ["huge", 4294967295, None, 100, 20]]
+        store.insert_events([result(request_id="nan", usage=Usage(cost_usd=float("nan")))])
+        assert store.query("SELECT isNaN(cost_usd), isInfinite(latency_ms) FROM interactions "
+                           "WHERE request_id IN ('nan', 'huge') ORDER BY request_id").rows == [
+            [0, 1], [1, 0]]  # stored as they were, not as 0
+        with pytest.raises(StoreError):  # refused by either path, as before (UInt64)
+            store.insert_events([result(request_id="pr", pull_request=2**64 + 5)])
     finally:
         next(opened, None)  # the implementation's own clean-up
 

@@ -109,3 +109,38 @@ def test_a_rotated_token_takes_effect_without_a_restart(served):
     new = ensure_token(settings.home)
     assert _post(url, "/store/query", {"sql": "SELECT 1"}, old)[0] == 403
     assert _post(url, "/store/query", {"sql": "SELECT 1"}, new)[0] == 200
+
+
+def test_a_host_whose_store_is_down_says_retry_and_the_remote_store_raises_unavailable(served):
+    """The host's outage (here its fault file) reaches another worker as StoreUnavailable,
+    which the sink holds and retries, never as a data error it would dead-letter row by row;
+    so does a host whose store is not open yet (503)."""
+    import asyncio
+
+    from infra.clickhouse.served import serve_store_request
+    from infra.store import StoreUnavailable
+
+    settings, owner, url = served
+    client = open_store(settings)
+    assert isinstance(client, RemoteStore)
+    owner.fault_file = settings.home / "down"
+    owner.fault_file.write_text("")
+    with pytest.raises(StoreUnavailable, match="fault injection"):
+        client.insert_events([result(request_id="r-down")])
+    owner.fault_file.unlink()
+    assert client.insert_events([result(request_id="r-up")]) == 4
+    with pytest.raises(StoreError) as bad:  # a data error stays one
+        client.insert_event_rows(_rows_with_source(b'{"not": "a result"}'))
+    assert not isinstance(bad.value, StoreUnavailable)
+    status, body = asyncio.run(serve_store_request(
+        None, "insert", authorization=f"Bearer {read_token(settings.home)}", body=b"{}",
+        home=settings.home))
+    assert status == 503 and body["retry"] is True
+
+
+def _rows_with_source(source: bytes):
+    from infra.rows import EventRows
+
+    rows = EventRows()
+    rows.add(result(request_id="r-bad"), source)
+    return rows

@@ -22,8 +22,12 @@ class StoreUnauthorized(StoreError):
 
 
 # ClickHouse error codes that say "not now" rather than "not these rows": timeouts, network,
-# too many queries or parts, memory, read-only replicas, keeper trouble.
-TRANSIENT_CODES = frozenset({3, 159, 164, 202, 203, 209, 210, 241, 242, 252, 319, 425, 999})
+# too many queries or parts, memory, read-only replicas, keeper trouble; and a store not set up
+# for the rows (60 unknown table, 115 unknown setting: a table or view missing, a server too old
+# for migration 015), which every row would fail alike: the sink holds them and retries rather
+# than dead-letter the whole stream one row at a time.
+TRANSIENT_CODES = frozenset({3, 60, 115, 159, 164, 202, 203, 209, 210, 241, 242, 252, 319, 425,
+                             999})
 _CODE = re.compile(r"(?:\bcode:?\s*|error code\s+)(\d+)", re.IGNORECASE)
 
 

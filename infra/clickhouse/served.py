@@ -29,7 +29,7 @@ from schemas import Event
 
 from .auth import bearer_headers, check_authorization
 from .dsn import one_line
-from .errors import StoreUnauthorized
+from .errors import StoreUnauthorized, StoreUnavailable
 from .protocol import QueryResult
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ class RemoteStore:
         if not isinstance(answer, dict):
             raise StoreError(f"worker at {self.web_url} answered with a JSON {type(answer).__name__}")
         if "error" in answer:
+            if answer.get("retry") is True:  # the host's store is down or not open yet
+                raise StoreUnavailable(str(answer["error"]))
             raise StoreError(str(answer["error"]))
         return answer
 
@@ -184,6 +186,8 @@ def handle_insert_request(store: Store, payload: Any) -> dict:
             return {"error": one_line(f"invalid {cls.__name__}: {exc}")}
     try:
         return {"written": store.insert_events(events)}
+    except (StoreUnavailable, StoreBusy) as exc:  # not the rows' fault: the caller retries
+        return {"error": str(exc), "retry": True}
     except StoreError as exc:
         return {"error": str(exc)}
 
@@ -207,5 +211,5 @@ async def serve_store_request(store: AsyncStore | None, kind: str, *, authorizat
     except ValueError:
         return 400, {"error": "the request body is not JSON"}
     if store is None:
-        return 503, {"error": "the worker's store is not open yet"}
+        return 503, {"error": "the worker's store is not open yet", "retry": True}
     return 200, await store.call(handler, payload)

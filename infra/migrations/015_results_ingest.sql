@@ -11,9 +11,15 @@
 --
 -- Nested objects: `change_type` and `risk` are read as their JSON text
 -- (input_format_json_read_objects_as_strings), so that an absent one (null) stays NULL;
--- `findings` as named tuples; integers as Int128, so that any value pydantic accepts below
--- 2^127 is clamped here as `_u32` clamps it (larger ones are refused: the sink dead-letters
--- that one event).
+-- `findings` as named tuples; integers as Int128, so that negative values and values above
+-- 2^32 are clamped here as `_u32` clamps them. A result with an integer beyond Int64 or a float
+-- that is not finite never comes here (infra/rows.py `ingestible`): ClickHouse would wrap the
+-- one and read the other (pydantic writes null) as 0; Python's rows store it as before.
+--
+-- Any later change to the columns of interactions or findings changes results_ingest and these
+-- views with it (and interaction_row / finding_rows: the contract test compares them). A
+-- migration that rebuilds either table (as 013 did, CREATE OR REPLACE) drops these views first
+-- and creates them again after: on a ClickHouse server a view may follow the old table.
 
 CREATE TABLE IF NOT EXISTS results_ingest
 (
