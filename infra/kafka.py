@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from agents.errors import BrokerUnavailable
 from agents.settings import Settings
 
+from .partitioner import KafkaPartitioner
 from .tansu import FETCH_MAX_WAIT_MS, end_offsets, true_end_offsets
 
 __all__ = ["FETCH_MAX_WAIT_MS", "client_kwargs", "consumer_lag", "end_offsets", "ensure_topics",
@@ -80,6 +81,7 @@ async def ensure_topics(settings: Settings, bootstrap: str, partitions: dict[str
 
 async def start_producer(settings: Settings, bootstrap: str, **kw: Any) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(**client_kwargs(settings, bootstrap), acks="all",
+                                partitioner=kw.pop("partitioner", KafkaPartitioner()),
                                 linger_ms=kw.pop("linger_ms", 5),
                                 max_request_size=kw.pop("max_request_size", 16_000_000), **kw)
     try:

@@ -11,6 +11,7 @@ import faust
 
 from agents.settings import Settings
 from infra.kafka import client_kwargs
+from infra.partitioner import KafkaPartitioner
 from schemas import VersionSpec
 
 from .context import AppContext
@@ -61,6 +62,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         # events (bench/rawpipe.py: 556 -> 734 events/s). Linger as the other clients.
         producer_max_batch_size=1_048_576,
         producer_linger=0.005,
+        producer_partitioner=KafkaPartitioner(),  # Java's rule, half aiokafka's CPU per record
         consumer_max_fetch_size=16_000_000,
         producer_acks=-1,
         table_cleanup_interval=60.0,

@@ -251,3 +251,12 @@ def test_the_sink_ceilings_store_every_row_of_the_same_results(tmp_path, method)
     assert sink._direct(tmp_path, 300, method) > 0
     with pytest.raises(RuntimeError, match="direct insert failed"):
         sink._direct(tmp_path, 300, "no-such-method-" + method)
+
+
+def test_the_partitioner_bench_reports_both_partitioners_per_key():
+    from bench import partitioner
+
+    out = partitioner.measure(200, repeat=1)
+    assert out["keys"] == 250
+    assert out["aiokafka_us_per_key"] > 0 and out["reviewbus_us_per_key"] > 0
+    assert out["ratio"] == out["reviewbus_us_per_key"] / out["aiokafka_us_per_key"]
