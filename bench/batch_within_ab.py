@@ -5,7 +5,9 @@
 Per value and round, in turn: a fresh no-op worker with that window, warmed, two throughput
 trials of `--events` events, then a paced run at `--rate` events/s (routing and end-to-end
 latency). One JSON line per run on stdout, and `bench/results/<stamp>-batch-within-ab.json`.
-The values alternate so that drift in the machine's load hits each of them alike.
+The values alternate, their order reversed every other round, so that drift in the machine's
+load and the broker's growing history hit each of them alike; each throughput trial starts on
+an idle worker.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def one_run(home: Path, broker: str, value: str, events: int, rate: float,
     w.start()
     try:
         asyncio.run(pipeline._warm(w))
-        tps = [asyncio.run(pipeline.pipeline_throughput(w, events, log)) for _ in range(2)]
+        tps = pipeline.settled_trials(w, events, 2, log)
         pipeline.settle(w)
         lat = asyncio.run(pipeline.pipeline_latency(w, rate, seconds, log))
     finally:
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         for r in range(args.rounds):
-            for value in values:
+            # Reversed every other round: no value always runs first (or last) on the broker.
+            for value in values if r % 2 == 0 else values[::-1]:
                 run = {"round": r, **one_run(home / f"w{r}-{value}", broker.address, value,
                                              args.events, args.rate, args.seconds)}
                 print(json.dumps(run), flush=True)

@@ -244,9 +244,10 @@ def _worker(home: Path, broker: str, config: dict, partitions: int, log) -> Work
     return w
 
 
-def settle(w: Worker, timeout: float = 180.0) -> None:
+def settle(w: Worker, timeout: float = 180.0) -> bool:
     """Wait until the worker is idle (the sink caught up), so a paced run measures latency
-    and not the drain of an earlier flood: the written-rows counter still for 1.5 s."""
+    and not the drain of an earlier flood: the written-rows counter still for 1.5 s. Returns
+    False when it was still moving after `timeout` (the caller's figure says so)."""
     deadline = time.monotonic() + timeout
     last, still = -1.0, 0
     while time.monotonic() < deadline and still < 3:
@@ -254,6 +255,7 @@ def settle(w: Worker, timeout: float = 180.0) -> None:
         still = still + 1 if now == last else 0
         last = now
         time.sleep(0.5)
+    return still >= 3
 
 
 def settled_trials(w: Worker, n: int, trials: int, log) -> list[dict]:
@@ -262,8 +264,10 @@ def settled_trials(w: Worker, n: int, trials: int, log) -> list[dict]:
     bench/batch_within_ab.py), and the median mixed the two conditions."""
     runs = []
     for _ in range(trials):
-        settle(w)
-        runs.append(asyncio.run(pipeline_throughput(w, n, log)))
+        settled = settle(w)
+        if not settled:
+            log("  (the worker was not idle after 180 s; this trial starts anyway)")
+        runs.append({**asyncio.run(pipeline_throughput(w, n, log)), "settled": settled})
     return runs
 
 
@@ -336,6 +340,18 @@ def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials:
         }
         log("3. shadow cost: 0 shadows")
         shadow_runs = {0: settled_trials(w0, shadow_events, trials, log)}
+        # The same worker after all of the above, on the fresh trials' own terms (as many
+        # events, wall-clock rate): a shorter run's span rate would flatter it.
+        log("7. the same worker after the long run")
+        later = settled_trials(w0, events, 1, log)[0]
+        fresh_wall = trials_summary([r["events_per_s_wall"] for r in runs0])["median"]
+        out["after_long_run"] = {
+            "events": events, "fresh_wall_events_per_s": fresh_wall,
+            "after_wall_events_per_s": later["events_per_s_wall"],
+            "ratio": ratio(later["events_per_s_wall"], fresh_wall),
+            "method": "wall-clock rate (first send to last findings) of one settled trial of "
+                      "the same size on the same worker, after its routing run and its "
+                      "0-shadow trials, against the median of its fresh trials"}
         out["_w0"] = {"peak_rss_mib_1": rss_1, "peak_rss_mib": w0.peak_rss_mib()}
     finally:
         w0.stop()

@@ -55,10 +55,12 @@ def rows(result: dict) -> list[list[Any]]:
             if v is not None:
                 out.append(["3 shadow cost", f"throughput, {k.replace('_', ' ')}", v, base,
                             _get(sc, "ratio_to_0_shadows", k), "events/s"])
-        fresh = _get(result, "throughput", "pipeline_events_per_s", "median")
-        if base is not None and fresh:
-            out.append(["3 shadow cost", "same worker after the long run of 1 vs fresh", base,
-                        fresh, base / fresh, "events/s"])
+        later = result.get("after_long_run")
+        if later:
+            out.append(["3 shadow cost", f"same worker after the long run vs fresh "
+                        f"({later['events']} events, wall clock)",
+                        later["after_wall_events_per_s"], later["fresh_wall_events_per_s"],
+                        later.get("ratio"), "events/s"])
         rate = _get(sc, "stable_latency", "rate")
         out.append(["3 shadow cost", f"stable p99 end-to-end @ {fmt(rate)}/s, slow vs fast shadow",
                     sc.get("stable_p99_ms_slow_shadow"), sc.get("stable_p99_ms_fast_shadow"),

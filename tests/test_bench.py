@@ -260,3 +260,14 @@ def test_the_partitioner_bench_reports_both_partitioners_per_key():
     assert out["keys"] == 250
     assert out["aiokafka_us_per_key"] > 0 and out["reviewbus_us_per_key"] > 0
     assert out["ratio"] == out["reviewbus_us_per_key"] / out["aiokafka_us_per_key"]
+
+
+def test_the_same_worker_row_compares_wall_clock_rates_of_trials_of_one_size():
+    result = {"params": {"trials": 1}, "machine": machine_info(),
+              "shadow_cost": {"throughput_events_per_s": {"0_shadows": {"median": 3000.0}},
+                              "ratio_to_0_shadows": {"0_shadows": 1.0}},
+              "after_long_run": {"events": 5000, "fresh_wall_events_per_s": 2000.0,
+                                 "after_wall_events_per_s": 1700.0, "ratio": 0.85}}
+    [row] = [r for r in rows(result) if "after the long run" in r[1]]
+    assert row[1:6] == ["same worker after the long run vs fresh (5000 events, wall clock)",
+                        1700.0, 2000.0, 0.85, "events/s"]
