@@ -46,7 +46,7 @@ class FakeStream:
         self.log.append(("ack", event.value))
 
 
-def fake_take(stream, n, within):
+def fake_take(stream, n, within, quiet):
     return stream.noack_take(n, within)
 
 
