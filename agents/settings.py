@@ -69,15 +69,13 @@ class Settings(BaseSettings):
     # (bench/idle_routing.py), an idle worker still polls 4/s for all but 10 s of a quiet hour.
     fetch_idle_after_s: float = Field(default=10.0, ge=0)
     fetch_idle_wait_ms: int = Field(default=250, ge=0)
-    # Every hop takes what is there, up to batch_max events or batch_within_s from the batch's
-    # first event (streams/batching.py, infra/faust_take.py). At partial load every hop holds
-    # each event up to batch_within_s: 10 ms, not 50, cut the routing p50 at 800/s from 58-61 to
-    # 34 ms with the same throughput; 3 ms cost a fifth of it (docs/concepts/batching.md).
+    # Every hop takes what is there, up to batch_max events or batch_within_s (streams/batching.py).
+    # Faust's noack_take waits the whole window unless the batch fills, so at partial load every
+    # hop holds each event up to batch_within_s: 10 ms, not 50, cut the routing p50 at 800/s
+    # from 58-61 to 34 ms with the same throughput; 3 ms cost a fifth of it
+    # (docs/concepts/batching.md).
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.01, gt=0)
-    # A batch also closes once no event came for batch_quiet_s: a lone event waits that long,
-    # not the whole window (infra/faust_take.py); 0 turns it off (the whole window).
-    batch_quiet_s: float = Field(default=0.002, ge=0)
     litellm_api_key: SecretStr | None = None
     # Broker watchdog (streams/flows/healing.py): how often the worker checks that its topics
     # still exist, and recreates them (a restarted embedded broker forgets every topic).

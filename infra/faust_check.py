@@ -53,7 +53,6 @@ CHECKED = (
     ("faust.streams", "Stream", "_enable_passive", "(self, channel, declare)"),
     ("faust.streams", "Stream", "add_processor", "(self, processor)"),
     ("mode.services", "Service", "wait_for_stopped", "(self, *coros, timeout)"),
-    ("mode.services", "Service", "wait_first", "(self, *coros, timeout)"),
 )
 # (module, class, attribute) of CHECKED -> text its source must contain: what a patch relies
 # on inside it.
@@ -69,12 +68,8 @@ SOURCE_NEEDS = {
         "callback(message), self.suspend_flow.wait()",
     ("faust.transport.consumer", "Consumer", "wait_first"):
         "coro if isinstance(coro, Awaitable) else coro.wait()",
-    # take_batches restates noack_take: any change to Faust's refuses to start (its source's
-    # hash, NOACK_TAKE_SHA256), and it relies on wait_first watching a crash as a stop.
-    ("mode.services", "Service", "wait_first"): "futures[crashed]",
+    ("faust.streams", "Stream", "noack_take"): "self._processors.remove(add_to_buffer)",
 }
-# sha256 of inspect.getsource(faust.streams.Stream.noack_take) in faust-streaming 0.15.3
-NOACK_TAKE_SHA256 = "f2cc2dbfc162d2006c94361c0ed68535c95484020849eb0d4210c1f52c4c430a"
 ORIGINALS: dict[tuple[str, str, str], object] = {}  # what install() replaced, for the check
 
 
@@ -106,14 +101,6 @@ def _problem(module: str, cls: str, attr: str, expected: str | None) -> str | No
     return None if got == expected else f"{where} has signature {got}, expected {expected}"
 
 
-def noack_take_hash() -> str:
-    import hashlib
-
-    from faust.streams import Stream
-
-    return hashlib.sha256(inspect.getsource(Stream.noack_take).encode()).hexdigest()
-
-
 def installed_versions() -> dict[str, str]:
     out = {}
     for dist in WRITTEN_AGAINST:
@@ -129,9 +116,6 @@ def self_check(checked=None) -> None:
     is as expected."""
     entries = CHECKED if checked is None else checked
     problems = [p for entry in entries if (p := _problem(*entry)) is not None]
-    if checked is None and not problems and noack_take_hash() != NOACK_TAKE_SHA256:
-        problems.append("faust.streams.Stream.noack_take changed (infra/faust_take.py restates "
-                        "it: compare the two, then update NOACK_TAKE_SHA256)")
     if problems:
         versions = ", ".join(f"{k} {v}" for k, v in installed_versions().items())
         written = ", ".join(f"{k} {v}" for k, v in WRITTEN_AGAINST.items())
@@ -140,6 +124,5 @@ def self_check(checked=None) -> None:
             f"(infra/faust_compat.py was written against {written}; installed: {versions})")
 
 
-__all__ = ["CHECKED", "NOACK_TAKE_SHA256", "ORIGINALS", "SOURCE_NEEDS", "WRITTEN_AGAINST",
-           "FaustIncompatible", "bare_signature", "installed_versions", "noack_take_hash",
-           "self_check"]
+__all__ = ["CHECKED", "ORIGINALS", "SOURCE_NEEDS", "WRITTEN_AGAINST", "FaustIncompatible",
+           "bare_signature", "installed_versions", "self_check"]

@@ -1,6 +1,5 @@
-"""`take_batches(stream, n, within, quiet)`: Faust's `Stream.noack_take`, except that an idle
-stream costs nothing, a batch's window starts with its first event, and (`quiet`) a batch
-closes once no event came for that long.
+"""`take_batches(stream, n, within)`: Faust's `Stream.noack_take`, except that an idle stream
+costs nothing and a batch's window starts with its first event.
 
 Faust's `noack_take` loops on `wait_for_stopped(buffer_full, timeout=within)` whether or not
 anything came, and every turn goes through mode's `wait_first` (three tasks and an
@@ -8,10 +7,7 @@ anything came, and every turn goes through mode's `wait_first` (three tasks and 
 agent: `python -m bench.idle` measured an idle worker at 8.3 % of a core against 5.9 % with a
 50 ms window. Here the loop waits for the first event without a timeout (a stopping stream
 still ends it: `wait_for_stopped` returns on stop), then gathers for at most `within` or until
-`n` events, as before. A window that starts with its first event makes a lone event wait all
-of it (Faust's tick-based window: half of it on average), so with `quiet` the batch closes as
-soon as no event came for `quiet`: take what is there, as aiokafka's `getmany` does, checked at
-most `within / quiet` times a batch. Everything else is Faust's code as it stands in faust-streaming 0.15.3
+`n` events, as before. Everything else is Faust's code as it stands in faust-streaming 0.15.3
 (`faust/streams.py` `noack_take`), kept line for line where it can be: the same processor adds
 each event to the buffer, acks stay disabled, the caller acks after its outputs are on the
 broker (streams/batching.py). infra/faust_check.py refuses to start a worker whose Faust
@@ -21,28 +17,16 @@ no longer has the internals this relies on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from mode.utils.futures import notify
-from mode.utils.times import want_seconds
 
 
-def take_batches(stream: Any, max_: int, within: float, quiet: float | None = None
-                 ) -> AsyncGenerator[Sequence[Any], None]:
+async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[Sequence[Any]]:
     """Lists of up to `max_` events (Faust events: ack each after use), each gathered for at
-    most `within` seconds from its first event, or (`quiet`) until no event came for that
-    long. Registered on the stream as Faust registers its own takes, so `Stream.on_stop`
-    closes one a caller left behind."""
-    agen = _take_batches(stream, max_, within, quiet)
-    stream._active_agens.add(agen)
-    return agen
-
-
-async def _take_batches(stream: Any, max_: int, within: float, quiet: float | None
-                        ) -> AsyncGenerator[Sequence[Any], None]:
+    most `within` seconds from its first event."""
     self = stream
-    timeout = want_seconds(within) if within else None  # as Faust: 0 means no window
     buffer: list[Any] = []
     events: list[Any] = []
     buffer_full = asyncio.Event()
@@ -85,23 +69,9 @@ async def _take_batches(stream: Any, max_: int, within: float, quiet: float | No
             if not buffer:
                 buffer_started.clear()
                 # Idle: no timeout, so no wake-ups until an event comes (or the stream stops).
-                # Stopped with events buffered: they are yielded below, as Faust's loop does.
-                if await self.wait_for_stopped(buffer_started) and not buffer:
+                if await self.wait_for_stopped(buffer_started):
                     break
-            if quiet is None or timeout is None:
-                await self.wait_for_stopped(buffer_full, timeout=timeout)
-            else:
-                # Take what is there: close the batch once `quiet` passed without a new event
-                # (at most within / quiet checks per batch, never one per event).
-                deadline = self.loop.time() + timeout
-                while True:
-                    seen = len(buffer)
-                    left = deadline - self.loop.time()
-                    if left <= 0 or await self.wait_for_stopped(buffer_full,
-                                                                timeout=min(quiet, left)):
-                        break
-                    if buffer_full.is_set() or len(buffer) == seen:
-                        break
+            await self.wait_for_stopped(buffer_full, timeout=within)
             if buffer:
                 buffer_consuming = self.loop.create_future()
                 try:

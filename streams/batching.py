@@ -79,10 +79,9 @@ async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
                       after: Callable[[], None] | None = None,
                       expected: tuple[type[Exception], ...] = (),
                       take: Callable = take_batches) -> None:
-    """`take(stream, n, within, quiet)`: the batches (infra/faust_take.py; tests give a fake)."""
+    """`take(stream, n, within)`: the batches (infra/faust_take.py; tests give a fake)."""
     settings = ctx.settings
-    async for events in take(stream, settings.batch_max, settings.batch_within_s,
-                             settings.batch_quiet_s or None):
+    async for events in take(stream, settings.batch_max, settings.batch_within_s):
         BATCH_EVENTS.labels(agent=agent).observe(len(events))
         try:
             await handle_batch(ctx, events, agent, handle, reason=reason,

@@ -46,7 +46,7 @@ class FakeStream:
         self.log.append(("ack", event.value))
 
 
-def fake_take(stream, n, within, quiet):
+def fake_take(stream, n, within):
     return stream.noack_take(n, within)
 
 

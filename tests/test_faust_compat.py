@@ -78,11 +78,3 @@ def test_run_worker_refuses_to_start_before_it_touches_anything(monkeypatch, tmp
     with pytest.raises(FaustIncompatible, match="Consumer.no_such_method is missing"):
         run_worker(settings)  # no broker at that address: the check comes first
     assert sys.getswitchinterval() == before and not (tmp_path / "home").exists()
-
-
-def test_a_changed_noack_take_refuses_to_start(monkeypatch):
-    """infra/faust_take.py restates Faust's noack_take: any change to Faust's source is caught
-    (by its hash), not only a changed signature."""
-    monkeypatch.setattr(faust_check, "NOACK_TAKE_SHA256", "0" * 64)
-    with pytest.raises(FaustIncompatible, match="noack_take changed"):
-        self_check()

@@ -6,7 +6,6 @@ Faust's noack_take wakes every `within`."""
 from __future__ import annotations
 
 import asyncio
-import weakref
 from types import SimpleNamespace
 
 from mode import Service
@@ -26,7 +25,6 @@ class QueueStream(Service):
         self.channel = SimpleNamespace(__aiter__=lambda: None)
         self.waits = 0
         self.drainer: asyncio.Task | None = None
-        self._active_agens: weakref.WeakSet = weakref.WeakSet()  # as Faust's Stream
 
     def add_processor(self, processor) -> None:
         self._processors.append(processor)
@@ -102,110 +100,3 @@ def test_the_window_starts_with_the_first_event_of_a_batch():
     got, first = asyncio.run(run())
     assert [b for b, _ in got] == [["a", "b"]]
     assert got[0][1] - first >= 0.2 * 0.9  # held for the window from its first event
-
-
-def test_a_stopping_stream_ends_the_idle_wait_and_yields_what_it_holds():
-    """The idle wait has no timeout: a stop must end it (and a batch buffered when the stop
-    came is still yielded, as Faust's loop does, so the caller can ack it)."""
-    async def run():
-        stream = QueueStream()
-        got: list = []
-
-        async def consume() -> None:
-            async for batch in take_batches(stream, 10, 5.0):
-                got.append([e.value for e in batch])
-
-        task = asyncio.ensure_future(consume())
-        await asyncio.sleep(0.05)
-        await stream.stop()  # idle: nothing buffered
-        await asyncio.wait_for(task, 2)
-        first = list(got)
-
-        stream2 = QueueStream()
-        task = asyncio.ensure_future(_consume_into(stream2, got))
-        await asyncio.sleep(0.05)
-        stream2.queue.put_nowait("x")
-        await asyncio.sleep(0)  # the drainer buffers "x" ...
-        await asyncio.sleep(0)
-        await stream2.stop()  # ... and the stream stops before the window is over
-        await asyncio.wait_for(task, 2)
-        stream.drainer.cancel()
-        stream2.drainer.cancel()
-        return first, got
-
-    first, got = asyncio.run(run())
-    assert first == [] and got == [["x"]]
-
-
-def test_a_take_is_registered_on_its_stream_as_fausts_are():
-    """Faust's Stream.on_stop closes the takes in `_active_agens` a caller left behind."""
-    async def run():
-        stream = QueueStream()
-        agen = take_batches(stream, 10, 0.01)
-        tracked = agen in stream._active_agens
-        await agen.aclose()
-        return tracked
-
-    assert asyncio.run(run())
-
-
-async def _consume_into(stream: QueueStream, got: list) -> None:
-    async for batch in take_batches(stream, 10, 5.0):
-        got.append([e.value for e in batch])
-
-
-def test_events_that_come_while_a_batch_is_handled_make_the_next_batch():
-    async def run():
-        stream = QueueStream()
-        got: list = []
-
-        async def consume() -> None:
-            async for batch in take_batches(stream, 10, 0.02):
-                got.append([e.value for e in batch])
-                if len(got) == 1:
-                    for i in range(3):  # arrive while this batch is being handled
-                        stream.queue.put_nowait(f"late{i}")
-                    await asyncio.sleep(0.05)
-                if sum(map(len, got)) >= 4:
-                    break
-
-        task = asyncio.ensure_future(consume())
-        stream.queue.put_nowait("first")
-        await asyncio.wait_for(task, 5)
-        stream.drainer.cancel()
-        return got
-
-    assert asyncio.run(run()) == [["first"], ["late0", "late1", "late2"]]
-
-
-def test_with_quiet_a_batch_closes_once_no_event_came_for_that_long():
-    """A lone event is handed on after `quiet`, not after the whole window; events that keep
-    coming closer together than `quiet` stay in one batch until the window ends."""
-    async def run():
-        stream = QueueStream()
-        loop = asyncio.get_running_loop()
-        sent: dict = {}
-        got: list = []
-
-        async def consume() -> None:
-            async for batch in take_batches(stream, 100, 3.0, 0.1):
-                got.append(([e.value for e in batch], loop.time()))
-                if sum(len(b) for b, _ in got) >= 7:
-                    break
-
-        task = asyncio.ensure_future(consume())
-        await asyncio.sleep(0.05)
-        sent["lone"] = loop.time()
-        stream.queue.put_nowait("lone")
-        await asyncio.sleep(0.5)
-        for i in range(6):  # 5 ms apart: much closer than quiet
-            stream.queue.put_nowait(i)
-            await asyncio.sleep(0.005)
-        await asyncio.wait_for(task, 5)
-        stream.drainer.cancel()
-        return got, sent["lone"], stream.waits
-
-    got, lone_at, waits = asyncio.run(run())
-    assert [b for b, _ in got] == [["lone"], [0, 1, 2, 3, 4, 5]]
-    assert got[0][1] - lone_at < 1.5  # after quiet (0.1 s), not the 3 s window
-    assert waits < 10  # a few checks per batch, not one per event
