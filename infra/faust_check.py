@@ -48,11 +48,6 @@ CHECKED = (
      "(self, assignment, node_id, request)"),
     ("aiokafka.consumer.fetcher", "Fetcher", "_get_actions_per_node", "(self, assignment)"),
     ("aiokafka.consumer.fetcher", "Fetcher", "_fetch_requests_routine", "(self)"),
-    # infra/faust_take.py restates noack_take and calls these (SOURCE_NEEDS: what it copies).
-    ("faust.streams", "Stream", "noack_take", "(self, max_, within)"),
-    ("faust.streams", "Stream", "_enable_passive", "(self, channel, declare)"),
-    ("faust.streams", "Stream", "add_processor", "(self, processor)"),
-    ("mode.services", "Service", "wait_for_stopped", "(self, *coros, timeout)"),
 )
 # (module, class, attribute) of CHECKED -> text its source must contain: what a patch relies
 # on inside it.
@@ -68,7 +63,6 @@ SOURCE_NEEDS = {
         "callback(message), self.suspend_flow.wait()",
     ("faust.transport.consumer", "Consumer", "wait_first"):
         "coro if isinstance(coro, Awaitable) else coro.wait()",
-    ("faust.streams", "Stream", "noack_take"): "self._processors.remove(add_to_buffer)",
 }
 ORIGINALS: dict[tuple[str, str, str], object] = {}  # what install() replaced, for the check
 

@@ -2,9 +2,8 @@
 
     await run_batches(ctx, stream, "router", handle)   # inside the agent
 
-Per batch (up to `settings.batch_max` events or `settings.batch_within_s` from the batch's first
-event, with `infra/faust_take.py` `take_batches`: Faust's `noack_take` without its wake-ups
-while idle; never `take`, which would ack before the outputs are on the broker):
+Per batch (up to `settings.batch_max` events or `settings.batch_within_s`, with Faust's
+`noack_take`, never `take`, which would ack before the outputs are on the broker):
 
 1. `handle(event)` for each event, in order: it returns the outputs of that event
    (`(topic, key, Event | bytes)` tuples). An exception dead-letters that one event with
@@ -25,8 +24,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-
-from infra.faust_take import take_batches
 
 from .context import AppContext, emit
 from .metrics import BATCH_EVENTS
@@ -77,11 +74,9 @@ async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
                       reason: Callable[[Exception], str] = repr,
                       on_send_error: Callable | None = None,
                       after: Callable[[], None] | None = None,
-                      expected: tuple[type[Exception], ...] = (),
-                      take: Callable = take_batches) -> None:
-    """`take(stream, n, within)`: the batches (infra/faust_take.py; tests give a fake)."""
+                      expected: tuple[type[Exception], ...] = ()) -> None:
     settings = ctx.settings
-    async for events in take(stream, settings.batch_max, settings.batch_within_s):
+    async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
         BATCH_EVENTS.labels(agent=agent).observe(len(events))
         try:
             await handle_batch(ctx, events, agent, handle, reason=reason,

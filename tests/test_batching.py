@@ -46,10 +46,6 @@ class FakeStream:
         self.log.append(("ack", event.value))
 
 
-def fake_take(stream, n, within):
-    return stream.noack_take(n, within)
-
-
 def event(value: bytes, offset: int):
     return SimpleNamespace(value=value, message=SimpleNamespace(topic="in", partition=0,
                                                                 offset=offset, key=None))
@@ -76,7 +72,7 @@ def test_acks_follow_every_broker_ack_and_keep_the_order_taken():
     def handle(ev):
         return [(out, None, ev.value + b"1"), (out, None, ev.value + b"2")]
 
-    asyncio.run(run_batches(ctx, stream, "t", handle, take=fake_take))
+    asyncio.run(run_batches(ctx, stream, "t", handle))
     assert stream.taken == [(3, 0.005)]  # the settings' N and T, with a `within`
     assert dlq == []
     acks = [v for kind, v in log if kind == "ack"]
@@ -101,7 +97,7 @@ def test_one_bad_event_is_dead_lettered_with_its_reason_and_the_batch_goes_on():
             raise ValueError("not a commit")
         return [(out, None, ev.value + b"!")]
 
-    asyncio.run(run_batches(ctx, stream, "intake", handle, take=fake_take,
+    asyncio.run(run_batches(ctx, stream, "intake", handle,
                             reason=lambda exc: f"invalid: {exc}", expected=(ValueError,)))
     assert dlq == [(b"bad", "invalid: not a commit", "intake")]
     assert [v for kind, v in log if kind == "acked-by-broker"] == [b"a!", b"c!"]
@@ -125,7 +121,6 @@ def test_a_refused_batch_runs_on_send_error_and_is_still_acked_in_order():
 
     stream = FakeStream([[event(b"a", 0), event(b"b", 1)]], log)
     asyncio.run(run_batches(ctx, stream, "router", lambda ev: [(Refusing(), None, ev.value)],
-                            take=fake_take,
                             on_send_error=on_send_error))
     assert [v for v, _ in refused] == [b"a", b"b"]
     assert [v for kind, v in log if kind == "ack"] == [b"a", b"b"]

@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 
 from agents.breaker import CircuitBreaker
 from agents.inference import run_batch
-from infra.faust_take import take_batches
 from schemas import (
     FailureEvent,
     InferenceRequest,
@@ -314,7 +313,7 @@ def agent(ctx: AppContext, topic, name: str, concurrency: int,
         # backend batch, N of them in flight, as before: its batches stay concurrent and a
         # rebalance or a crash repeats at most N of them. `inference.take_max` bounds others.
         take = ctx.config.inference.take_of(name.split(".", 1)[1], ctx.settings.batch_max)
-        async for events in take_batches(stream, take, ctx.config.inference.batch_wait_s):
+        async for events in stream.noack_take(take, within=ctx.config.inference.batch_wait_s):
             BATCH_EVENTS.labels(agent="inference").observe(len(events))
             await limit.acquire()  # backpressure: no more than N batches in flight
             finished = asyncio.Event()
