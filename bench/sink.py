@@ -57,7 +57,8 @@ def direct_insert(directory: str, n: int, run: str, method: str = "columns") -> 
     columns (the sink's path before migration 015); `json`: each result's JSON, written
     beforehand, in one JSONEachRow insert that migration 015's views map to rows (the sink's
     path since)."""
-    from infra.rows import INGEST_SETTINGS, INGEST_TABLE, rows_for
+    from infra.event_rows import INGEST_SETTINGS, INGEST_TABLE
+    from infra.rows import rows_for
     from infra.store import Store
 
     if method not in ("columns", "json"):

@@ -26,7 +26,7 @@ from typing import Any
 
 from agents.errors import StoreBusy
 from agents.settings import Settings
-from infra.rows import EventRows
+from infra.event_rows import EventRows
 from infra.store import RemoteStore, Store, open_store
 from schemas import Event
 

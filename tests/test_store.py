@@ -348,7 +348,7 @@ def test_password_never_shown_in_repr_or_errors():
 def test_event_rows_leave_out_the_events_asked_and_keep_the_rest_aligned():
     import json
 
-    from infra.rows import EventRows
+    from infra.event_rows import EventRows
 
     a, b = result(request_id="a"), result(request_id="b", findings=[])
     c = Feedback(fingerprint="f1", verdict="false_positive", actor="me")
@@ -382,7 +382,7 @@ def test_event_rows_leave_out_the_events_asked_and_keep_the_rest_aligned():
 
 
 def test_results_beyond_what_clickhouse_maps_exactly_take_the_python_rows():
-    from infra.rows import EventRows, ingestible
+    from infra.event_rows import EventRows, ingestible
 
     assert ingestible(result())
     assert not ingestible(result(attempt=2**63))

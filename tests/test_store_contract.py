@@ -145,7 +145,7 @@ def test_inserts_are_idempotent_on_event_id(impl):
 def test_event_rows_store_what_insert_events_stores(impl):
     """The sink's path (events gathered as columns, each with its JSON as it came): the same
     rows and the same idempotence as insert_events, a repeat inside the batch included."""
-    from infra.rows import EventRows
+    from infra.event_rows import EventRows
 
     rows = EventRows()
     first = result()
@@ -184,7 +184,7 @@ def varied_results() -> list:
                            model="gpt-x", prompt_hash="abc"),
                accepted_at=datetime(2025, 1, 2, 3, 0, 0, 123456, tzinfo=UTC),
                occurred_at=datetime(2025, 1, 2, 4, 5, 6, 999999, tzinfo=UTC)),
-        # beyond what the views map exactly (infra/rows.py `ingestible`): Python's rows
+        # beyond what the views map exactly (infra/event_rows.py `ingestible`): Python's rows
         result(request_id="huge", attempt=2**127 + 1, latency_ms=float("inf"),
                findings=[finding("h", Severity.high, 10**50)]),
         result(request_id="below", attempt=-(2**127) - 1,

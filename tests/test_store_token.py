@@ -139,7 +139,7 @@ def test_a_host_whose_store_is_down_says_retry_and_the_remote_store_raises_unava
 
 
 def _rows_with_source(source: bytes):
-    from infra.rows import EventRows
+    from infra.event_rows import EventRows
 
     rows = EventRows()
     rows.add(result(request_id="r-bad"), source)

@@ -16,7 +16,7 @@ from .opening import open_store
 from .protocol import QueryResult
 
 if TYPE_CHECKING:
-    from infra.rows import EventRows
+    from infra.event_rows import EventRows
 
     from .served import RemoteStore
     from .store import Store

@@ -14,7 +14,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol, Self, runtime_checkable
 
-from infra.rows import EventRows, utc
+from infra.event_rows import EventRows
+from infra.rows import utc
 from schemas import Event
 
 
@@ -57,7 +58,7 @@ class StoreProtocol(Protocol):
     - `migrate()` applies the schema once; calling it again changes nothing.
     - `insert_events(events)` is idempotent on each event's id (ReplacingMergeTree tables,
       read with FINAL), and returns the number of rows it wrote; `insert_event_rows(rows)`
-      is the same for events already gathered as columns (infra/rows.py `EventRows`).
+      is the same for events already gathered as columns (infra/event_rows.py `EventRows`).
     - `query(sql, params)` runs one read-only statement (`readonly=True`, the default) with
       server-side bind parameters and returns columns and JSON-friendly rows.
     - Every failure is a `StoreError` (agents/errors.py), never a library's exception.

@@ -33,7 +33,7 @@ from .errors import StoreUnauthorized, StoreUnavailable
 from .protocol import QueryResult
 
 if TYPE_CHECKING:
-    from infra.rows import EventRows
+    from infra.event_rows import EventRows
 
     from .aio import AsyncStore
     from .store import Store

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import SecretStr
 
 from agents.errors import StoreError
-from infra.rows import INGEST_SETTINGS, INGEST_TABLE, EventRows
+from infra.event_rows import INGEST_SETTINGS, INGEST_TABLE, EventRows
 from schemas import Event
 
 from . import migrations

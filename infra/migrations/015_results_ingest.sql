@@ -13,7 +13,7 @@
 -- (input_format_json_read_objects_as_strings), so that an absent one (null) stays NULL;
 -- `findings` as named tuples; integers as Int128, so that negative values and values above
 -- 2^32 are clamped here as `_u32` clamps them. A result with an integer beyond Int64 or a float
--- that is not finite never comes here (infra/rows.py `ingestible`): ClickHouse would wrap the
+-- that is not finite never comes here (infra/event_rows.py `ingestible`): ClickHouse would wrap the
 -- one and read the other (pydantic writes null) as 0; Python's rows store it as before.
 --
 -- Any later change to the columns of interactions or findings changes results_ingest and these

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from agents.errors import StoreBusy
-from infra.rows import EventRows
+from infra.event_rows import EventRows
 from infra.store import StoreUnavailable
 from schemas import (
     AcceptedChange,
@@ -116,7 +116,7 @@ def parse_records(types: dict, records: list[ConsumerRecord]
                   ) -> tuple[EventRows, list[ConsumerRecord], list[tuple[ConsumerRecord, str]]]:
     """The rows of a batch's events, the records they came from (in the same order), and the
     unreadable records with why. Each event is dropped once its rows are taken
-    (infra/rows.py `EventRows`: a batch of parsed models cost the collector more than their
+    (infra/event_rows.py `EventRows`: a batch of parsed models cost the collector more than their
     parse)."""
     rows = EventRows()
     stored: list[ConsumerRecord] = []
