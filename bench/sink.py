@@ -67,13 +67,11 @@ def direct_insert(directory: str, n: int, run: str, method: str = "columns") -> 
     store = Store.connect(f"chdb:///{directory}")
     store.migrate()
     results = make_results(n, run)
-    writer = store._writer
     rows = n * ROWS_PER_RESULT
     if method == "json":
         lines = [r.model_dump_json().encode() for r in results]
         start = time.perf_counter()
-        writer.raw_insert(INGEST_TABLE, None, b"\n".join(lines), settings=INGEST_SETTINGS,
-                          fmt="JSONEachRow")
+        store.insert_json(INGEST_TABLE, lines, INGEST_SETTINGS)
     else:
         tables: dict[str, list[dict]] = {}
         for event in results:
@@ -82,8 +80,8 @@ def direct_insert(directory: str, n: int, run: str, method: str = "columns") -> 
         start = time.perf_counter()
         for table, batch in tables.items():
             columns = list(batch[0])
-            writer.insert(table, [[r[c] for r in batch] for c in columns], column_names=columns,
-                          column_oriented=True)
+            store.insert_rows(table, [[r[c] for r in batch] for c in columns], columns,
+                              column_oriented=True)
     seconds = time.perf_counter() - start
     stored = store.query("SELECT (SELECT count() FROM interactions) + "
                          "(SELECT count() FROM findings)").rows[0][0]

@@ -5,7 +5,7 @@ results that ClickHouse maps itself (migration 015). No I/O: infra/clickhouse/st
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from schemas import Event, InferenceResult
@@ -74,7 +74,7 @@ class EventRows:
         return len(self.keys)
 
     @classmethod
-    def of(cls, events: Iterator[Event] | list[Event]) -> EventRows:
+    def of(cls, events: Iterable[Event]) -> EventRows:
         rows = cls()
         for event in events:
             rows.add(event)
