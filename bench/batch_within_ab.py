@@ -13,16 +13,15 @@ an idle worker.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from . import pipeline
-from .core import RESULTS_DIR, write_results
-from .stack import Broker, Worker
+from . import code_ab
+from .core import RESULTS_DIR, ROOT, write_results
+from .stack import Broker
 
 
 def log(msg: str) -> None:
@@ -31,21 +30,9 @@ def log(msg: str) -> None:
 
 def one_run(home: Path, broker: str, value: str, events: int, rate: float,
             seconds: float) -> dict:
-    w = Worker(home, broker, pipeline.noop_config(0), partitions=4,
-               extra_env={"REVIEWBUS_BATCH_WITHIN_S": value})
-    w.start()
-    try:
-        asyncio.run(pipeline._warm(w))
-        tps = pipeline.settled_trials(w, events, 2, log)
-        pipeline.settle(w)
-        lat = asyncio.run(pipeline.pipeline_latency(w, rate, seconds, log))
-    finally:
-        w.stop()
-    route, e2e = lat["commit_to_inference_request"], lat["commit_to_findings"]
-    return {"within_s": float(value), "span_events_per_s": [t["events_per_s"] for t in tps],
-            "wall_events_per_s": [t["events_per_s_wall"] for t in tps], "rate": rate,
-            "route_p50_ms": route["p50_ms"], "route_p99_ms": route["p99_ms"],
-            "e2e_p50_ms": e2e["p50_ms"], "e2e_p99_ms": e2e["p99_ms"]}
+    run = code_ab.one_run(home, broker, ROOT, events, 2, rate, seconds,
+                          env={"REVIEWBUS_BATCH_WITHIN_S": value})
+    return {"within_s": float(value), **run}
 
 
 def main(argv: list[str] | None = None) -> int:

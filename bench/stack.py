@@ -38,8 +38,9 @@ class Worker:
     """One `python -m streams.worker` with its own chDB store, topic prefix and versions file."""
 
     def __init__(self, home: Path, broker: str, config: dict, partitions: int = 4,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, root: Path = ROOT) -> None:
         self.home = home
+        self.root = root  # the checkout whose code the worker runs (bench/code_ab.py)
         home.mkdir(parents=True, exist_ok=True)
         self.prefix = f"b{uuid.uuid4().hex[:8]}."
         config_path = home / "versions.yaml"
@@ -66,15 +67,19 @@ class Worker:
 
         env = {**os.environ, **self.env}
         self._log = open(self.home / "worker.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env, cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], env=env,
+                                     cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log_tail()}")
             info = read_json(self.home / "worker.json")
             health = worker_health(info) if info else None
-            if health and health.get("status") == "ok":
+            # Ready once the hops with groups of their own (the sink) joined too: a settle
+            # (bench/pipeline.py) before that saw a still sink and let a paced run start into
+            # the sink's join, which then stored its first seconds in one burst.
+            if (health and health.get("status") == "ok"
+                    and all((health.get("groups_joined") or {}).values())):
                 self.web_url = info["web_url"]
                 self._sampler = threading.Thread(target=self._sample, daemon=True)
                 self._sampler.start()

@@ -18,7 +18,7 @@ from infra.kafka import ensure_topics, produce_all, start_group_consumer, start_
 from schemas import Feedback
 from streams import names
 from streams.flows.sink import parse, parse_records
-from streams.group_consumer import OneInFlight, commit, consume, take
+from streams.group_consumer import FEED_CHUNK, OneInFlight, commit, consume, take
 from streams.metrics import GROUP_COMMITS_REFUSED
 
 from .conftest import make_stack
@@ -118,13 +118,20 @@ def test_consume_hands_on_a_batch_once_the_bus_went_quiet(broker, tmp_path):
         seen: list[int] = []
         handed = asyncio.Event()
 
-        async def process(consumer, batch) -> None:
+        class Values(list):
+            def add(self, records) -> None:
+                self.extend(r.value for r in records)
+
+        async def process(consumer, batch, gathered) -> None:
             seen.append(sum(map(len, batch.values())))
+            # the gatherer of this batch was fed exactly its records
+            assert sorted(gathered) == sorted(r.value for rs in batch.values() for r in rs)
             handed.set()
 
         task = asyncio.ensure_future(consume(
             settings, broker, "test", f"g-{uuid.uuid4().hex[:6]}", [topic], process,
-            max_records=1000, within_s=30.0, idle_s=0.2, joined=asyncio.Event()))
+            max_records=1000, within_s=30.0, idle_s=0.2, joined=asyncio.Event(),
+            gather=Values))
         try:
             await asyncio.wait_for(handed.wait(), timeout=15.0)
             return seen
@@ -133,6 +140,51 @@ def test_consume_hands_on_a_batch_once_the_bus_went_quiet(broker, tmp_path):
             await asyncio.gather(task, return_exceptions=True)
 
     assert asyncio.run(run()) == [5]
+
+
+def test_take_feeds_records_in_chunks_with_a_loop_turn_after_each(broker, tmp_path):
+    """A backlog is fed FEED_CHUNK records at a time, and other tasks run between chunks: a
+    hop parsing its batch in `feed` never holds the event loop for the whole batch."""
+    settings = _settings(tmp_path)
+    n = 3 * FEED_CHUNK + 7
+
+    async def run() -> tuple[list[int], list[bytes], int, list[int]]:
+        topic = await _topic(settings, broker, n, partitions=1)
+        consumer = await start_group_consumer(settings, broker, f"g-{uuid.uuid4().hex[:6]}",
+                                              [topic])
+        chunks: list[int] = []
+        fed: list[bytes] = []
+        ticks_at_feed: list[int] = []
+        ticks = 0
+
+        def feed(records) -> None:
+            chunks.append(len(records))
+            fed.extend(r.value for r in records)
+            ticks_at_feed.append(ticks)
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        try:
+            await take(consumer, 1, within_s=30.0)  # joined and fetching: the backlog is there
+            ticking = asyncio.ensure_future(ticker())
+            try:
+                batch = await take(consumer, 10 * n, within_s=3.0, idle_s=0.5, feed=feed)
+            finally:
+                ticking.cancel()
+            return chunks, fed, sum(map(len, batch.values())), ticks_at_feed
+        finally:
+            await stop_consumer(consumer)
+
+    chunks, fed, taken, ticks_at_feed = asyncio.run(run())
+    assert taken == n - 1 and sum(chunks) == n - 1
+    assert max(chunks) <= FEED_CHUNK and len(chunks) >= 4
+    assert fed == [f"v{i}".encode() for i in range(1, n)]  # each once, in order
+    # the ticker ran between every two chunks
+    assert all(b > a for a, b in zip(ticks_at_feed, ticks_at_feed[1:], strict=False))
 
 
 def test_a_busy_loop_is_not_taken_for_a_quiet_bus(broker, tmp_path):
