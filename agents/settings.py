@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # (docs/concepts/batching.md).
     batch_max: int = Field(default=500, ge=1)
     batch_within_s: float = Field(default=0.01, gt=0)
+    # Batches of a hop whose outputs are on their way to the broker while it takes the next
+    # (streams/batching.py InOrderAcks); 1: each take waits for the acks of the one before.
+    batch_acks_in_flight: int = Field(default=4, ge=1)
     litellm_api_key: SecretStr | None = None
     # Broker watchdog (streams/flows/healing.py): how often the worker checks that its topics
     # still exist, and recreates them (a restarted embedded broker forgets every topic).

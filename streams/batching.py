@@ -8,11 +8,13 @@ Per batch (up to `settings.batch_max` events or `settings.batch_within_s`, with 
 1. `handle(event)` for each event, in order: it returns the outputs of that event
    (`(topic, key, Event | bytes)` tuples). An exception dead-letters that one event with
    `reason(exc)` and the rest of the batch goes on.
-2. Every output of the batch is sent without awaiting each one; the broker's acks are awaited
-   once (`emit`).
-3. Only then the batch's events are acked, in the order they were taken. Faust commits the
+2. Every output of the batch is handed to the producer without awaiting each one
+   (`send_all`), and the hop takes its next batch.
+3. Meanwhile `InOrderAcks` awaits the broker's acks of the batch's outputs and only then acks
+   its events, in the order they were taken, after every earlier batch's. Faust commits the
    first run of consecutive acked offsets of a partition (transport/consumer.py _new_offset),
-   so acks in order mean a crash at any point only repeats work: at-least-once.
+   so a crash at any point only repeats work: at-least-once. At most
+   `settings.batch_acks_in_flight` batches wait for their acks at a time.
 
 If the broker refuses the outputs, `on_send_error(events, exc)` runs (router, shadow:
 dead-letter each source; intake: log) and the batch is acked as before batching did.
@@ -20,12 +22,14 @@ dead-letter each source; intake: log) and the batch is acked as before batching 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .context import AppContext, emit
+from .context import AppContext, send_all
 from .metrics import BATCH_EVENTS
 
 log = logging.getLogger("reviewbus")
@@ -39,12 +43,11 @@ async def dead_letter_all(ctx: AppContext, events: Sequence, reason: str, agent:
             await ctx.send_to_dlq(event, reason, agent)
 
 
-async def handle_batch(ctx: AppContext, events: Sequence, agent: str, handle: Handle, *,
-                       reason: Callable[[Exception], str] = repr,
-                       on_send_error: Callable | None = None,
-                       after: Callable[[], None] | None = None,
-                       expected: tuple[type[Exception], ...] = ()) -> list:
-    """Steps 1 and 2 for one batch; returns the outputs sent (for tests)."""
+async def handle_events(ctx: AppContext, events: Sequence, agent: str, handle: Handle, *,
+                        reason: Callable[[Exception], str] = repr,
+                        expected: tuple[type[Exception], ...] = ()) -> list:
+    """Step 1 for one batch: the outputs of every event, in order; the events that fail are
+    dead-lettered with `reason(exc)`."""
     outputs: list = []
     for event in events:
         try:
@@ -59,15 +62,64 @@ async def handle_batch(ctx: AppContext, events: Sequence, agent: str, handle: Ha
                 log.exception("%s failed on one event", agent)
             with contextlib.suppress(Exception):  # a broker that refuses even this: logged
                 await ctx.send_to_dlq(event, why, agent)
-    if after is not None:
-        after()
-    try:
-        await emit(outputs)
-    except Exception as exc:
-        log.exception("%s could not publish a batch of %d events", agent, len(events))
-        if on_send_error is not None:
-            await on_send_error(events, exc)
     return outputs
+
+
+class InOrderAcks:
+    """Step 3 in the background: each batch's sources are acked once the broker acked all of
+    its outputs, batch after batch in the order taken, while the hop takes and handles the
+    next one. At most `depth` batches wait for their acks; the next hand-over waits then.
+
+    Waiting for the acks before the next take held every event that arrived meanwhile for a
+    broker round trip (7 ms at the median at 900 events/s, docs/concepts/batching.md). Faust
+    commits only acked offsets, so acking later, in order, keeps at-least-once: a crash before
+    the acks repeats the batch."""
+
+    def __init__(self, stream, agent: str, depth: int = 4) -> None:
+        self.stream, self.agent, self.depth = stream, agent, depth
+        self.pending: deque[asyncio.Task] = deque()
+
+    async def hand_over(self, events: Sequence, futures: list[asyncio.Future],
+                        on_send_error: Callable | None) -> None:
+        while len(self.pending) >= self.depth:
+            await asyncio.wait({self.pending[0]})
+            self.pending.popleft()
+        before = self.pending[-1] if self.pending else None
+        self.pending.append(asyncio.ensure_future(
+            self._finish(before, events, futures, on_send_error)))
+
+    async def _finish(self, before: asyncio.Task | None, events: Sequence,
+                      futures: list[asyncio.Future], on_send_error: Callable | None) -> None:
+        if before is not None:
+            await asyncio.wait({before})  # acks in the order taken
+        try:
+            if futures:
+                await asyncio.gather(*futures)
+        except Exception as exc:
+            log.exception("%s could not publish a batch of %d events", self.agent, len(events))
+            if on_send_error is not None:
+                with contextlib.suppress(Exception):  # logged by the callback; acked anyway
+                    await on_send_error(events, exc)
+        await ack_all(self.stream, events)
+
+    async def drain(self) -> None:
+        """Wait for every batch handed over (a stream that ended); cancelled with the hop."""
+        while self.pending:
+            await asyncio.wait({self.pending[0]})
+            self.pending.popleft()
+
+    def cancel(self) -> None:
+        """The hop stops: batches whose outputs are not acked yet stay unacked, so Faust does
+        not commit them and they are read again (at-least-once)."""
+        for task in self.pending:
+            task.cancel()
+        self.pending.clear()
+
+
+async def ack_all(stream, events: Sequence) -> None:
+    for event in events:  # in the order taken: see the module's docstring
+        with contextlib.suppress(Exception):  # a stream stopped meanwhile: read again
+            await stream.ack(event)
 
 
 async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
@@ -76,14 +128,33 @@ async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
                       after: Callable[[], None] | None = None,
                       expected: tuple[type[Exception], ...] = ()) -> None:
     settings = ctx.settings
-    async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
-        BATCH_EVENTS.labels(agent=agent).observe(len(events))
-        try:
-            await handle_batch(ctx, events, agent, handle, reason=reason,
-                               on_send_error=on_send_error, after=after, expected=expected)
-        finally:
-            for event in events:  # in the order taken: see the module's docstring
-                await stream.ack(event)
+    acks = InOrderAcks(stream, agent, depth=settings.batch_acks_in_flight)
+    try:
+        async for events in stream.noack_take(settings.batch_max,
+                                              within=settings.batch_within_s):
+            BATCH_EVENTS.labels(agent=agent).observe(len(events))
+            futures: list[asyncio.Future] = []
+            outputs = await handle_events(ctx, events, agent, handle, reason=reason,
+                                          expected=expected)
+            if after is not None:
+                try:
+                    after()
+                except Exception:  # a metrics hook: never the batch's fault
+                    log.exception("%s: the hook after a batch failed", agent)
+            try:
+                futures = await send_all(outputs)
+            except Exception as exc:  # noqa: BLE001 - a refused send: InOrderAcks logs it
+                futures = [_failed(exc)]
+            await acks.hand_over(events, futures, on_send_error)
+        await acks.drain()
+    finally:
+        acks.cancel()
 
 
-__all__ = ["dead_letter_all", "handle_batch", "run_batches"]
+def _failed(exc: Exception) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+__all__ = ["InOrderAcks", "ack_all", "dead_letter_all", "handle_events", "run_batches"]
