@@ -81,17 +81,27 @@ class InOrderAcks:
 
     async def hand_over(self, events: Sequence, futures: list[asyncio.Future],
                         on_send_error: Callable | None) -> None:
+        """Queue one batch's acks; waits while `depth` batches wait. Raises the failure of a
+        batch that could not be acked (never expected: see `_finish`)."""
         while len(self.pending) >= self.depth:
-            await asyncio.wait({self.pending[0]})
-            self.pending.popleft()
+            await self._settle_oldest()
         before = self.pending[-1] if self.pending else None
         self.pending.append(asyncio.ensure_future(
             self._finish(before, events, futures, on_send_error)))
+
+    async def _settle_oldest(self) -> None:
+        await asyncio.wait({self.pending[0]})
+        self.pending.popleft().result()
 
     async def _finish(self, before: asyncio.Task | None, events: Sequence,
                       futures: list[asyncio.Future], on_send_error: Callable | None) -> None:
         if before is not None:
             await asyncio.wait({before})  # acks in the order taken
+            if before.cancelled() or before.exception() is not None:
+                # An earlier batch was not acked: acking this one would leave a gap below
+                # acked offsets, which a rebalance can commit past. Its failure is raised
+                # by hand_over or drain; this batch is read again with it.
+                raise Unacked(f"{self.agent}: an earlier batch was not acked")
         try:
             if futures:
                 await asyncio.gather(*futures)
@@ -103,23 +113,30 @@ class InOrderAcks:
         await ack_all(self.stream, events)
 
     async def drain(self) -> None:
-        """Wait for every batch handed over (a stream that ended); cancelled with the hop."""
+        """Wait for every batch handed over (a stream that ended), raising as hand_over."""
         while self.pending:
-            await asyncio.wait({self.pending[0]})
-            self.pending.popleft()
+            await self._settle_oldest()
 
-    def cancel(self) -> None:
+    async def close(self) -> None:
         """The hop stops: batches whose outputs are not acked yet stay unacked, so Faust does
         not commit them and they are read again (at-least-once)."""
-        for task in self.pending:
-            task.cancel()
+        tasks = list(self.pending)
         self.pending.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Unacked(Exception):
+    """A batch could not be acked in order; the batches after it are left unacked too."""
 
 
 async def ack_all(stream, events: Sequence) -> None:
-    for event in events:  # in the order taken: see the module's docstring
-        with contextlib.suppress(Exception):  # a stream stopped meanwhile: read again
-            await stream.ack(event)
+    """Ack in the order taken (the module's docstring); the first ack that fails stops it, so
+    no later offset is acked above one that is not."""
+    for event in events:
+        await stream.ack(event)
 
 
 async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
@@ -148,13 +165,15 @@ async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
             await acks.hand_over(events, futures, on_send_error)
         await acks.drain()
     finally:
-        acks.cancel()
+        await acks.close()
 
 
 def _failed(exc: Exception) -> asyncio.Future:
     future = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
+    # A batch cancelled before it awaited this one: no "exception never retrieved".
+    future.add_done_callback(lambda f: f.exception())
     return future
 
 
-__all__ = ["InOrderAcks", "ack_all", "dead_letter_all", "handle_events", "run_batches"]
+__all__ = ["InOrderAcks", "Unacked", "ack_all", "dead_letter_all", "handle_events", "run_batches"]

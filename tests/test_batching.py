@@ -284,7 +284,7 @@ def test_a_stopped_hop_leaves_the_batches_still_on_their_way_unacked():
         await acks.hand_over(["a"], [done], None)
         await asyncio.sleep(0.01)
         await acks.hand_over(["b"], [pending], None)
-        acks.cancel()
+        await acks.close()
         pending.set_result(None)
         await asyncio.sleep(0.01)
         return stream.acked
@@ -306,3 +306,33 @@ def test_a_failing_hook_after_a_batch_is_logged_and_the_batch_still_goes_out(cap
     assert [v for kind, v in log if kind == "acked-by-broker"] == [b"a", b"b"]
     assert [v for kind, v in log if kind == "ack"] == [b"a", b"b"]
     assert "the hook after a batch failed" in caplog.text
+
+
+def test_a_batch_that_could_not_be_acked_leaves_every_later_batch_unacked_and_is_raised():
+    """No gap below acked offsets: when acking a batch fails (a stream broken under it), the
+    batches after it are not acked either, and the hop hears of it (drain raises)."""
+    import pytest
+
+    from streams.batching import InOrderAcks, Unacked
+
+    class Breaking(Acks):
+        async def ack(self, event) -> None:
+            if event == "b":
+                raise RuntimeError("stream gone")
+            await super().ack(event)
+
+    async def run() -> list:
+        loop = asyncio.get_running_loop()
+        stream = Breaking()
+        acks = InOrderAcks(stream, "t")
+        for batch in (["a"], ["b", "b2"], ["c"]):
+            done = loop.create_future()
+            done.set_result(None)
+            await acks.hand_over(batch, [done], None)
+        with pytest.raises(RuntimeError, match="stream gone"):
+            await acks.drain()
+        with pytest.raises(Unacked):  # the batch after it
+            await acks.drain()
+        return stream.acked
+
+    assert asyncio.run(run()) == ["a"]
