@@ -457,11 +457,17 @@ def test_the_repair_waits_for_answers_the_sink_has_not_stored(broker, tmp_path):
     assert asyncio.run(run()) == [6, 3, 0]
 
 
-def test_a_batch_the_store_rejects_for_its_data_is_split_to_dead_letter_only_the_bad_event():
-    """The columns path fails as a whole; the sink parses the batch again and halves it until
-    the event the store refuses alone is found: that one is dead-lettered with its own record,
-    the others stored. (The store here refuses any insert holding fingerprint `bad`.)"""
+def test_a_batch_the_store_rejects_for_its_data_is_split_to_dead_letter_only_the_bad_event(
+        monkeypatch):
+    """The columns path fails as a whole; the sink parses the batch again (a loop turn every
+    FEED_CHUNK records: 2 here) and halves it until the event the store refuses alone is found:
+    that one is dead-lettered with its own record, the others stored. (The store here refuses
+    any insert holding fingerprint `bad`.)"""
     from types import SimpleNamespace
+
+    from streams.flows import sink
+
+    monkeypatch.setattr(sink, "FEED_CHUNK", 2)
 
     from aiokafka import ConsumerRecord
 

@@ -35,7 +35,7 @@ from schemas import (
 
 from .. import names
 from ..context import AppContext, emit, log
-from ..group_consumer import Batch, OneInFlight, commit, consume
+from ..group_consumer import FEED_CHUNK, Batch, OneInFlight, commit, consume
 from ..metrics import EVENTS, SINK_ROWS
 
 # Short topic name -> the one event type it carries ("healing" carries two: see parse).
@@ -159,8 +159,13 @@ async def store_parsed(ctx: AppContext, types: dict, rows: EventRows,
     letters = list(letters)
     if len(rows) and not await _insert(ctx, lambda: ctx.store.insert_event_rows(rows),
                                        len(rows)):
-        # Rejected for its data (rare): parse the events again and split to find the bad ones.
-        events = [parse(types, r.topic, r.value) for r in records]
+        # Rejected for its data (rare): parse the events again and split to find the bad ones,
+        # a loop turn every FEED_CHUNK records as when they came (ParsedBatch).
+        events = []
+        for index, record in enumerate(records, 1):
+            events.append(parse(types, record.topic, record.value))
+            if index % FEED_CHUNK == 0:
+                await asyncio.sleep(0)
         origin = {id(event): record for event, record in zip(events, records, strict=True)}
         for bad in await _split(ctx, events):
             if bad.__class__ is not DeadLetter:  # a dead letter that cannot be stored is dropped
