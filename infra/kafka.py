@@ -121,7 +121,8 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
 async def start_group_consumer(settings: Settings, bootstrap: str, group: str,
                                topics: Iterable[str],
                                listener: ConsumerRebalanceListener | None = None,
-                               fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> AIOKafkaConsumer:
+                               fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+                               max_partition_fetch_bytes: int = 4_000_000) -> AIOKafkaConsumer:
     """A member of consumer group `group` over `topics`, committing only when told to
     (at-least-once: the caller commits after its side effects). Session, heartbeat and
     rebalance timeouts are the worker's, so it joins and leaves as fast as Faust's group.
@@ -130,7 +131,7 @@ async def start_group_consumer(settings: Settings, bootstrap: str, group: str,
     consumer = AIOKafkaConsumer(
         **client_kwargs(settings, bootstrap), group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
-        fetch_max_bytes=16_000_000, max_partition_fetch_bytes=4_000_000,
+        fetch_max_bytes=16_000_000, max_partition_fetch_bytes=max_partition_fetch_bytes,
         session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
         rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),

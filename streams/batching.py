@@ -45,9 +45,11 @@ async def dead_letter_all(ctx: AppContext, events: Sequence, reason: str, agent:
 
 async def handle_events(ctx: AppContext, events: Sequence, agent: str, handle: Handle, *,
                         reason: Callable[[Exception], str] = repr,
-                        expected: tuple[type[Exception], ...] = ()) -> list:
+                        expected: tuple[type[Exception], ...] = (),
+                        dead_letters: list | None = None) -> list:
     """Step 1 for one batch: the outputs of every event, in order; the events that fail are
-    dead-lettered with `reason(exc)`."""
+    dead-lettered with `reason(exc)` (with `dead_letters`, added to it as (event, why) for
+    the caller to send with the batch, instead of sent here)."""
     outputs: list = []
     for event in events:
         try:
@@ -60,6 +62,9 @@ async def handle_events(ctx: AppContext, events: Sequence, agent: str, handle: H
             why = reason(exc)
             if not isinstance(exc, expected):
                 log.exception("%s failed on one event", agent)
+            if dead_letters is not None:
+                dead_letters.append((event, why))
+                continue
             with contextlib.suppress(Exception):  # a broker that refuses even this: logged
                 await ctx.send_to_dlq(event, why, agent)
     return outputs
@@ -75,26 +80,38 @@ class InOrderAcks:
     commits only acked offsets, so acking later, in order, keeps at-least-once: a crash before
     the acks repeats the batch."""
 
-    def __init__(self, stream, agent: str, depth: int = 4) -> None:
-        self.stream, self.agent, self.depth = stream, agent, depth
+    def __init__(self, stream, agent: str, depth: int = 4, *, strict: bool = False) -> None:
+        """`strict`: a batch whose outputs failed is acked only if `on_send_error` returned
+        (its dead letters are on the broker); otherwise it stays unacked and is raised, and so
+        do the batches after it (intake's consumer: read again). Not strict: acked anyway, as
+        the Faust hops did before batching."""
+        self.stream, self.agent, self.depth, self.strict = stream, agent, depth, strict
         self.pending: deque[asyncio.Task] = deque()
 
     async def hand_over(self, events: Sequence, futures: list[asyncio.Future],
-                        on_send_error: Callable | None) -> None:
-        """Queue one batch's acks; waits while `depth` batches wait. Raises the failure of a
-        batch that could not be acked (never expected: see `_finish`)."""
+                        on_send_error: Callable | None,
+                        ack: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """Queue one batch's acks (`ack()`, by default acking `events` on the stream); waits
+        while `depth` batches wait. Raises the failure of a batch that could not be acked."""
         while len(self.pending) >= self.depth:
             await self._settle_oldest()
         before = self.pending[-1] if self.pending else None
         self.pending.append(asyncio.ensure_future(
-            self._finish(before, events, futures, on_send_error)))
+            self._finish(before, events, futures, on_send_error, ack)))
+
+    def check(self) -> None:
+        """Raise the failure of a batch already finished (a take calls this while waiting),
+        so a strict hop stops at once instead of after `depth` more batches."""
+        while self.pending and self.pending[0].done():
+            self.pending.popleft().result()
 
     async def _settle_oldest(self) -> None:
         await asyncio.wait({self.pending[0]})
         self.pending.popleft().result()
 
     async def _finish(self, before: asyncio.Task | None, events: Sequence,
-                      futures: list[asyncio.Future], on_send_error: Callable | None) -> None:
+                      futures: list[asyncio.Future], on_send_error: Callable | None,
+                      ack: Callable[[], Awaitable[Any]] | None) -> None:
         if before is not None:
             await asyncio.wait({before})  # acks in the order taken
             if before.cancelled() or before.exception() is not None:
@@ -107,10 +124,14 @@ class InOrderAcks:
                 await asyncio.gather(*futures)
         except Exception as exc:
             log.exception("%s could not publish a batch of %d events", self.agent, len(events))
-            if on_send_error is not None:
+            if on_send_error is not None and self.strict:
+                await on_send_error(events, exc)  # raising: this batch stays unacked
+            elif on_send_error is not None:
                 with contextlib.suppress(Exception):  # logged by the callback; acked anyway
                     await on_send_error(events, exc)
-        await ack_all(self.stream, events)
+            elif self.strict:
+                raise
+        await (ack() if ack is not None else ack_all(self.stream, events))
 
     async def drain(self) -> None:
         """Wait for every batch handed over (a stream that ended), raising as hand_over."""
@@ -161,14 +182,14 @@ async def run_batches(ctx: AppContext, stream, agent: str, handle: Handle, *,
             try:
                 futures = await send_all(outputs)
             except Exception as exc:  # noqa: BLE001 - a refused send: InOrderAcks logs it
-                futures = [_failed(exc)]
+                futures = [failed_future(exc)]
             await acks.hand_over(events, futures, on_send_error)
         await acks.drain()
     finally:
         await acks.close()
 
 
-def _failed(exc: Exception) -> asyncio.Future:
+def failed_future(exc: Exception) -> asyncio.Future:
     future = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     # A batch cancelled before it awaited this one: no "exception never retrieved".
@@ -176,4 +197,5 @@ def _failed(exc: Exception) -> asyncio.Future:
     return future
 
 
-__all__ = ["InOrderAcks", "Unacked", "ack_all", "dead_letter_all", "handle_events", "run_batches"]
+__all__ = ["InOrderAcks", "Unacked", "ack_all", "dead_letter_all", "failed_future", "handle_events",
+           "run_batches"]

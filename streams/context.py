@@ -99,7 +99,10 @@ class AppContext:
         self.agents: dict[str, Any] = {}  # agent name -> Faust agent, filled by register()
         # Hops with a consumer group of their own (streams/group_consumer.py): set once the
         # group first gave this worker its partitions.
-        self.joined: dict[str, asyncio.Event] = {"sink": asyncio.Event()}
+        self.joined: dict[str, asyncio.Event] = {"sink": asyncio.Event(),
+                                                 "intake": asyncio.Event()}
+        # Their consumers whose partitions /health lists beside Faust's (intake's).
+        self.group_consumers: dict[str, Any] = {}
 
     def unavailable(self) -> frozenset[str]:
         return self.breakers.open_versions()
@@ -131,15 +134,20 @@ class AppContext:
     async def dead_letter_messages(self, failed: list[tuple[Any, str]], agent: str) -> None:
         """Dead-letter consumed messages (a Faust message or an aiokafka record: value, topic,
         partition, offset, key), each with its reason, in one send; returns once acked."""
+        await emit(self.dead_letter_outputs(failed, agent))
+
+    def dead_letter_outputs(self, failed: list[tuple[Any, str]], agent: str) -> list:
+        """The dead letters of `failed` as outputs (`send_all`'s tuples), counted now: for a
+        hop that sends them with its batch and commits only once they are acked."""
         from agents.intake import dead_letter
 
         from .metrics import DEAD_LETTERS, EVENTS
 
-        await emit([(self.topics.dlq, msg.key, dead_letter(
-            msg.value, error=f"{agent}: {error}", topic=msg.topic, partition=msg.partition,
-            offset=msg.offset, key=msg.key)) for msg, error in failed])
         DEAD_LETTERS.labels(source=agent).inc(len(failed))
         EVENTS.labels(agent=agent, outcome="dead_letter").inc(len(failed))
+        return [(self.topics.dlq, msg.key, dead_letter(
+            msg.value, error=f"{agent}: {error}", topic=msg.topic, partition=msg.partition,
+            offset=msg.offset, key=msg.key)) for msg, error in failed]
 
 
 def encode(event: Event) -> bytes:

@@ -53,13 +53,14 @@ class Gatherer(Protocol):
 
 async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float,
                check: Callable[[], None] | None = None, idle_s: float | None = None,
-               feed: Feed | None = None) -> Batch:
+               feed: Feed | None = None, first_wait_s: float | None = None) -> Batch:
     """Up to `max_records` records, gathered for at most `within_s` from the first one (the
     sink's 1 s window: an insert per second, not one per poll, while events keep coming), or
     until nothing more arrived for `idle_s` (a bus gone quiet: its last records are handled
     `idle_s` after they came, not at the end of the window; batches still last `idle_s` at
     least). Waits as long as it takes for a first record, calling `check` (which may raise)
-    at least every `within_s` meanwhile.
+    at least every `within_s` (or `first_wait_s`) meanwhile: a short window need not mean
+    polling that often on a quiet bus.
 
     `feed(records)` is called with the records as they come, at most `FEED_CHUNK` at a time,
     with a loop turn after each: a hop that parses its batch there spreads the work over the
@@ -70,7 +71,10 @@ async def take(consumer: AIOKafkaConsumer, max_records: int, within_s: float,
     while count < max_records:
         if check is not None:
             check()
-        wait = within_s if deadline is None else deadline - time.monotonic()
+        if deadline is None:
+            wait = within_s if first_wait_s is None else first_wait_s
+        else:
+            wait = deadline - time.monotonic()
         if wait <= 0:
             break
         if deadline is not None and idle_s is not None:

@@ -35,6 +35,17 @@ def sink_group(settings: Settings) -> str:
     return f"{settings.resolved_app_id()}-sink"
 
 
+def intake_group(settings: Settings) -> str:
+    """Intake's own consumer group (streams/flows/intake.py): it reads the input topics with a
+    plain aiokafka consumer on the main loop, beside the Faust app's group."""
+    return f"{settings.resolved_app_id()}-intake"
+
+
+def input_topics(settings: Settings) -> list[str]:
+    """What intake reads: the input topics CI publishes to."""
+    return [topic(settings, n) for n in INPUT_KINDS]
+
+
 def sink_topics(settings: Settings) -> list[str]:
     """What the sink stores: every internal topic, lifecycle and the dead letters."""
     return [topic(settings, n) for n in (*INTERNAL, *SINGLE_PARTITION, "dlq")]

@@ -18,7 +18,6 @@ class Topics:
 
     def __init__(self, app: faust.App, settings: Settings, specs: Iterable[VersionSpec]) -> None:
         self._app, self._settings = app, settings
-        self.inputs = self.declare(*(self.name(n) for n in names.INPUT_KINDS))
         self.accepted = self.declare(self.name("accepted"))
         self.results = self.declare(self.name("results"))
         self.shadow_comparisons = self.declare(self.name("shadow-comparisons"))

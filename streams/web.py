@@ -18,9 +18,12 @@ def membership(ctx: AppContext) -> dict:
     where it is true), the partitions assigned to it now, and whether it hosts the store."""
     app = ctx.app
     try:
-        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        tps = set(app.consumer.assignment())
     except (AttributeError, RuntimeError, KeyError):  # no consumer before the first join
-        assigned = []
+        tps = set()
+    for consumer in ctx.group_consumers.values():  # intake's group: the input topics
+        tps |= set(consumer.assignment())
+    assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
     try:
         leader = bool(app.is_leader())
     except (AttributeError, RuntimeError, KeyError):

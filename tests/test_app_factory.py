@@ -60,7 +60,7 @@ def test_create_app_builds_every_agent_for_the_served_versions(tmp_path):
     extra = VersionSpec(id="registered-v1", backend="fake")
     ctx = create_app(_settings(tmp_path), config, "127.0.0.1:1", serving_specs(config, [extra]))
     served = [v.id for v in config.versions] + ["registered-v1"]
-    assert set(ctx.agents) == {"intake", "healing", "results",
+    assert set(ctx.agents) == {"healing", "results",
                                "inference._pool", *(f"inference.{v}" for v in served)}
     assert set(ctx.app.agents) == set(ctx.agents)
     assert sorted(ctx.topics.inference) == sorted(served)
@@ -74,9 +74,11 @@ def test_create_app_builds_every_agent_for_the_served_versions(tmp_path):
     assert pool not in {t.get_topic_name() for t in ctx.topics.inference.values()}
     assert pool in names.all_topics(ctx.settings, served)
     # Eight guarded timers (malloc_trim on by default; the learner's, which does nothing
-    # unless `learner.enabled`) and four tasks (registry, crash check, broker watchdog, and
-    # the sink, which reads with a consumer group of its own: streams/group_consumer.py).
-    assert len(ctx.app._app_tasks) == 12
+    # unless `learner.enabled`) and five tasks (registry, crash check, broker watchdog, and
+    # intake and the sink, which read with consumer groups of their own:
+    # streams/group_consumer.py).
+    assert len(ctx.app._app_tasks) == 13
+    assert set(ctx.joined) == {"intake", "sink"}
     assert ctx.store is None and not ctx.registry.ready.is_set()
 
 

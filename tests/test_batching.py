@@ -336,3 +336,65 @@ def test_a_batch_that_could_not_be_acked_leaves_every_later_batch_unacked_and_is
         return stream.acked
 
     assert asyncio.run(run()) == ["a"]
+
+
+def test_strict_acks_leave_a_batch_unacked_when_its_dead_letters_fail_too_and_the_rest_with_it():
+    """Intake's mode: outputs refused and the dead letters refused too (a producer stopped
+    under the hop) mean the batch is not committed, nor any after it; drain raises."""
+    import pytest
+
+    from streams.batching import InOrderAcks, Unacked
+
+    async def run() -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        committed: list = []
+        dead: list = []
+
+        async def on_send_error(events, exc):
+            dead.extend(events)
+            raise OSError("dead letters refused too")
+
+        def commit(name):
+            async def ack():
+                committed.append(name)
+            return ack
+
+        acks = InOrderAcks(None, "intake", strict=True)
+        ok, refused, later = (loop.create_future() for _ in range(3))
+        ok.set_result(None)
+        refused.set_exception(OSError("producer stopped"))
+        later.set_result(None)
+        await acks.hand_over(["a"], [ok], on_send_error, ack=commit("a"))
+        await acks.hand_over(["b"], [refused], on_send_error, ack=commit("b"))
+        await acks.hand_over(["c"], [later], on_send_error, ack=commit("c"))
+        with pytest.raises(OSError, match="dead letters refused too"):
+            await acks.drain()
+        with pytest.raises(Unacked):
+            await acks.drain()
+        return committed, dead
+
+    committed, dead = asyncio.run(run())
+    assert committed == ["a"] and dead == ["b"]
+
+
+def test_strict_acks_commit_a_refused_batch_once_its_dead_letters_are_out():
+    from streams.batching import InOrderAcks
+
+    async def run() -> list:
+        loop = asyncio.get_running_loop()
+        log: list = []
+
+        async def on_send_error(events, exc):
+            log.append(("dead", list(events)))
+
+        async def ack():
+            log.append("committed")
+
+        acks = InOrderAcks(None, "intake", strict=True)
+        refused = loop.create_future()
+        refused.set_exception(OSError("refused"))
+        await acks.hand_over(["x"], [refused], on_send_error, ack=ack)
+        await acks.drain()
+        return log
+
+    assert asyncio.run(run()) == [("dead", ["x"]), "committed"]

@@ -4,29 +4,50 @@ agents/intake.py accept_input is total (any bytes: an AcceptedChange or InvalidE
 one-line reason, fuzzed by tests/test_fuzz_*.py); input limits are enforced there and named in
 the reason (REVIEWBUS_LIMIT_*). The same hop routes each accepted change (streams/flows/
 router.py `route`): its outputs are the AcceptedChange (archived by the sink) and the
-InferenceRequests, published together and acked after (streams/batching.py).
+InferenceRequests, published together.
+
+Intake reads with a consumer group of its own on the main loop (`names.intake_group`,
+streams/group_consumer.py `take`), not as a Faust agent: Faust's consumer fetches in a thread
+of its own and delivers one record per loop turn, which held a routed event about 20 ms at
+the median and set the routing p99 (docs/concepts/batching.md). Each batch is committed once
+the broker acked all its outputs, batch after batch in order (streams/batching.py
+`InOrderAcks`, strict: a batch whose outputs and dead letters both fail is never committed,
+so it is read again: at a graceful stop Faust stops the producer before this task). The
+group's first assignment of a partition starts where the Faust group had committed it
+(`carry_offsets`), so an upgraded worker does not route the retained inputs again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from agents.errors import InvalidEvent
 from agents.intake import accept_input, cohort_of, record_time
+from infra.kafka import client_kwargs, start_group_consumer, stop_consumer
 
-from ..batching import dead_letter_all, run_batches
-from ..context import AppContext, log
-from ..metrics import EVENTS
+from .. import names
+from ..batching import InOrderAcks, failed_future, handle_events
+from ..context import AppContext, log, send_all
+from ..group_consumer import Joined, commit, take
+from ..metrics import BATCH_EVENTS, EVENTS
 from .router import route
+
+# Faust's fetch size per partition (infra/faust_compat.py), not the group consumer's 4 MB.
+FETCH_BYTES = 16_000_000
 
 
 def reason(exc: Exception) -> str:
     return str(exc) if isinstance(exc, InvalidEvent) else f"internal error: {exc!r}"
 
 
-async def accept_and_route(ctx: AppContext, event) -> list:
+async def accept_and_route(ctx: AppContext, event, dead_letters: list | None = None) -> list:
     """One input: its AcceptedChange and the requests that route it (InvalidEvent raised for
-    the batch loop to dead-letter with its reason)."""
+    the batch loop to dead-letter with its reason). A routing failure is dead-lettered under
+    "router": added to `dead_letters` (the batch sends them), or sent here without one."""
     msg = event.message
     accepted = accept_input(
         event.value, source_topic=msg.topic,
@@ -40,19 +61,138 @@ async def accept_and_route(ctx: AppContext, event) -> list:
         # `accepted`), so the end-to-end repair routes it again; the input is dead-lettered
         # under "router" with the reason, as the router agent did
         log.exception("router failed on one accepted change")
-        with contextlib.suppress(Exception):
-            await ctx.send_to_dlq(event, f"routing failed: {exc!r}", "router")
+        if dead_letters is not None:
+            outputs += ctx.dead_letter_outputs([(event.message, f"routing failed: {exc!r}")],
+                                               "router")
+        else:
+            with contextlib.suppress(Exception):
+                await ctx.send_to_dlq(event, f"routing failed: {exc!r}", "router")
     return outputs
 
 
-def register(ctx: AppContext) -> None:
-    async def dead_letter(events, exc: Exception) -> None:
-        await dead_letter_all(ctx, events, repr(exc), "intake")
+class Received:
+    """An input record as the hop's code reads a Faust event: `value`, and `message` with its
+    topic, partition, offset, key and timestamp (seconds, as Faust's)."""
 
-    @ctx.agent(ctx.topics.inputs, name="intake")
-    async def intake(stream):
+    __slots__ = ("key", "message", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(self, record: ConsumerRecord) -> None:
+        self.value, self.key = record.value, record.key
+        self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
+        stamp = record.timestamp
+        self.timestamp = stamp / 1000.0 if stamp is not None and stamp > 0 else None
+        self.message = self
+
+
+async def carry_offsets(consumer: AIOKafkaConsumer, other: AIOKafkaConsumer,
+                        assigned: set[TopicPartition]) -> dict[TopicPartition, int]:
+    """Seek each assigned partition this group never committed to where `other`'s group
+    committed it (the Faust group that read the inputs before intake had a group of its own);
+    the offsets it moved to."""
+    moved: dict[TopicPartition, int] = {}
+    for tp in sorted(assigned):
+        if await consumer.committed(tp) is not None:
+            continue
+        offset = await other.committed(tp)
+        if offset is not None:
+            consumer.seek(tp, offset)
+            moved[tp] = offset
+    return moved
+
+
+class CarryOffsets(Joined):
+    """Joined, and on each assignment the offsets carried over from the Faust group: the
+    assigned partitions are paused before anything else (aiokafka starts fetching them before
+    it calls this), carried, the carried offsets committed, then resumed. A carry that fails
+    leaves them paused and is raised by `check` (the task restarts)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__("intake", ctx.joined["intake"])
+        self.ctx = ctx
+        self.consumer: AIOKafkaConsumer | None = None
+        self.started = asyncio.Event()  # `consumer` is set
+        self.carried = asyncio.Event()  # the first assignment was carried
+        self.failure: BaseException | None = None
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.started.wait()  # set once start() returned; no yield after that
+        consumer = self.consumer
+        assert consumer is not None
+        consumer.pause(*assigned)
+        other = AIOKafkaConsumer(**client_kwargs(self.ctx.settings, self.ctx.bootstrap),
+                                 group_id=self.ctx.app.conf.id, enable_auto_commit=False)
+        try:
+            await other.start()
+            moved = await carry_offsets(consumer, other, assigned)
+            if moved:
+                await consumer.commit(moved)  # once: the next assignment finds them
+                log.warning("intake: %d partitions start where the worker group left them",
+                            len(moved))
+        except Exception as exc:
+            log.exception("intake: the offsets of the worker group could not be carried")
+            self.failure = exc
+            return
+        finally:
+            await stop_consumer(other)
+        consumer.resume(*assigned)
+        self.carried.set()
+        await super().on_partitions_assigned(assigned)
+
+
+def register(ctx: AppContext) -> None:
+    settings = ctx.settings
+
+    async def dead_letter(events, exc: Exception) -> None:
+        # Raises when even the dead letters fail: the batch then stays uncommitted.
+        await ctx.dead_letter_messages([(e.message, repr(exc)) for e in events], "intake")
+
+    def handle(event, dead_letters: list):
+        return accept_and_route(ctx, event, dead_letters)
+
+    @ctx.task(name="intake")
+    async def intake() -> None:
         await ctx.registry.ready.wait()  # routing reads the registry
-        # A broker that refuses the outputs: each source is dead-lettered (when even that
-        # fails, logged), never raised.
-        await run_batches(ctx, stream, "intake", lambda event: accept_and_route(ctx, event),
-                          reason=reason, expected=(InvalidEvent,), on_send_error=dead_letter)
+        listener = CarryOffsets(ctx)
+        consumer = await start_group_consumer(
+            settings, ctx.bootstrap, names.intake_group(settings), names.input_topics(settings),
+            listener, max_partition_fetch_bytes=FETCH_BYTES)
+        listener.consumer = consumer
+        listener.started.set()
+        ctx.group_consumers["intake"] = consumer
+        acks = InOrderAcks(None, "intake", depth=settings.batch_acks_in_flight, strict=True)
+
+        def check() -> None:
+            listener.check()
+            acks.check()
+
+        try:
+            await listener.carried.wait()  # nothing is taken before the first carry
+            while True:
+                batch = await take(consumer, settings.batch_max, settings.intake_within_s,
+                                   check=check, first_wait_s=1.0)
+                events = [Received(r) for records in batch.values() for r in records]
+                BATCH_EVENTS.labels(agent="intake").observe(len(events))
+                # Dead letters go out with the batch: it is committed only once they are acked.
+                letters: list = []
+                outputs = await handle_events(ctx, events, "intake",
+                                              functools.partial(handle, dead_letters=letters),
+                                              reason=reason, expected=(InvalidEvent,),
+                                              dead_letters=letters)
+                outputs += ctx.dead_letter_outputs([(e.message, why) for e, why in letters],
+                                                   "intake")
+                try:
+                    futures = await send_all(outputs)
+                except Exception as exc:  # noqa: BLE001 - a refused send: InOrderAcks logs it
+                    futures = [failed_future(exc)]
+                await acks.hand_over(events, futures, dead_letter,
+                                     ack=functools.partial(commit, consumer, batch, "intake"))
+        finally:
+            ctx.group_consumers.pop("intake", None)
+            try:
+                await acks.close()
+            finally:
+                await stop_consumer(consumer)

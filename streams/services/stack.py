@@ -188,13 +188,17 @@ def status(settings: Settings) -> dict:
     if health:
         out["versions"] = health.get("versions", {})
     if bootstrap:
-        # The worker group reads the inputs, inference, results and failures; the sink reads
-        # with a group of its own (streams/group_consumer.py); findings is for users.
-        hops = [*(names.topic(settings, t) for t in (*names.INPUT_KINDS, "results", "failures")),
+        # The worker group reads inference, results and failures; intake and the sink read
+        # with groups of their own (streams/group_consumer.py); findings is for users.
+        hops = [*(names.topic(settings, t) for t in ("results", "failures")),
                 *(names.inference_topic(settings, v.id) for v in config.versions),
                 names.pool_topic(settings)]
+
         async def lags() -> tuple[dict[str, int], dict[str, int]]:
-            return (await consumer_lag(settings, bootstrap, settings.resolved_app_id(), hops),
+            worker = await consumer_lag(settings, bootstrap, settings.resolved_app_id(), hops)
+            intake = await consumer_lag(settings, bootstrap, names.intake_group(settings),
+                                        names.input_topics(settings))
+            return ({**intake, **worker},
                     await consumer_lag(settings, bootstrap, names.sink_group(settings),
                                        names.sink_topics(settings)))
 
