@@ -50,13 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     broker = Broker(home / "broker")
     runs = []
     try:
-        for r in range(args.rounds):
-            # Reversed every other round: no value always runs first (or last) on the broker.
-            for value in values if r % 2 == 0 else values[::-1]:
-                run = {"round": r, **one_run(home / f"w{r}-{value}", broker.address, value,
-                                             args.events, args.rate, args.seconds)}
-                print(json.dumps(run), flush=True)
-                runs.append(run)
+        for r, value in code_ab.alternating(args.rounds, values):
+            run = {"round": r, **one_run(home / f"w{r}-{value}", broker.address, value,
+                                         args.events, args.rate, args.seconds)}
+            print(json.dumps(run), flush=True)
+            runs.append(run)
     finally:
         broker.stop()
         shutil.rmtree(home, ignore_errors=True)

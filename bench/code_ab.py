@@ -41,6 +41,12 @@ def commit_of(root: Path) -> str:
     return (out.stdout.strip() or "?") + ("+changes" if dirty else "")
 
 
+def alternating(rounds: int, items: list) -> list[tuple[int, object]]:
+    """(round, item) in run order: the items in turn, reversed every other round, so that no
+    item always runs first (or last) on the broker."""
+    return [(r, item) for r in range(rounds) for item in (items if r % 2 == 0 else items[::-1])]
+
+
 def one_run(home: Path, broker: str, root: Path, events: int, trials: int, rate: float,
             seconds: float, env: dict[str, str] | None = None) -> dict:
     """A fresh no-op worker of the checkout at `root` (with `env`): warmed, `trials` settled
@@ -82,13 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     broker = Broker(home / "broker")
     runs = []
     try:
-        for r in range(args.rounds):
-            for side in ("a", "b") if r % 2 == 0 else ("b", "a"):
-                run = {"round": r, "side": side, "commit": commits[side],
-                       **one_run(home / f"{side}{r}", broker.address, sides[side], args.events,
-                                 args.trials, args.rate, args.seconds)}
-                print(json.dumps(run), flush=True)
-                runs.append(run)
+        for r, side in alternating(args.rounds, ["a", "b"]):
+            run = {"round": r, "side": side, "commit": commits[side],
+                   **one_run(home / f"{side}{r}", broker.address, sides[side], args.events,
+                             args.trials, args.rate, args.seconds)}
+            print(json.dumps(run), flush=True)
+            runs.append(run)
     finally:
         broker.stop()
         shutil.rmtree(home, ignore_errors=True)
