@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from .conftest import ROOT, make_stack
+from .conftest import ROOT, TEST_SESSION_TIMEOUT, make_stack
 from .test_ci_formats import SARIF_SCHEMA
 from .test_ci_gate import HIGH, LOW, config
 
@@ -66,6 +66,7 @@ def repo(tmp_path) -> dict[str, str | Path]:
 
 def base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REVIEWBUS_")}
+    env.update(TEST_SESSION_TIMEOUT)
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
     env["HOME"] = str(tmp_path)
     env["REVIEWBUS_HOME"] = str(tmp_path / "no-stack-here")  # the runner's: nothing local

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_SESSION_TIMEOUT
 from tests.gitrepo import make_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +112,7 @@ def test_examples_are_marked():
 
 def _env(home: Path, config: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REVIEWBUS_")}
+    env.update(TEST_SESSION_TIMEOUT)
     env.update(REVIEWBUS_HOME=str(home), REVIEWBUS_CONFIG=str(config), HF_HUB_OFFLINE="1",
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", COLUMNS="120")
     return env
