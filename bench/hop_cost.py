@@ -12,8 +12,9 @@ The figure is the process's CPU time (`time.process_time`, all threads) over the
   producer under Faust's, `send` per record (`streams.context.send_all` now); both await the
   acks once per 500 records;
 - read: a Faust agent's `noack_take(500, within=0.05)` with an ack per event (how intake,
-  inference and results read); an aiokafka consumer's `getmany(max_records=500)` with a commit
-  per call (how the sink reads: streams/group_consumer.py).
+  inference and results read before they got consumer groups of their own); an aiokafka
+  consumer's `getmany(max_records=500)` with a commit per call (how the sink reads:
+  streams/group_consumer.py; the other hops read through getmany too).
 
 Writes bench/results/hop-cost-<time>[-label].json and prints the medians per record.
 """

@@ -201,11 +201,17 @@ def aiokafka_producer(app):
 # ---- 1. the fetch wait ------------------------------------------------------------------------
 
 
-def adapt_fetch_wait(consumer, idle_after_s: float, idle_wait_ms: int) -> IdleFetchWait | None:
+def adapt_fetch_wait(consumer, idle_after_s: float, idle_wait_ms: int, *,
+                     gauge: Gauge | None = None, switches: Counter | None = None
+                     ) -> IdleFetchWait | None:
     """Let a started aiokafka consumer's fetches wait `idle_wait_ms` once it fetched nothing
-    for `idle_after_s` (its own fetch wait otherwise); None (nothing changed) when either is 0."""
+    for `idle_after_s` (its own fetch wait otherwise); None (nothing changed) when either is 0.
+    `gauge` and `switches`: the wait now and the switches counted (`to` idle or short), by
+    default the Faust consumer's (the hops' consumer has its own: streams/flows/hops.py)."""
+    gauge = FETCH_WAIT_MS if gauge is None else gauge
+    switches = FETCH_WAIT_SWITCHES if switches is None else switches
     fetcher = consumer._fetcher
-    FETCH_WAIT_MS.set(fetcher._fetch_max_wait_ms)
+    gauge.set(fetcher._fetch_max_wait_ms)
     if idle_after_s <= 0 or idle_wait_ms <= 0:
         return None
     policy = IdleFetchWait(fetcher._fetch_max_wait_ms, idle_after_s, idle_wait_ms)
@@ -217,8 +223,8 @@ def adapt_fetch_wait(consumer, idle_after_s: float, idle_wait_ms: int) -> IdleFe
             wait = policy.after_fetch(bool(got))
             if wait != fetcher._fetch_max_wait_ms:  # read when the next request is built
                 fetcher._fetch_max_wait_ms = wait
-                FETCH_WAIT_MS.set(wait)
-                FETCH_WAIT_SWITCHES.labels(to="short" if wait == policy.short_ms else "idle").inc()
+                gauge.set(wait)
+                switches.labels(to="short" if wait == policy.short_ms else "idle").inc()
         except Exception:
             log.exception("idle fetch wait: keeping the wait as it is")
         return got

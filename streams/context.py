@@ -20,6 +20,7 @@ from infra.crash_markers import CrashGuard
 from schemas import Event, LifecycleEvent, Registry
 
 from .guard import faulty, guarded_task, guarded_timer
+from .topic_streams import TopicStreams
 
 if TYPE_CHECKING:
     import faust
@@ -100,9 +101,12 @@ class AppContext:
         # Hops with a consumer group of their own (streams/group_consumer.py): set once the
         # group first gave this worker its partitions.
         self.joined: dict[str, asyncio.Event] = {"sink": asyncio.Event(),
-                                                 "intake": asyncio.Event()}
-        # Their consumers whose partitions /health lists beside Faust's (intake's).
+                                                 "intake": asyncio.Event(),
+                                                 "hops": asyncio.Event()}
+        # Their consumers whose partitions /health lists beside Faust's (intake's, the hops').
         self.group_consumers: dict[str, Any] = {}
+        # The inference and results hops' streams, fed by one consumer (streams/flows/hops.py).
+        self.hops = TopicStreams("hops")
 
     def unavailable(self) -> frozenset[str]:
         return self.breakers.open_versions()

@@ -15,14 +15,14 @@ background (`OneInFlight`). A rebalance can take a partition between a take and 
 the commit is refused and counted, and the new owner reads those records again, so the hop's
 side effects must be idempotent (the store's are: it collapses repeats).
 
-The results hop stays a Faust agent: moved here too it showed no CPU gain beyond the noise,
-and its health judge then started a group join (~5 s on Tansu) after the worker, letting a
-broken version answer that long before quarantine saw it (docs/concepts/batching.md).
+Intake reads this way too (streams/flows/intake.py), and the inference and results hops
+share one consumer of their own (streams/topic_streams.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from infra.kafka import FETCH_MAX_WAIT_MS, start_group_consumer, stop_consumer
+from infra.kafka import FETCH_MAX_WAIT_MS, client_kwargs, start_group_consumer, stop_consumer
 
 from .metrics import BATCH_EVENTS, GROUP_COMMITS_REFUSED, GROUP_PARTITIONS
 
@@ -139,6 +139,94 @@ class Joined(ConsumerRebalanceListener):  # type: ignore[misc]
         self.joined.set()
 
 
+class Received:
+    """A record as a hop's code reads a Faust event: `value`, and `message` with its topic,
+    partition, offset, key and timestamp (seconds, as Faust's)."""
+
+    __slots__ = ("key", "message", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(self, record: ConsumerRecord) -> None:
+        self.value, self.key = record.value, record.key
+        self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
+        stamp = record.timestamp
+        self.timestamp = stamp / 1000.0 if stamp is not None and stamp > 0 else None
+        self.message = self
+
+
+async def carry_offsets(consumer: AIOKafkaConsumer, other: AIOKafkaConsumer,
+                        assigned: set[TopicPartition]) -> dict[TopicPartition, int]:
+    """Seek each assigned partition this group never committed to where `other`'s group
+    committed it (the Faust group that read these topics before the hop had a group of its
+    own); the offsets it moved to."""
+    moved: dict[TopicPartition, int] = {}
+    for tp in sorted(assigned):
+        if await consumer.committed(tp) is not None:
+            continue
+        offset = await other.committed(tp)
+        if offset is not None:
+            consumer.seek(tp, offset)
+            moved[tp] = offset
+    return moved
+
+
+class CarryOffsets(Joined):
+    """Joined, and on each assignment the offsets carried over from the Faust group
+    (`from_group`): the assigned partitions are paused before anything else (aiokafka starts
+    fetching them before it calls this), carried, the carried offsets committed, then resumed.
+    A carry that fails leaves them paused and is raised by `check` (the task restarts)."""
+
+    def __init__(self, agent: str, joined: asyncio.Event, settings, bootstrap: str,
+                 from_group: str) -> None:
+        super().__init__(agent, joined)
+        self.settings, self.bootstrap, self.from_group = settings, bootstrap, from_group
+        self.consumer: AIOKafkaConsumer | None = None
+        self.started = asyncio.Event()  # `consumer` is set
+        self.carried = asyncio.Event()  # the first assignment was carried
+        self.failure: BaseException | None = None
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def wait_carried(self) -> None:
+        """Until the first assignment was carried; raises the carry's failure (a first carry
+        that failed would otherwise leave the task waiting for good, its partitions paused)."""
+        while not self.carried.is_set():
+            self.check()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.carried.wait(), 0.5)
+        self.check()
+
+    def attach(self, consumer: AIOKafkaConsumer) -> None:
+        """The consumer this listener serves, once started (the listener waits for it)."""
+        self.consumer = consumer
+        self.started.set()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.started.wait()  # set once start() returned; no yield after that
+        consumer = self.consumer
+        assert consumer is not None
+        consumer.pause(*assigned)
+        other = AIOKafkaConsumer(**client_kwargs(self.settings, self.bootstrap),
+                                 group_id=self.from_group, enable_auto_commit=False)
+        try:
+            await other.start()
+            moved = await carry_offsets(consumer, other, assigned)
+            if moved:
+                await consumer.commit(moved)  # once: the next assignment finds them
+                log.warning("%s: %d partitions start where the worker group left them",
+                            self.agent, len(moved))
+        except Exception as exc:
+            log.exception("%s: the offsets of the worker group could not be carried", self.agent)
+            self.failure = exc
+            return
+        finally:
+            await stop_consumer(other)
+        consumer.resume(*assigned)
+        self.carried.set()
+        await super().on_partitions_assigned(assigned)
+
+
 class OneInFlight:
     """The last stage of each batch (the sink's insert and commit) in the background, one at
     a time and in order, while the loop takes and parses the next batch. A failed stage is
@@ -202,5 +290,5 @@ async def consume(settings, bootstrap: str, agent: str, group: str, topics: Iter
         await stop_consumer(consumer)
 
 
-__all__ = ["FEED_CHUNK", "Batch", "Feed", "Gatherer", "Joined", "OneInFlight", "commit", "consume",
-           "fetch_wait_ms", "take"]
+__all__ = ["FEED_CHUNK", "Batch", "CarryOffsets", "Feed", "Gatherer", "Joined", "OneInFlight",
+           "Received", "carry_offsets", "commit", "consume", "fetch_wait_ms", "take"]

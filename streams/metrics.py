@@ -33,3 +33,15 @@ SHADOW_JOIN_PENDING = Gauge("reviewbus_shadow_join_pending",
 SHADOW_JOIN_DROPPED = Counter("reviewbus_shadow_join_dropped_total",
                               "Shadow join entries dropped before every version answered",
                               ["reason"])
+
+# The hops' consumer (streams/flows/hops.py) switches its fetch wait as Faust's does
+# (infra/faust_compat.py adapt_fetch_wait), counted apart from Faust's.
+HOPS_FETCH_WAIT_SWITCHES = Counter(
+    "reviewbus_hops_fetch_wait_switches_total",
+    "Times the inference and results hops' consumer changed its fetch wait: to the idle wait "
+    "after a quiet spell, or back to the short one", ["to"])
+for _to in ("idle", "short"):
+    HOPS_FETCH_WAIT_SWITCHES.labels(to=_to)
+HOPS_FETCH_WAIT_MS = Gauge("reviewbus_hops_fetch_wait_ms",
+                           "The fetch.max.wait.ms of the hops' consumer's next fetch")
+

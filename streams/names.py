@@ -41,6 +41,11 @@ def intake_group(settings: Settings) -> str:
     return f"{settings.resolved_app_id()}-intake"
 
 
+def hops_group(settings: Settings) -> str:
+    """The group of the inference and results hops (streams/topic_streams.py)."""
+    return f"{settings.resolved_app_id()}-hops"
+
+
 def input_topics(settings: Settings) -> list[str]:
     """What intake reads: the input topics CI publishes to."""
     return [topic(settings, n) for n in INPUT_KINDS]

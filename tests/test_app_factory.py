@@ -60,9 +60,13 @@ def test_create_app_builds_every_agent_for_the_served_versions(tmp_path):
     extra = VersionSpec(id="registered-v1", backend="fake")
     ctx = create_app(_settings(tmp_path), config, "127.0.0.1:1", serving_specs(config, [extra]))
     served = [v.id for v in config.versions] + ["registered-v1"]
-    assert set(ctx.agents) == {"healing", "results",
-                               "inference._pool", *(f"inference.{v}" for v in served)}
+    # Faust agents: healing only. The inference agents (one per served version, and the
+    # pool's) and the results hop read through the hops' own consumer (streams/topic_streams.py).
+    assert set(ctx.agents) == {"healing"}
     assert set(ctx.app.agents) == set(ctx.agents)
+    assert set(ctx.hops.topics) == {
+        ctx.topics.results.get_topic_name(), ctx.topics.pool.get_topic_name(),
+        *(t.get_topic_name() for t in ctx.topics.inference.values())}
     assert sorted(ctx.topics.inference) == sorted(served)
     assert ctx.topics.inference["registered-v1"].get_topic_name().endswith(
         "inference.registered-v1")
@@ -76,9 +80,10 @@ def test_create_app_builds_every_agent_for_the_served_versions(tmp_path):
     # Eight guarded timers (malloc_trim on by default; the learner's, which does nothing
     # unless `learner.enabled`) and five tasks (registry, crash check, broker watchdog, and
     # intake and the sink, which read with consumer groups of their own:
-    # streams/group_consumer.py).
-    assert len(ctx.app._app_tasks) == 13
-    assert set(ctx.joined) == {"intake", "sink"}
+    # streams/group_consumer.py), the hops' consumer, the results hop and an inference agent
+    # per served version and the pool's.
+    assert len(ctx.app._app_tasks) == 13 + 2 + len(served) + 1
+    assert set(ctx.joined) == {"intake", "sink", "hops"}
     assert ctx.store is None and not ctx.registry.ready.is_set()
 
 

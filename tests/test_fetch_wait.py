@@ -178,7 +178,11 @@ def test_an_idle_worker_fetches_with_the_idle_wait_and_still_serves_a_commit(
     stack.start()
     try:
         url = read_json(stack.home / "worker.json")["web_url"]
-        gauge, switches = "reviewbus_faust_fetch_wait_ms", "reviewbus_faust_fetch_wait_switches_total"
+        # The commit reaches the worker through intake's consumer (no idle switch) and the
+        # inference request through the hops' consumer, which switches like Faust's consumer
+        # (which now reads only the failures: idle here all along).
+        assert _wait_metric(url, "reviewbus_faust_fetch_wait_ms", lambda v: v == 300) == 300
+        gauge, switches = "reviewbus_hops_fetch_wait_ms", "reviewbus_hops_fetch_wait_switches_total"
         assert _wait_metric(url, gauge, lambda v: v == 300) == 300, stack.log_tail()
         back_before = _metric(url, switches, 'to="short"')
         idle_before = _metric(url, switches, 'to="idle"')

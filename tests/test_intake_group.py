@@ -21,8 +21,7 @@ from infra.kafka import (
     start_producer,
     stop_consumer,
 )
-from streams.flows.intake import carry_offsets
-from streams.group_consumer import take
+from streams.group_consumer import carry_offsets, take
 
 pytestmark = pytest.mark.integration
 
@@ -114,9 +113,7 @@ def test_the_listener_carries_before_any_record_is_taken_and_commits_what_it_car
     """Through CarryOffsets as the intake task uses it: no record below the Faust group's
     offset is ever returned (the partitions are paused while it carries), and the carried
     offset is committed in the intake group at once."""
-    from types import SimpleNamespace
-
-    from streams.flows.intake import CarryOffsets
+    from streams.group_consumer import CarryOffsets
 
     settings = _settings(tmp_path)
     topic = f"intake-test-{uuid.uuid4().hex[:8]}"
@@ -136,21 +133,18 @@ def test_the_listener_carries_before_any_record_is_taken_and_commits_what_it_car
         old.assign([tp])
         await old.commit({tp: 20})
         await stop_consumer(old)
-        ctx = SimpleNamespace(settings=settings, bootstrap=broker,
-                              app=SimpleNamespace(conf=SimpleNamespace(id=app_id)),
-                              joined={"intake": asyncio.Event()})
-        listener = CarryOffsets(ctx)
+        joined = asyncio.Event()
+        listener = CarryOffsets("intake", joined, settings, broker, app_id)
         consumer = await start_group_consumer(settings, broker, f"{app_id}-intake", [topic],
                                               listener)
-        listener.consumer = consumer
-        listener.started.set()
+        listener.attach(consumer)
         try:
             await asyncio.wait_for(listener.carried.wait(), 30)
             batch = await take(consumer, 1000, within_s=1.0, idle_s=0.3, check=listener.check)
             committed = await consumer.committed(tp)
         finally:
             await stop_consumer(consumer)
-        return [r.offset for r in batch.get(tp, [])], committed, ctx.joined["intake"].is_set()
+        return [r.offset for r in batch.get(tp, [])], committed, joined.is_set()
 
     offsets, committed, joined = asyncio.run(run())
     assert offsets == list(range(20, 30))

@@ -441,8 +441,8 @@ def test_the_repair_waits_for_answers_the_sink_has_not_stored(broker, tmp_path):
             await produce_all(producer, results, ((b"k", b"{}") for _ in range(3)))
         finally:
             await producer.stop()
-        seen = [await backlog(ctx)]  # nobody committed: the worker group's lag and the sink's
-        for group in (settings.resolved_app_id(), names.sink_group(settings)):
+        seen = [await backlog(ctx)]  # nobody committed: the hops group's lag and the sink's
+        for group in (names.hops_group(settings), names.sink_group(settings)):
             consumer = await start_group_consumer(settings, broker, group, [results])
             try:
                 got = await take(consumer, 3, within_s=2.0)

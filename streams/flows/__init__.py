@@ -7,6 +7,7 @@ from ..context import AppContext
 from . import (
     feedback,
     healing,
+    hops,
     inference,
     intake,
     learner,
@@ -20,9 +21,10 @@ from . import (
 
 # The order the agents, timers and tasks were declared in when importing declared them.
 # router has no agent of its own: intake routes in its hop (streams/flows/router.py says why);
-# shadow and quarantine read `results` through one agent, results (streams/flows/results.py).
+# shadow and quarantine read `results` through one agent, results (streams/flows/results.py);
+# hops feeds inference and results from one consumer group of their own.
 MODULES = (feedback, healing, quarantine, inference, intake, registry, results, rotation, shadow,
-           sink, learner)
+           sink, learner, hops)
 
 
 def register(ctx: AppContext) -> None:

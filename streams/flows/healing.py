@@ -103,15 +103,15 @@ MAX_REROUTES = 2  # per request, counted in ctx.rerouted
 
 async def backlog(ctx: AppContext) -> int:
     """Messages not committed yet on the routing path: by intake's group on the inputs, by the
-    worker group on its hops, and by the sink's own group on `accepted` and `results` (an
-    answer not stored yet makes its request look unserved: repairing it then would only
-    repeat the inference)."""
+    hops' group on the inference topics and `results`, and by the sink's own group on
+    `accepted` and `results` (an answer not stored yet makes its request look unserved:
+    repairing it then would only repeat the inference)."""
     s, p = ctx.settings, ctx.settings.partitions
     path = [names.topic(s, "results"),
             *(names.inference_topic(s, v) for v in ctx.topics.inference), names.pool_topic(s)]
     total = 0
     for group, topics in ((names.intake_group(s), names.input_topics(s)),
-                          (ctx.app.conf.id, path),
+                          (names.hops_group(s), path),
                           (names.sink_group(s), [names.topic(s, "accepted"),
                                                  names.topic(s, "results")])):
         total += sum((await consumer_lag(s, ctx.bootstrap, group, topics, p)).values())

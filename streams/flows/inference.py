@@ -286,11 +286,11 @@ def agent(ctx: AppContext, topic, name: str, concurrency: int,
         await ctx.registry.ready.wait()
         await ctx.crash_guard.checked.wait()  # crash loops are judged before any batch runs
         limit = asyncio.Semaphore(concurrency)
-        # Batches run concurrently but are acked in the order they were taken: Faust commits
-        # the first run of consecutive acked offsets even when an earlier offset is still
-        # unacked (transport/consumer.py _new_offset), so out-of-order acks would let a crash
-        # skip the earlier batch. In order, a crash only ever repeats work.
+        # Batches run concurrently but are acked in the order they were taken, so the offsets
+        # committed (the first run of consecutive acked ones: streams/topic_streams.py) never
+        # pass a batch still running. In order, a crash only ever repeats work.
         pending: collections.deque[tuple[list, asyncio.Event]] = collections.deque()
+        running: set[asyncio.Future] = set()
 
         async def ack_in_order() -> None:
             while pending and pending[0][1].is_set():
@@ -300,11 +300,13 @@ def agent(ctx: AppContext, topic, name: str, concurrency: int,
 
         async def bounded(events: list, finished: asyncio.Event) -> None:
             try:
-                await process(ctx, events, stream, ack=False, run=run)
-            finally:
-                finished.set()
-                limit.release()
-                await ack_in_order()
+                await process(ctx, events, stream, ack=False, run=run)  # never raises
+            except asyncio.CancelledError:
+                limit.release()  # stopped mid-batch (the worker stops): not acked, read again
+                raise
+            finished.set()
+            limit.release()
+            await ack_in_order()
 
         # Take what the topic holds (up to `batch_max` events), not one backend batch: the
         # broker round trip and the acks are paid per take, the backend still gets batches of
@@ -313,18 +315,38 @@ def agent(ctx: AppContext, topic, name: str, concurrency: int,
         # backend batch, N of them in flight, as before: its batches stay concurrent and a
         # rebalance or a crash repeats at most N of them. `inference.take_max` bounds others.
         take = ctx.config.inference.take_of(name.split(".", 1)[1], ctx.settings.batch_max)
-        async for events in stream.noack_take(take, within=ctx.config.inference.batch_wait_s):
-            BATCH_EVENTS.labels(agent="inference").observe(len(events))
-            await limit.acquire()  # backpressure: no more than N batches in flight
-            finished = asyncio.Event()
-            pending.append((events, finished))
-            if concurrency == 1:
-                await bounded(events, finished)
-            else:
-                asyncio.ensure_future(bounded(events, finished))
+        try:
+            async for events in stream.noack_take(take, within=ctx.config.inference.batch_wait_s):
+                BATCH_EVENTS.labels(agent="inference").observe(len(events))
+                await limit.acquire()  # backpressure: no more than N batches in flight
+                finished = asyncio.Event()
+                pending.append((events, finished))
+                if concurrency == 1:
+                    await bounded(events, finished)
+                else:
+                    future = asyncio.ensure_future(bounded(events, finished))
+                    running.add(future)
+                    future.add_done_callback(running.discard)
+        except asyncio.CancelledError:  # the worker stops: its batches stop too, unacked
+            for future in running:
+                future.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        except Exception:
+            # The task restarts and reads its unacked events again: let the batches still
+            # running finish first, so no request runs twice at once.
+            if running:
+                await asyncio.wait(set(running))
+            raise
 
-    infer.__name__ = name.replace(".", "_")
-    ctx.agent(topic, name=name)(infer)
+    # Read through the hops' own consumer (streams/topic_streams.py), not a Faust agent.
+    stream = ctx.hops.stream(topic.get_topic_name())
+
+    @ctx.task(name=name)
+    async def run_agent() -> None:
+        await ctx.registry.ready.wait()
+        stream.rewind()  # a restart reads again what the last run did not ack
+        await infer(stream)
 
 
 def install(ctx: AppContext, version_id: str) -> None:

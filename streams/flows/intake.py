@@ -19,20 +19,17 @@ group's first assignment of a partition starts where the Faust group had committ
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-
 from agents.errors import InvalidEvent
 from agents.intake import accept_input, cohort_of, record_time
-from infra.kafka import client_kwargs, start_group_consumer, stop_consumer
+from infra.kafka import start_group_consumer, stop_consumer
 
 from .. import names
 from ..batching import InOrderAcks, failed_future, handle_events
 from ..context import AppContext, log, send_all
-from ..group_consumer import Joined, commit, take
+from ..group_consumer import CarryOffsets, Received, commit, take
 from ..metrics import BATCH_EVENTS, EVENTS
 from .router import route
 
@@ -70,79 +67,6 @@ async def accept_and_route(ctx: AppContext, event, dead_letters: list | None = N
     return outputs
 
 
-class Received:
-    """An input record as the hop's code reads a Faust event: `value`, and `message` with its
-    topic, partition, offset, key and timestamp (seconds, as Faust's)."""
-
-    __slots__ = ("key", "message", "offset", "partition", "timestamp", "topic", "value")
-
-    def __init__(self, record: ConsumerRecord) -> None:
-        self.value, self.key = record.value, record.key
-        self.topic, self.partition, self.offset = record.topic, record.partition, record.offset
-        stamp = record.timestamp
-        self.timestamp = stamp / 1000.0 if stamp is not None and stamp > 0 else None
-        self.message = self
-
-
-async def carry_offsets(consumer: AIOKafkaConsumer, other: AIOKafkaConsumer,
-                        assigned: set[TopicPartition]) -> dict[TopicPartition, int]:
-    """Seek each assigned partition this group never committed to where `other`'s group
-    committed it (the Faust group that read the inputs before intake had a group of its own);
-    the offsets it moved to."""
-    moved: dict[TopicPartition, int] = {}
-    for tp in sorted(assigned):
-        if await consumer.committed(tp) is not None:
-            continue
-        offset = await other.committed(tp)
-        if offset is not None:
-            consumer.seek(tp, offset)
-            moved[tp] = offset
-    return moved
-
-
-class CarryOffsets(Joined):
-    """Joined, and on each assignment the offsets carried over from the Faust group: the
-    assigned partitions are paused before anything else (aiokafka starts fetching them before
-    it calls this), carried, the carried offsets committed, then resumed. A carry that fails
-    leaves them paused and is raised by `check` (the task restarts)."""
-
-    def __init__(self, ctx: AppContext) -> None:
-        super().__init__("intake", ctx.joined["intake"])
-        self.ctx = ctx
-        self.consumer: AIOKafkaConsumer | None = None
-        self.started = asyncio.Event()  # `consumer` is set
-        self.carried = asyncio.Event()  # the first assignment was carried
-        self.failure: BaseException | None = None
-
-    def check(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.started.wait()  # set once start() returned; no yield after that
-        consumer = self.consumer
-        assert consumer is not None
-        consumer.pause(*assigned)
-        other = AIOKafkaConsumer(**client_kwargs(self.ctx.settings, self.ctx.bootstrap),
-                                 group_id=self.ctx.app.conf.id, enable_auto_commit=False)
-        try:
-            await other.start()
-            moved = await carry_offsets(consumer, other, assigned)
-            if moved:
-                await consumer.commit(moved)  # once: the next assignment finds them
-                log.warning("intake: %d partitions start where the worker group left them",
-                            len(moved))
-        except Exception as exc:
-            log.exception("intake: the offsets of the worker group could not be carried")
-            self.failure = exc
-            return
-        finally:
-            await stop_consumer(other)
-        consumer.resume(*assigned)
-        self.carried.set()
-        await super().on_partitions_assigned(assigned)
-
-
 def register(ctx: AppContext) -> None:
     settings = ctx.settings
 
@@ -156,12 +80,12 @@ def register(ctx: AppContext) -> None:
     @ctx.task(name="intake")
     async def intake() -> None:
         await ctx.registry.ready.wait()  # routing reads the registry
-        listener = CarryOffsets(ctx)
+        listener = CarryOffsets("intake", ctx.joined["intake"], settings, ctx.bootstrap,
+                                ctx.app.conf.id)
         consumer = await start_group_consumer(
             settings, ctx.bootstrap, names.intake_group(settings), names.input_topics(settings),
             listener, max_partition_fetch_bytes=FETCH_BYTES)
-        listener.consumer = consumer
-        listener.started.set()
+        listener.attach(consumer)
         ctx.group_consumers["intake"] = consumer
         acks = InOrderAcks(None, "intake", depth=settings.batch_acks_in_flight, strict=True)
 
@@ -170,7 +94,7 @@ def register(ctx: AppContext) -> None:
             acks.check()
 
         try:
-            await listener.carried.wait()  # nothing is taken before the first carry
+            await listener.wait_carried()  # nothing is taken before the first carry
             while True:
                 batch = await take(consumer, settings.batch_max, settings.intake_within_s,
                                    check=check, first_wait_s=1.0)

@@ -47,8 +47,11 @@ def register(ctx: AppContext) -> None:
     async def dead_letter(events, exc: Exception) -> None:
         await dead_letter_all(ctx, events, repr(exc), "shadow")
 
-    @ctx.agent(ctx.topics.results, name="results")
-    async def results(stream):
+    stream = ctx.hops.stream(ctx.topics.results.get_topic_name())
+
+    @ctx.task(name="results")
+    async def results() -> None:
         await ctx.registry.ready.wait()
+        stream.rewind()  # a restart reads again what the last run did not ack
         await run_batches(ctx, stream, "results", lambda event: read_result(ctx, event),
                           on_send_error=dead_letter, after=lambda: publish_join_metrics(ctx))

@@ -188,17 +188,20 @@ def status(settings: Settings) -> dict:
     if health:
         out["versions"] = health.get("versions", {})
     if bootstrap:
-        # The worker group reads inference, results and failures; intake and the sink read
-        # with groups of their own (streams/group_consumer.py); findings is for users.
-        hops = [*(names.topic(settings, t) for t in ("results", "failures")),
+        # Intake, the hops (inference and results) and the sink read with groups of their own
+        # (streams/group_consumer.py, streams/topic_streams.py); the worker group reads
+        # failures; findings is for users.
+        hops = [names.topic(settings, "results"),
                 *(names.inference_topic(settings, v.id) for v in config.versions),
                 names.pool_topic(settings)]
 
         async def lags() -> tuple[dict[str, int], dict[str, int]]:
-            worker = await consumer_lag(settings, bootstrap, settings.resolved_app_id(), hops)
+            worker = await consumer_lag(settings, bootstrap, settings.resolved_app_id(),
+                                        [names.topic(settings, "failures")])
+            hop = await consumer_lag(settings, bootstrap, names.hops_group(settings), hops)
             intake = await consumer_lag(settings, bootstrap, names.intake_group(settings),
                                         names.input_topics(settings))
-            return ({**intake, **worker},
+            return ({**intake, **hop, **worker},
                     await consumer_lag(settings, bootstrap, names.sink_group(settings),
                                        names.sink_topics(settings)))
 
