@@ -353,6 +353,24 @@ def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials:
                       "the same size on the same worker, after its routing run and its "
                       "0-shadow trials, against the median of its fresh trials"}
         out["_w0"] = {"peak_rss_mib_1": rss_1, "peak_rss_mib": w0.peak_rss_mib()}
+        # The embedded broker slows down with its history too (docs/operations/long-running.md),
+        # and a faster bus gives it more history by now: a fresh worker on the same broker,
+        # between two more trials of the old one, tells the worker's slowdown from the broker's.
+        log("7. the same worker vs a fresh one on the same broker, now")
+        fresh = _worker(home / "s0-fresh", broker, noop_config(0), partitions, log)
+        try:
+            asyncio.run(_warm(fresh))
+            now = settled_trials(fresh, events, 1, log)[0]["events_per_s_wall"]
+        finally:
+            fresh.stop()
+        again = settled_trials(w0, events, 1, log)[0]["events_per_s_wall"]
+        old = trials_summary([later["events_per_s_wall"], again])["median"]
+        out["after_long_run"].update({
+            "old_worker_wall_events_per_s": [later["events_per_s_wall"], again],
+            "fresh_worker_now_wall_events_per_s": now,
+            "ratio_to_fresh_worker_now": ratio(old, now),
+            "method_now": "the old worker's two trials (before and after) against a fresh "
+                          "worker's one, all on the same broker at the end of the run"})
     finally:
         w0.stop()
 

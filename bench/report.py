@@ -61,6 +61,11 @@ def rows(result: dict) -> list[list[Any]]:
                         f"({later['events']} events, wall clock)",
                         later["after_wall_events_per_s"], later["fresh_wall_events_per_s"],
                         later.get("ratio"), "events/s"])
+            if later.get("fresh_worker_now_wall_events_per_s") is not None:
+                olds = later["old_worker_wall_events_per_s"]
+                out.append(["3 shadow cost", "  vs a fresh worker on the same broker, now",
+                            sum(olds) / len(olds), later["fresh_worker_now_wall_events_per_s"],
+                            later.get("ratio_to_fresh_worker_now"), "events/s"])
         rate = _get(sc, "stable_latency", "rate")
         out.append(["3 shadow cost", f"stable p99 end-to-end @ {fmt(rate)}/s, slow vs fast shadow",
                     sc.get("stable_p99_ms_slow_shadow"), sc.get("stable_p99_ms_fast_shadow"),
