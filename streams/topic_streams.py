@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -52,14 +53,21 @@ class TopicStream:
         self.arrived = asyncio.Event()
 
     async def noack_take(self, max_: int, within: float) -> AsyncIterator[list[Received]]:
-        """Batches of up to `max_` records, gathered for at most `within` from the first one;
-        waits as long as it takes for a first one."""
+        """Batches of up to `max_` records, gathered until the end of the `within` window the
+        first one came in; waits as long as it takes for a first one.
+
+        Faust's take closes a window every `within` whether anything came or not, so a lone
+        record waits half a window on average, not a whole one (a commit on a quiet bus was
+        served 25 ms later with whole windows of inference's 50 ms). The windows here are on
+        the same fixed grid, without waking up while nothing comes."""
         loop = asyncio.get_running_loop()
+        origin = loop.time()
         while True:
             while not self.buffer:
                 self.arrived.clear()
                 await self.arrived.wait()
-            deadline = loop.time() + within
+            now = loop.time()
+            deadline = origin + math.ceil((now - origin) / within) * within if within > 0 else now
             while len(self.buffer) < max_:
                 left = deadline - loop.time()
                 if left <= 0:

@@ -318,3 +318,28 @@ def test_a_rebalance_lets_the_batch_in_flight_be_acked_then_commits_it(broker, t
         return committed
 
     assert asyncio.run(run()) == 4
+
+
+def test_a_lone_record_waits_for_the_end_of_its_window_not_a_whole_window():
+    """Windows on a fixed grid, as Faust's take closes them: a record that comes 0.6 s into a
+    1 s window is handed out at its end, about 0.4 s later (a whole window would be 1 s)."""
+    from types import SimpleNamespace
+
+    async def run() -> float:
+        hub = TopicStreams("hops-test")
+        stream = hub.stream("t")
+        loop = asyncio.get_running_loop()
+        takes = stream.noack_take(10, within=1.0)
+        first = asyncio.ensure_future(takes.__anext__())  # the grid starts here
+        await asyncio.sleep(0.6)
+        came = loop.time()
+        stream.buffer.append(SimpleNamespace(topic="t", partition=0, offset=0))
+        stream.arrived.set()
+        batch = await asyncio.wait_for(first, 5)
+        waited = loop.time() - came
+        await takes.aclose()
+        assert [e.offset for e in batch] == [0]
+        return waited
+
+    waited = asyncio.run(run())
+    assert 0.3 <= waited < 0.8, waited
