@@ -16,12 +16,13 @@ from streams.flows import intake
 def fake_ctx():
     dlq: list = []
 
-    async def send_to_dlq(event, error, agent):
-        dlq.append((agent, error))
+    def dead_letter_outputs(failed, agent):
+        dlq.extend((agent, error) for _, error in failed)
+        return [("topic:dlq", None, error) for _, error in failed]
 
     topics = SimpleNamespace(accepted="topic:accepted", input_kind_by_topic={})
     ctx = SimpleNamespace(topics=topics, config=SimpleNamespace(task="code-review"),
-                          limits=Limits(), send_to_dlq=send_to_dlq)
+                          limits=Limits(), dead_letter_outputs=dead_letter_outputs)
     return ctx, dlq
 
 
@@ -46,5 +47,5 @@ def test_a_routing_bug_archives_the_change_and_dead_letters_under_router(monkeyp
     monkeypatch.setattr(intake, "route", broken)
     ctx, dlq = fake_ctx()
     out = asyncio.run(intake.accept_and_route(ctx, commit_event()))
-    assert [t for t, _, _ in out] == ["topic:accepted"]
+    assert [t for t, _, _ in out] == ["topic:accepted", "topic:dlq"]  # sent with the batch
     assert dlq == [("router", "routing failed: KeyError('no such version')")]

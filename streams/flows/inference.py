@@ -344,7 +344,6 @@ def agent(ctx: AppContext, topic, name: str, concurrency: int,
 
     @ctx.task(name=name)
     async def run_agent() -> None:
-        await ctx.registry.ready.wait()
         stream.rewind()  # a restart reads again what the last run did not ack
         await infer(stream)
 

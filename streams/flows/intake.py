@@ -19,7 +19,6 @@ group's first assignment of a partition starts where the Faust group had committ
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 from agents.errors import InvalidEvent
@@ -41,10 +40,10 @@ def reason(exc: Exception) -> str:
     return str(exc) if isinstance(exc, InvalidEvent) else f"internal error: {exc!r}"
 
 
-async def accept_and_route(ctx: AppContext, event, dead_letters: list | None = None) -> list:
+async def accept_and_route(ctx: AppContext, event) -> list:
     """One input: its AcceptedChange and the requests that route it (InvalidEvent raised for
     the batch loop to dead-letter with its reason). A routing failure is dead-lettered under
-    "router": added to `dead_letters` (the batch sends them), or sent here without one."""
+    "router" with the batch (the dead letter is one of these outputs)."""
     msg = event.message
     accepted = accept_input(
         event.value, source_topic=msg.topic,
@@ -58,12 +57,7 @@ async def accept_and_route(ctx: AppContext, event, dead_letters: list | None = N
         # `accepted`), so the end-to-end repair routes it again; the input is dead-lettered
         # under "router" with the reason, as the router agent did
         log.exception("router failed on one accepted change")
-        if dead_letters is not None:
-            outputs += ctx.dead_letter_outputs([(event.message, f"routing failed: {exc!r}")],
-                                               "router")
-        else:
-            with contextlib.suppress(Exception):
-                await ctx.send_to_dlq(event, f"routing failed: {exc!r}", "router")
+        outputs += ctx.dead_letter_outputs([(msg, f"routing failed: {exc!r}")], "router")
     return outputs
 
 
@@ -73,9 +67,6 @@ def register(ctx: AppContext) -> None:
     async def dead_letter(events, exc: Exception) -> None:
         # Raises when even the dead letters fail: the batch then stays uncommitted.
         await ctx.dead_letter_messages([(e.message, repr(exc)) for e in events], "intake")
-
-    def handle(event, dead_letters: list):
-        return accept_and_route(ctx, event, dead_letters)
 
     @ctx.task(name="intake")
     async def intake() -> None:
@@ -103,7 +94,7 @@ def register(ctx: AppContext) -> None:
                 # Dead letters go out with the batch: it is committed only once they are acked.
                 letters: list = []
                 outputs = await handle_events(ctx, events, "intake",
-                                              functools.partial(handle, dead_letters=letters),
+                                              lambda event: accept_and_route(ctx, event),
                                               reason=reason, expected=(InvalidEvent,),
                                               dead_letters=letters)
                 outputs += ctx.dead_letter_outputs([(e.message, why) for e, why in letters],
