@@ -36,6 +36,12 @@ def isolate_env(monkeypatch, home: Path, prefix: str) -> Path:
     return home
 
 
+def group_settings(tmp_path: Path) -> Settings:
+    """For a test's own consumer groups: the worker's defaults but a 3 s session, so a test's
+    second member joins in seconds on the embedded broker."""
+    return Settings(home=tmp_path, broker_session_timeout_s=3.0, broker_heartbeat_interval_s=1.0)
+
+
 @pytest.fixture
 def store(tmp_path):
     """A migrated chDB store of the test's own (a module may define its own `store`)."""

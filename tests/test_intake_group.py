@@ -12,7 +12,6 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.settings import Settings
 from infra.kafka import (
     client_kwargs,
     ensure_topics,
@@ -23,11 +22,12 @@ from infra.kafka import (
 )
 from streams.group_consumer import carry_offsets, take
 
+from .conftest import group_settings
+
 pytestmark = pytest.mark.integration
 
 
-def _settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path, broker_session_timeout_s=3.0, broker_heartbeat_interval_s=1.0)
+_settings = group_settings
 
 
 def test_the_first_assignment_starts_where_the_faust_group_left_each_partition(broker, tmp_path):

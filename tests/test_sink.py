@@ -21,14 +21,12 @@ from streams.flows.sink import parse, parse_records
 from streams.group_consumer import FEED_CHUNK, OneInFlight, commit, consume, take
 from streams.metrics import GROUP_COMMITS_REFUSED
 
-from .conftest import make_stack
+from .conftest import group_settings, make_stack
 
 pytestmark = pytest.mark.integration
 
 
-def _settings(tmp_path) -> Settings:
-    # The worker's defaults but a short session: a test's second member joins in seconds.
-    return Settings(home=tmp_path, broker_session_timeout_s=3.0, broker_heartbeat_interval_s=1.0)
+_settings = group_settings
 
 
 async def _topic(settings: Settings, broker: str, n: int, partitions: int = 2) -> str:

@@ -13,7 +13,6 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.settings import Settings
 from infra.kafka import (
     client_kwargs,
     ensure_topics,
@@ -24,11 +23,12 @@ from infra.kafka import (
 )
 from streams.topic_streams import HopsListener, TopicStreams
 
+from .conftest import group_settings
+
 pytestmark = pytest.mark.integration
 
 
-def _settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path, broker_session_timeout_s=3.0, broker_heartbeat_interval_s=1.0)
+_settings = group_settings
 
 
 async def _topic_with(settings, broker: str, n: int, partitions: int = 1) -> str:
@@ -74,6 +74,18 @@ async def _take(stream, n: int, within: float = 0.5) -> list:
         return await asyncio.wait_for(takes.__anext__(), 30)
     finally:
         await takes.aclose()
+
+
+async def _take_and_ack(stream, n: int, size: int) -> list[int]:
+    """Take batches of at most `size` and ack each, as a hop does, until `n` records came;
+    their offsets."""
+    seen: list[int] = []
+    while len(seen) < n:
+        batch = await _take(stream, size, within=0.05)
+        seen += [e.offset for e in batch]
+        for event in batch:
+            await stream.ack(event)
+    return seen
 
 
 async def _until(predicate, timeout: float = 20.0) -> None:
@@ -168,12 +180,7 @@ def test_a_full_stream_pauses_its_topic_until_the_hop_takes_and_loses_nothing(br
             await _produce(settings, broker, topic, range(60, 120))
             await asyncio.sleep(1.0)  # paused: none of these is fetched
             held_later = len(stream.buffer)
-            seen: list[int] = []
-            while len(seen) < 120:
-                batch = await _take(stream, 4, within=0.05)
-                seen += [e.offset for e in batch]
-                for event in batch:
-                    await stream.ack(event)
+            seen = await _take_and_ack(stream, 120, 4)
             resumed = tp not in consumer.paused()
         return held, held_later, seen, resumed
 
@@ -197,12 +204,7 @@ def test_a_hop_that_restarts_while_its_topic_is_paused_gets_its_records(broker, 
             await _until(lambda: tp in consumer.paused())
             first = await _take(stream, 5)
             stream.rewind()  # the hop died holding 0..4, its topic paused
-            seen: list[int] = []
-            while len(seen) < 40:
-                batch = await _take(stream, 8, within=0.05)
-                seen += [e.offset for e in batch]
-                for event in batch:
-                    await stream.ack(event)
+            seen = await _take_and_ack(stream, 40, 8)
         return [e.offset for e in first] + seen
 
     offsets = asyncio.run(run())
