@@ -9,7 +9,10 @@ import pytest
 
 import infra.store
 from agents.errors import ReviewbusError, StoreBusy
+from infra.queries import Query
 from streams.services.replay import wait_for_run
+
+COUNT = Query("SELECT count() AS n FROM interactions", {})
 
 
 class Remote:
@@ -32,7 +35,7 @@ def test_one_store_for_every_poll_and_another_when_the_worker_restarts(monkeypat
     opened = [restarting, restarted]
     monkeypatch.setattr(infra.store, "open_store", lambda settings: opened.pop(0))
 
-    wait_for_run(SimpleNamespace(), "run-1", expected=5, timeout=10, poll_s=0.01)
+    wait_for_run(SimpleNamespace(), COUNT, "run-1", expected=5, timeout=10, poll_s=0.01)
 
     assert (restarting.queries, restarted.queries) == (2, 2)  # opened twice, not per poll
     assert opened == []
@@ -42,7 +45,7 @@ def test_a_run_that_never_completes_times_out_naming_the_count(monkeypatch):
     store = Remote([2] * 1000)
     monkeypatch.setattr(infra.store, "open_store", lambda settings: store)
     with pytest.raises(ReviewbusError, match="run-2: 2 of 5 results stored after 0.05 s"):
-        wait_for_run(SimpleNamespace(), "run-2", expected=5, timeout=0.05, poll_s=0.01)
+        wait_for_run(SimpleNamespace(), COUNT, "run-2", expected=5, timeout=0.05, poll_s=0.01)
 
 
 def test_polls_four_times_as_often_once_the_rest_is_one_batch_away(monkeypatch):
@@ -55,7 +58,7 @@ def test_polls_four_times_as_often_once_the_rest_is_one_batch_away(monkeypatch):
     monkeypatch.setattr(infra.store, "open_store", lambda settings: store)
     monkeypatch.setattr(replay.time, "sleep", pauses.append)
 
-    wait_for_run(SimpleNamespace(), "run-3", expected=100, timeout=10, poll_s=0.2)
+    wait_for_run(SimpleNamespace(), COUNT, "run-3", expected=100, timeout=10, poll_s=0.2)
 
     # 0 stored, then 40 of 100 (60 left > 40 gained), then 80 (20 left <= 40, the most one
     # pause stored), still 80 after a pause that stored nothing, then 90

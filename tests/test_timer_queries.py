@@ -16,7 +16,7 @@ import pytest
 
 from agents.rotation import Window
 from agents.slo import SloConfig
-from infra import queries
+from infra import queries, queries_cli
 from infra.rows import rows_for
 from infra.store import MIGRATIONS_DIR, Store
 from schemas import ChangeType, InferenceResult, Role, Status
@@ -221,7 +221,25 @@ def primary_key_reads(explain: list[str]) -> list[dict]:
 
 @pytest.mark.parametrize("name", queries.TIMERS)
 def test_timer_query_is_pruned_by_the_primary_key(store, name):
-    query = timer_queries()[name]
+    assert_pruned(store, name, timer_queries()[name])
+
+
+def test_the_count_replay_wait_polls_is_pruned_and_counts_only_the_run(store):
+    """`reviewbus replay --wait` counts the run's stored results every 0.05-0.2 s: on weeks
+    of rows it reads the replayed version's hours, not the whole table, and counts the run's
+    rows only (not the live ones of the same version and hours, nor another run's)."""
+    accepted = datetime.now(UTC) - timedelta(days=2, minutes=5)
+    for i, (run, version) in enumerate([("run-a", "old")] * 5 + [("run-b", "old"),
+                                                                  ("run-a", "cand")]):
+        store.insert_events([result(request_id=f"replayed-{i}", version_id=version,
+                                    role=Role.replay, run_id=run, accepted_at=accepted,
+                                    occurred_at=datetime.now(UTC))])
+    count = queries_cli.run_count(TASK, "old", "run-a", accepted)
+    assert store.query(count.sql, count.params).rows == [[5]]
+    assert_pruned(store, "replay_wait_count", count)
+
+
+def assert_pruned(store: Store, name: str, query: queries.Query) -> None:
     store.query(query.sql, query.params)  # it runs
     explain = [row[0] for row in store.query("EXPLAIN indexes = 1 " + query.sql,
                                              query.params).rows]

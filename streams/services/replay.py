@@ -12,6 +12,7 @@ from agents.errors import ReviewbusError, StoreBusy
 from agents.settings import Settings
 from infra import queries_cli as q
 from infra.config_file import load_config
+from infra.queries import Query
 from schemas import Registry
 
 from ..registered import unlisted_specs
@@ -46,7 +47,9 @@ def replay(settings: Settings, version_id: str, *, since: datetime | None = None
     finally:
         bar.close()
     if wait:
-        wait_for_run(settings, run_id, len(requests), timeout, progress)
+        oldest = min(r.accepted_at for r in requests if r.accepted_at is not None)
+        count = q.run_count(config.task, version_id, run_id, oldest)
+        wait_for_run(settings, count, run_id, len(requests), timeout, progress)
     return run_id
 
 
@@ -62,22 +65,22 @@ def next_poll_s(done: int, expected: int, gained: int, poll_s: float) -> float:
     return poll_s
 
 
-def wait_for_run(settings: Settings, run_id: str, expected: int, timeout: float,
+def wait_for_run(settings: Settings, count: Query, run_id: str, expected: int, timeout: float,
                  progress: Callable[[int, str], Any] = Quiet, poll_s: float = 0.2) -> None:
-    """Until `expected` results of the run are stored. The running worker's store is opened
-    once for every poll (each open is a round trip of its own); the local store, used only
-    when no worker holds it, is closed after each poll so a worker can start meanwhile."""
+    """Until `count` (q.run_count) says `expected` results of the run are stored. The running
+    worker's store is opened once for every poll (each open is a round trip of its own); the
+    local store, used only when no worker holds it, is closed after each poll so a worker can
+    start meanwhile."""
     from infra.store import Store, open_store
 
     bar = progress(expected, f"replay {run_id}: stored")
     deadline = time.monotonic() + timeout
-    query = q.run_count(run_id)
     store, done, before, most = None, 0, 0, 0
     try:
         while True:
             store = store or open_store(settings)
             try:
-                done = int(store.query(query.sql, query.params).rows[0][0])
+                done = int(store.query(count.sql, count.params).rows[0][0])
             except StoreBusy:  # the worker is restarting: open whichever store answers next
                 store = None
             if isinstance(store, Store):
