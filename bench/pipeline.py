@@ -343,34 +343,41 @@ def run_bus(home: Path, broker: str, *, events: int, shadow_events: int, trials:
         # The same worker after all of the above, on the fresh trials' own terms (as many
         # events, wall-clock rate): a shorter run's span rate would flatter it.
         log("7. the same worker after the long run")
-        later = settled_trials(w0, events, 1, log)[0]
+        # Three trials, as many as the fresh ones: one trial moves by a quarter from the next
+        # on this machine (bench/results/20261207T2150-old-restarted-fresh-worker.txt).
+        later = settled_trials(w0, events, 3, log)
+        after = trials_summary([r["events_per_s_wall"] for r in later])
         fresh_wall = trials_summary([r["events_per_s_wall"] for r in runs0])["median"]
         out["after_long_run"] = {
             "events": events, "fresh_wall_events_per_s": fresh_wall,
-            "after_wall_events_per_s": later["events_per_s_wall"],
-            "ratio": ratio(later["events_per_s_wall"], fresh_wall),
-            "method": "wall-clock rate (first send to last findings) of one settled trial of "
-                      "the same size on the same worker, after its routing run and its "
-                      "0-shadow trials, against the median of its fresh trials"}
+            "after_wall_events_per_s": after,
+            "ratio": ratio(after["median"], fresh_wall),
+            "method": "wall-clock rate (first send to last findings), median of three settled "
+                      "trials of the same size on the same worker, after its routing run and "
+                      "its 0-shadow trials, against the median of its fresh trials"}
         out["_w0"] = {"peak_rss_mib_1": rss_1, "peak_rss_mib": w0.peak_rss_mib()}
         # The embedded broker slows down with its history too (docs/operations/long-running.md),
         # and a faster bus gives it more history by now: a fresh worker on the same broker,
-        # between two more trials of the old one, tells the worker's slowdown from the broker's.
+        # alternating with the old one, tells the worker's slowdown from the broker's.
         log("7. the same worker vs a fresh one on the same broker, now")
         fresh = _worker(home / "s0-fresh", broker, noop_config(0), partitions, log)
+        old_now: list[float] = []
+        fresh_now: list[float] = []
         try:
             asyncio.run(_warm(fresh))
-            now = settled_trials(fresh, events, 1, log)[0]["events_per_s_wall"]
+            for i in range(2):
+                pair = [(old_now, w0), (fresh_now, fresh)]
+                for rates, w in pair if i % 2 == 0 else pair[::-1]:
+                    rates.append(settled_trials(w, events, 1, log)[0]["events_per_s_wall"])
         finally:
             fresh.stop()
-        again = settled_trials(w0, events, 1, log)[0]["events_per_s_wall"]
-        old = trials_summary([later["events_per_s_wall"], again])["median"]
+        old, now = trials_summary(old_now)["median"], trials_summary(fresh_now)["median"]
         out["after_long_run"].update({
-            "old_worker_wall_events_per_s": [later["events_per_s_wall"], again],
-            "fresh_worker_now_wall_events_per_s": now,
+            "old_worker_wall_events_per_s": old_now,
+            "fresh_worker_now_wall_events_per_s": fresh_now,
             "ratio_to_fresh_worker_now": ratio(old, now),
-            "method_now": "the old worker's two trials (before and after) against a fresh "
-                          "worker's one, all on the same broker at the end of the run"})
+            "method_now": "the old worker and a fresh one (new topics, new store) on the same "
+                          "broker at the end of the run, alternating, two trials each; medians"})
     finally:
         w0.stop()
 

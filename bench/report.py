@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from .core import fmt, table
@@ -13,6 +14,16 @@ def _get(d: dict, *path: str) -> Any:
             return None
         d = d[p]
     return d
+
+
+def _middle(value):
+    """A figure of one trial or several: a number, a list of trials, or a trials summary
+    (results files of every version of bench/pipeline.py)."""
+    if isinstance(value, dict):
+        return value.get("median")
+    if isinstance(value, list):
+        return statistics.median(value) if value else None
+    return value
 
 
 def rows(result: dict) -> list[list[Any]]:
@@ -59,12 +70,12 @@ def rows(result: dict) -> list[list[Any]]:
         if later:
             out.append(["3 shadow cost", f"same worker after the long run vs fresh "
                         f"({later['events']} events, wall clock)",
-                        later["after_wall_events_per_s"], later["fresh_wall_events_per_s"],
+                        _middle(later["after_wall_events_per_s"]), later["fresh_wall_events_per_s"],
                         later.get("ratio"), "events/s"])
             if later.get("fresh_worker_now_wall_events_per_s") is not None:
-                olds = later["old_worker_wall_events_per_s"]
                 out.append(["3 shadow cost", "  vs a fresh worker on the same broker, now",
-                            sum(olds) / len(olds), later["fresh_worker_now_wall_events_per_s"],
+                            _middle(later["old_worker_wall_events_per_s"]),
+                            _middle(later["fresh_worker_now_wall_events_per_s"]),
                             later.get("ratio_to_fresh_worker_now"), "events/s"])
         rate = _get(sc, "stable_latency", "rate")
         out.append(["3 shadow cost", f"stable p99 end-to-end @ {fmt(rate)}/s, slow vs fast shadow",
