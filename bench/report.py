@@ -93,6 +93,15 @@ def rows(result: dict) -> list[list[Any]]:
                 out.append(["4 sink", f"  vs direct bulk insert ({method})",
                             _get(sk, "sink_rows_per_s", "median"), summary.get("median"),
                             _get(sk, "ratio_by_method", method), "rows/s"])
+        if sk.get("raw_read_rows_per_s"):
+            out.append(["4 sink", "  vs the same backlog read raw (no parse, no store)",
+                        _get(sk, "sink_rows_per_s", "median"),
+                        _get(sk, "raw_read_rows_per_s", "median"), sk.get("ratio_to_raw_read"),
+                        "rows/s"])
+            out.append(["4 sink", "  the raw read vs the direct bulk insert",
+                        _get(sk, "raw_read_rows_per_s", "median"),
+                        _get(sk, "direct_rows_per_s", "median"), sk.get("raw_read_to_direct"),
+                        "rows/s"])
         if sk.get("end_to_end_rows_per_s"):
             out.append(["4 sink", f"{sk['rows']} rows sent to a running worker, end to end",
                         _get(sk, "end_to_end_rows_per_s", "median"),

@@ -126,8 +126,9 @@ def _messages(n: int, run: str) -> list[tuple[str, bytes, bytes]]:
             for r in make_results(n, run)]
 
 
-def _drain(home: Path, broker: str, n: int, partitions: int, log) -> float:
-    """A backlog of `n` results, then a fresh worker: rows/s after its first insert."""
+def _drain(home: Path, broker: str, n: int, partitions: int, log) -> tuple[float, float]:
+    """A backlog of `n` results, then a fresh worker: rows/s after its first insert; and the
+    raw read of the same backlog once the worker stopped (_raw_read)."""
     from infra.kafka import ensure_topics
     from streams import names
 
@@ -156,9 +157,43 @@ def _drain(home: Path, broker: str, n: int, partitions: int, log) -> float:
     if first[1] >= expected:
         raise RuntimeError("the backlog fit one insert: raise --sink-events to measure a drain")
     rate = (expected - first[1]) / (now - first[0])
+    raw, _ = asyncio.run(_raw_read(w, n))
     log(f"  sink, drain: {expected - first[1]:,.0f} rows after the first insert, "
-        f"{rate:,.0f} rows/s")
-    return rate
+        f"{rate:,.0f} rows/s; the same backlog read raw: {raw:,.0f} rows/s")
+    return rate, raw
+
+
+async def _raw_read(w: Worker, n: int) -> tuple[float, int]:
+    """The broker's side of the drain: a consumer group of its own reads the backlog the sink
+    drained (the same topic, the same fetch settings and batch size as the sink's consumer,
+    streams/group_consumer.py), parsing nothing and storing nothing. Rows/s (ROWS_PER_RESULT a
+    record) after its first batch, as the drain is timed after its first insert: no sink on
+    this broker can drain faster than its records arrive. Returns the rate and the records
+    read (every one of the backlog: more means the topic held others)."""
+    from infra.kafka import start_group_consumer, stop_consumer
+    from streams.group_consumer import fetch_wait_ms
+
+    settings = w.settings
+    consumer = await start_group_consumer(
+        settings, settings.kafka, f"raw-read-{uuid.uuid4().hex[:6]}", [w.topic("results")],
+        fetch_max_wait_ms=fetch_wait_ms(settings.sink_idle_s))
+    try:
+        seen, first = 0, None
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=settings.sink_batch)
+            got = sum(len(records) for records in batches.values())
+            if got and first is None:
+                first = (time.perf_counter(), got)
+            seen += got
+        assert first is not None
+        if seen == first[1]:
+            raise RuntimeError("the backlog fit one fetch: raise --sink-events")
+        rate = (seen - first[1]) * ROWS_PER_RESULT / (time.perf_counter() - first[0])
+        if seen != n:
+            raise RuntimeError(f"read {seen} records of a backlog of {n}")
+        return rate, seen
+    finally:
+        await stop_consumer(consumer)
 
 
 def run_sink(home: Path, broker: str, *, events: int, trials: int, partitions: int, log) -> dict:
@@ -170,8 +205,9 @@ def run_sink(home: Path, broker: str, *, events: int, trials: int, partitions: i
             log(f"  direct insert, {method}: {events * ROWS_PER_RESULT} rows, "
                 f"{direct[method][-1]:,.0f} rows/s")
     log("4. sink: a backlog drained by a fresh worker's sink")
-    drained = [_drain(home / f"drain{i}", broker, events, partitions, log)
-               for i in range(trials)]
+    drains = [_drain(home / f"drain{i}", broker, events, partitions, log)
+              for i in range(trials)]
+    drained, raw_read = [d[0] for d in drains], [d[1] for d in drains]
     log("4. sink: sent to a running worker, end to end")
     w = Worker(home / "worker", broker, noop_config(0), partitions=partitions)
     w.start()
@@ -179,7 +215,7 @@ def run_sink(home: Path, broker: str, *, events: int, trials: int, partitions: i
         e2e = [asyncio.run(_through_sink(w, events, log)) for _ in range(trials)]
     finally:
         w.stop()
-    s, e = trials_summary(drained), trials_summary(e2e)
+    s, e, r = trials_summary(drained), trials_summary(e2e), trials_summary(raw_read)
     by_method = {m: trials_summary(v) for m, v in direct.items()}
     # The ceiling is the faster of the two direct inserts: the sink is held to the best way
     # there is of storing the same rows, not to the one it happens to use.
@@ -191,10 +227,14 @@ def run_sink(home: Path, broker: str, *, events: int, trials: int, partitions: i
             "ratio_by_method": {m: ratio(s["median"], v["median"])
                                 for m, v in by_method.items()},
             "end_to_end_rows_per_s": e, "end_to_end_ratio": ratio(e["median"], d["median"]),
+            "raw_read_rows_per_s": r, "ratio_to_raw_read": ratio(s["median"], r["median"]),
+            "raw_read_to_direct": ratio(r["median"], d["median"]),
             "method": "sink: a backlog in the results topic, then a fresh worker; the worker's "
                       "written-rows counter after its first insert over the time they took "
                       "(consume + parse + batched insert). end to end: first send to last row "
-                      "on a running worker. direct: the same rows into a fresh chDB directory "
+                      "on a running worker. raw read: the same backlog read by a bare "
+                      "consumer with the sink's fetch settings, rows/s after its first "
+                      "batch. direct: the same rows into a fresh chDB directory "
                       "in one insert, as clickhouse-connect columns of infra/rows.py's rows or "
                       "as the results' JSON through migration 015's views; the ratio is to "
                       "the faster of the two"}

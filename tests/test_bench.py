@@ -310,3 +310,27 @@ def test_the_old_worker_is_also_compared_with_a_fresh_one_on_the_same_broker():
     result["after_long_run"]["fresh_worker_now_wall_events_per_s"] = [1000.0, 1200.0]
     [row] = [r for r in rows(result) if "fresh worker on the same broker" in r[1]]
     assert row[2:4] == [1600.0, 1100.0]
+
+
+@pytest.mark.integration
+def test_the_sink_raw_read_ceiling_reads_the_whole_backlog_once(broker, tmp_path):
+    """bench/sink.py `_raw_read` on the session's broker: it reads every record of the backlog
+    (a count that stops short would hang, one that overshoots is caught), and refuses a
+    backlog that one fetch returns whole (no rate after the first batch to time)."""
+    import asyncio
+
+    from bench.sink import ROWS_PER_RESULT, _messages, _raw_read
+    from bench.stack import Worker
+    from infra.kafka import ensure_topics
+
+    w = Worker(tmp_path / "w", broker, noop_config(0), partitions=4)
+    asyncio.run(ensure_topics(w.settings, broker, {w.topic("results"): 4}))
+    asyncio.run(load.produce(w.settings, broker, w.topic("results"), _messages(6000, "raw")))
+    rate, seen = asyncio.run(_raw_read(w, 6000))
+    assert seen == 6000 and rate > 0 and ROWS_PER_RESULT == 3
+
+    small = Worker(tmp_path / "small", broker, noop_config(0), partitions=1)
+    asyncio.run(ensure_topics(small.settings, broker, {small.topic("results"): 1}))
+    asyncio.run(load.produce(small.settings, broker, small.topic("results"), _messages(5, "one")))
+    with pytest.raises(RuntimeError, match="fit one fetch"):
+        asyncio.run(_raw_read(small, 5))
