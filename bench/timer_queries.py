@@ -1,4 +1,4 @@
-"""Each leader timer's query time with little and with much history stored.
+"""Each leader timer's query (and each polled one) time with little and much history stored.
 
     python -m bench.timer_queries [--rows 10000,1000000] [--days-per-10k 2] [--runs 7]
 
@@ -8,8 +8,9 @@ both candidates; the archived request; now and then a verdict on a finding). The
 at the same rate whatever the size, newest rows first: the first size is the most recent slice
 of it, each larger size adds older history behind it. So the traffic inside every query's
 window is the same at every size once the history covers the window, and what a larger size
-adds is history only. Each query (infra/queries.py, with the default windows) is timed at each
-size, median of --runs runs after one warm-up; the figure is the ratio largest/smallest.
+adds is history only. Each query (infra/queries.py, with the default windows, and the count
+`replay --wait` polls) is timed at each size, median of --runs runs after one warm-up; the
+figure is the ratio largest/smallest.
 
 Writes bench/results/timer_queries-<time>.json and prints a table.
 """
@@ -29,7 +30,7 @@ from agents.feedback import FeedbackFilterConfig
 from agents.rotation import Window
 from agents.settings import Settings
 from agents.slo import SloConfig
-from infra import queries
+from infra import queries, queries_cli
 from infra.store import Store
 
 TASK = "code-review"
@@ -65,6 +66,20 @@ def timer_queries(now: datetime) -> dict[str, queries.Query]:
         "retest_results": queries.retest_results(TASK, "old", "retest-old-1", started),
         "retest_stable_accuracy": queries.stable_accuracy(
             TASK, "stable", [f"r{i}" for i in range(quarantine.retest_sample)], started),
+    }
+
+
+def polled_queries(now: datetime) -> dict[str, queries.Query]:
+    """What a command polls while it waits: `replay --wait`'s count of its run's results,
+    for a replay of the last hour's requests to the old version (its rows here: the fill's
+    'retest-old-1' run, one result in 97), and the count as it was before cbbadba (every
+    row of the table with the run's id), for reference."""
+    return {
+        "replay_wait_count": queries_cli.run_count(TASK, "old", "retest-old-1",
+                                                   now - timedelta(hours=1), now),
+        "replay_wait_count_before": queries.Query(
+            "SELECT count() AS n FROM interactions FINAL WHERE run_id = {run_id:String}",
+            {"run_id": "retest-old-1"}),
     }
 
 
@@ -146,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="how much time 10,000 interaction rows span (the stream's rate)")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--dir", type=Path, default=None, help="chDB directory (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = ap.parse_args(argv)
     sizes = sorted(int(x) for x in args.rows.split(","))
     ms_per_row = args.days_per_10k * DAY_MS / 10_000
@@ -170,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
             out.setdefault("table_rows", {})[str(size)] = counts
             print(f"{size:>9,} interaction rows stored ({out['history_days'][str(size)]} days; "
                   f"filled in {out['fill_s'][str(size)]} s): {counts}", flush=True)
-            for name, query in timer_queries(datetime.now(UTC)).items():
+            now = datetime.now(UTC)
+            for name, query in {**timer_queries(now), **polled_queries(now)}.items():
                 got = time_query(store, query, args.runs)
                 rows = len(store.query(query.sql, query.params).rows)
                 out["queries"].setdefault(name, {})[str(size)] = {**got, "result_rows": rows}
@@ -184,8 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
         by_size["ratio"] = round(ratio, 2)
         print(f"{name:<24}" + "".join(f"{by_size[str(s)]['median_ms']:>17.2f}" for s in sizes)
               + f"   {ratio:5.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"timer_queries-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"timer_queries-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwrote {path}")
     return out

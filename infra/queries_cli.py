@@ -51,17 +51,21 @@ def archive(task: str, since: datetime | None, until: datetime | None,
     return Query(sql, params)
 
 
-def run_count(task: str, version_id: str, run_id: str, accepted_from: datetime) -> Query:
+def run_count(task: str, version_id: str, run_id: str, accepted_from: datetime,
+              accepted_to: datetime) -> Query:
     """A replay's stored results, counted while `replay --wait` polls: bounded by the sort key
-    (task, version, accepted hour) to the replayed range, so a poll costs the same on a store
-    of months as on a new one. A replay's requests carry their archived accepted time, so the
-    run's rows lie at or after the oldest of them (`accepted_from`)."""
+    (task, version, accepted hour) to the replayed range, so a poll reads that range's rows of
+    the version, not the table. A replay's requests carry their archived accepted time, so the
+    run's rows lie between the oldest and the newest of them (both cut to the millisecond, as
+    the stored times are)."""
     return Query("SELECT count() AS n FROM interactions FINAL "
                  "WHERE task = {task:String} AND version_id = {version:String} "
                  "AND accepted_at >= toDateTime64({accepted_from:String}, 3, 'UTC') "
+                 "AND accepted_at <= toDateTime64({accepted_to:String}, 3, 'UTC') "
                  "AND run_id = {run_id:String}",
                  {"task": task, "version": version_id, "run_id": run_id,
-                  "accepted_from": ms_string(accepted_from)})
+                  "accepted_from": ms_string(accepted_from),
+                  "accepted_to": ms_string(accepted_to)})
 
 
 def archived_request(request_id: str) -> Query:

@@ -226,20 +226,29 @@ def test_timer_query_is_pruned_by_the_primary_key(store, name):
 
 def test_the_count_replay_wait_polls_is_pruned_and_counts_only_the_run(store):
     """`reviewbus replay --wait` counts the run's stored results every 0.05-0.2 s: on weeks
-    of rows it reads the replayed version's hours, not the whole table, and counts the run's
-    rows only (not the live ones of the same version and hours, nor another run's)."""
+    of rows it reads the replayed version's hours only (fewer granules than the same count
+    without the time bounds, which reads all of the version's), and counts the run's rows
+    only (not another run's, nor the same run id's of another version)."""
     accepted = datetime.now(UTC) - timedelta(days=2, minutes=5)
     for i, (run, version) in enumerate([("run-a", "old")] * 5 + [("run-b", "old"),
                                                                   ("run-a", "cand")]):
         store.insert_events([result(request_id=f"replayed-{i}", version_id=version,
-                                    role=Role.replay, run_id=run, accepted_at=accepted,
+                                    role=Role.replay, run_id=run,
+                                    accepted_at=accepted + timedelta(seconds=i),
                                     occurred_at=datetime.now(UTC))])
-    count = queries_cli.run_count(TASK, "old", "run-a", accepted)
+    count = queries_cli.run_count(TASK, "old", "run-a", accepted, accepted + timedelta(seconds=4))
     assert store.query(count.sql, count.params).rows == [[5]]
-    assert_pruned(store, "replay_wait_count", count)
+    [bounded] = assert_pruned(store, "replay_wait_count", count)
+    unbounded = queries.Query(
+        "SELECT count() AS n FROM interactions FINAL WHERE task = {task:String} "
+        "AND version_id = {version:String} AND run_id = {run_id:String}",
+        {"task": TASK, "version": "old", "run_id": "run-a"})
+    [whole] = assert_pruned(store, "the version's rows", unbounded)
+    assert bounded["granules"][0] < whole["granules"][0], (bounded, whole)
 
 
-def assert_pruned(store: Store, name: str, query: queries.Query) -> None:
+def assert_pruned(store: Store, name: str, query: queries.Query) -> list[dict]:
+    """The query runs, and every table it reads is pruned by its primary key; its reads."""
     store.query(query.sql, query.params)  # it runs
     explain = [row[0] for row in store.query("EXPLAIN indexes = 1 " + query.sql,
                                              query.params).rows]
@@ -252,6 +261,7 @@ def assert_pruned(store: Store, name: str, query: queries.Query) -> None:
         assert kept < total or kept_parts < total_parts, (
             f"{name}: {read['table']} reads {kept}/{total} granules of "
             f"{kept_parts}/{total_parts} parts:\n" + "\n".join(explain))
+    return reads
 
 
 def test_parser_reads_explain_output():

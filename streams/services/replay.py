@@ -47,8 +47,8 @@ def replay(settings: Settings, version_id: str, *, since: datetime | None = None
     finally:
         bar.close()
     if wait:
-        oldest = min(r.accepted_at for r in requests if r.accepted_at is not None)
-        count = q.run_count(config.task, version_id, run_id, oldest)
+        accepted = [r.accepted_at for r in requests if r.accepted_at is not None]
+        count = q.run_count(config.task, version_id, run_id, min(accepted), max(accepted))
         wait_for_run(settings, count, run_id, len(requests), timeout, progress)
     return run_id
 
