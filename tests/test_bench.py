@@ -1,4 +1,5 @@
-"""The benchmark suite's pure parts: statistics, ratios, the table, commit synthesis (no broker).
+"""The benchmark suite's parts: statistics, ratios, the table, commit synthesis; the few that
+need a broker are marked `integration` and use the session's.
 
 The benchmarks themselves are not tests (`make bench`); nothing here is timed.
 """
@@ -9,8 +10,8 @@ import pytest
 
 from bench import load
 from bench.analyzers import diff_size, post_images, synthesize
-from bench.core import fmt, latency_summary, machine_info, percentile, ratio, trials_summary
-from bench.pipeline import _span_rate, noop_config
+from bench.core import fmt, latency_summary, machine_info, percentile, ratio, span_rate, trials_summary
+from bench.pipeline import noop_config
 from bench.report import render, rows
 
 
@@ -43,8 +44,8 @@ def test_latency_and_rate_from_message_timestamps():
     lat = latency_summary(load.hop_latencies(src, dst))
     assert lat["n"] == 2 and lat["p50_ms"] == pytest.approx(12.0)
     # 11 messages spread over 2 s: 5 per second.
-    assert _span_rate({str(i): 1000 + 200 * i for i in range(11)}) == pytest.approx(5.0)
-    assert _span_rate({"a": 1}) is None
+    assert span_rate({str(i): 1000 + 200 * i for i in range(11)}) == pytest.approx(5.0)
+    assert span_rate({"a": 1}) is None
 
 
 def test_commit_events_are_valid_and_keyed_by_repository():
@@ -314,12 +315,12 @@ def test_the_old_worker_is_also_compared_with_a_fresh_one_on_the_same_broker():
 
 @pytest.mark.integration
 def test_the_sink_raw_read_ceiling_reads_the_whole_backlog_once(broker, tmp_path):
-    """bench/sink.py `_raw_read` on the session's broker: it reads every record of the backlog
-    (a count that stops short would hang, one that overshoots is caught), and refuses a
-    backlog that one fetch returns whole (no rate after the first batch to time)."""
+    """bench/sink.py `_raw_read` on the session's broker: it reads the backlog to its end,
+    gives up with the count it reached when the topic holds fewer records than asked, and
+    refuses a backlog that one fetch returns whole (no rate after the first batch to time)."""
     import asyncio
 
-    from bench.sink import ROWS_PER_RESULT, _messages, _raw_read
+    from bench.sink import _messages, _raw_read
     from bench.stack import Worker
     from infra.kafka import ensure_topics
 
@@ -327,10 +328,45 @@ def test_the_sink_raw_read_ceiling_reads_the_whole_backlog_once(broker, tmp_path
     asyncio.run(ensure_topics(w.settings, broker, {w.topic("results"): 4}))
     asyncio.run(load.produce(w.settings, broker, w.topic("results"), _messages(6000, "raw")))
     rate, seen = asyncio.run(_raw_read(w, 6000))
-    assert seen == 6000 and rate > 0 and ROWS_PER_RESULT == 3
+    assert seen == 6000 and rate > 0
 
     small = Worker(tmp_path / "small", broker, noop_config(0), partitions=1)
     asyncio.run(ensure_topics(small.settings, broker, {small.topic("results"): 1}))
     asyncio.run(load.produce(small.settings, broker, small.topic("results"), _messages(5, "one")))
+    with pytest.raises(TimeoutError, match="read 5 records of a backlog of 10"):
+        asyncio.run(_raw_read(small, 10, timeout_s=2))
     with pytest.raises(RuntimeError, match="fit one fetch"):
         asyncio.run(_raw_read(small, 5))
+
+
+def test_the_sink_rows_put_the_drain_beside_the_raw_read_and_the_raw_read_beside_the_insert():
+    result = {"params": {"trials": 1}, "machine": machine_info(),
+              "sink": {"rows": 90000, "direct_method": "json",
+                       "sink_rows_per_s": {"median": 50000.0},
+                       "direct_rows_per_s": {"median": 200000.0}, "ratio": 0.25,
+                       "raw_read_rows_per_s": {"median": 400000.0}, "ratio_to_raw_read": 0.125,
+                       "raw_read_to_direct": 2.0}}
+    got = {r[1].strip(): r[2:6] for r in rows(result) if r[0] == "4 sink"}
+    assert got["vs the same backlog read raw (no parse, no store)"] == [
+        50000.0, 400000.0, 0.125, "rows/s"]
+    assert got["the raw read vs the direct bulk insert"] == [400000.0, 200000.0, 2.0, "rows/s"]
+
+
+def test_the_timer_queries_bench_times_every_timer_query_and_the_replay_poll(tmp_path):
+    """`python -m bench.timer_queries` on a small store (its own process: chDB hosts one
+    directory per process): every timer's query and the count `replay --wait` polls (and
+    the count as it was before, for reference) are timed at each size."""
+    import subprocess
+    import sys
+
+    from bench.core import ROOT
+    from infra import queries
+
+    out = subprocess.run([sys.executable, "-m", "bench.timer_queries", "--rows", "3000,9000",
+                          "--runs", "1", "--days-per-10k", "0.01", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    [path] = tmp_path.glob("timer_queries-*.json")
+    got = json.loads(path.read_text())["queries"]
+    assert set(got) == set(queries.TIMERS) | {"replay_wait_count", "replay_wait_count_before"}
+    assert all(set(by_size) == {"3000", "9000", "ratio"} for by_size in got.values())

@@ -11,7 +11,7 @@ import pytest
 
 from agents.settings import Settings
 from bench import load
-from bench.pipeline import RawPipeline
+from bench.ceilings import RawPipeline
 from infra.kafka import consumer_lag, ensure_topics
 from infra.store import Store
 
