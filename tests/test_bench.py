@@ -370,3 +370,18 @@ def test_the_timer_queries_bench_times_every_timer_query_and_the_replay_poll(tmp
     got = json.loads(path.read_text())["queries"]
     assert set(got) == set(queries.TIMERS) | {"replay_wait_count", "replay_wait_count_before"}
     assert all(set(by_size) == {"3000", "9000", "ratio"} for by_size in got.values())
+
+
+def test_the_shadow_cpu_bench_reads_each_process_cpu_per_commit(tmp_path):
+    """bench/shadow_cpu.py on a small trial with one shadow (one worker: each costs the suite
+    ten seconds): every process's CPU per commit is positive, and the table's base is the
+    first configuration."""
+    from bench import shadow_cpu
+
+    got = shadow_cpu.main(["--events", "300", "--shadows", "1", "--out", str(tmp_path)])
+    [run] = got["runs"]
+    assert run["shadows"] == 1 and run["events_per_s_wall"] > 0
+    assert set(run["cpu_us_per_commit"]) == {"worker", "broker", "load"}
+    assert all(v > 0 for v in run["cpu_us_per_commit"].values()), run
+    assert run["ratio_to_first"] == {"worker": 1.0, "broker": 1.0, "load": 1.0}
+    assert len(list(tmp_path.glob("shadow-cpu-*.json"))) == 1

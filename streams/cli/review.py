@@ -103,7 +103,8 @@ def register(cmd) -> None:
     sp.add_argument("--to", dest="version", required=True)
     sp.add_argument("--since", help="ISO time or age like 2h")
     sp.add_argument("--until", help="ISO time or age like 10m")
-    sp.add_argument("--limit", type=int)
+    sp.add_argument("--limit", type=int,
+                    help="at most this many requests: the oldest of the range first")
     sp.add_argument("--wait", action="store_true", help="wait until every result is stored")
     sp.add_argument("--timeout", type=float, default=600.0)
 
