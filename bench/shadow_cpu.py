@@ -2,8 +2,8 @@
 
     python -m bench.shadow_cpu [--events 10000] [--shadows 0,1,3] [--out DIR]
 
-One embedded broker; per configuration (0, 1, 3 no-op shadows beside the no-op stable
-version, bench/pipeline.py `noop_config`) a fresh worker, warmed, then one settled throughput
+Per configuration (0, 1, 3 no-op shadows beside the no-op stable version, bench/pipeline.py
+`noop_config`) a fresh embedded broker and a fresh worker, warmed, then one settled throughput
 trial of --events commits. CPU seconds (user + system, /proc) of the worker process and of the
 broker are read before the trial and after the worker settled (its sink stored the last rows),
 so the figure holds every hop's work for those commits, the sink's included, and a second or
@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +32,14 @@ from .stack import Broker, Worker
 RESULTS = ROOT / "bench" / "results"
 
 
-def measure(broker: Broker, home: Path, shadows: int, events: int, log) -> dict:
-    w = Worker(home / f"s{shadows}", broker.address, noop_config(shadows), partitions=4)
-    w.start()
+def measure(home: Path, shadows: int, events: int, log) -> dict:
+    """One configuration on a broker of its own: the embedded broker slows with its history
+    (docs/operations/long-running.md), and a worker measured after others on one broker ran
+    slower in each pair of the same configuration (bench/results/shadow-cpu-*-runs.txt)."""
+    broker = Broker(home / "broker")
+    w = Worker(home / "worker", broker.address, noop_config(shadows), partitions=4)
     try:
+        w.start()
         asyncio.run(_warm(w))
         settle(w)
         before = {"worker": cpu_s(w.proc.pid if w.proc else None), "broker": cpu_s(broker.info.pid),
@@ -45,6 +50,7 @@ def measure(broker: Broker, home: Path, shadows: int, events: int, log) -> dict:
                  "load": _own_cpu_s()}
     finally:
         w.stop()
+        broker.stop()
     us = {k: round(1e6 * (after[k] - before[k]) / events, 1)
           for k in before if before[k] is not None and after[k] is not None}
     log(f"  {shadows} shadow(s): {trial['events_per_s_wall']:,.0f} events/s (wall); CPU us per "
@@ -52,6 +58,15 @@ def measure(broker: Broker, home: Path, shadows: int, events: int, log) -> dict:
     return {"shadows": shadows, "events": events, "settled": settled,
             "events_per_s": trial["events_per_s"], "events_per_s_wall": trial["events_per_s_wall"],
             "cpu_us_per_commit": us}
+
+
+def with_ratios(runs: list[dict]) -> list[dict]:
+    """Each run's CPU per commit over the first run's, per process."""
+    base = runs[0]["cpu_us_per_commit"]
+    return [{**run, "ratio_to_first": {k: round(v / base[k], 2)
+                                       for k, v in run["cpu_us_per_commit"].items()
+                                       if base.get(k)}}
+            for run in runs]
 
 
 def _own_cpu_s() -> float:
@@ -65,18 +80,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--shadows", default="0,1,3", help="shadow counts, one worker each")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="where the brokers and workers live (default: a temp dir, removed)")
     args = ap.parse_args(argv)
-    home = Path(tempfile.mkdtemp(prefix="reviewbus-shadow-cpu-"))
-    broker = Broker(home / "broker")
+    home = args.dir or Path(tempfile.mkdtemp(prefix="reviewbus-shadow-cpu-"))
     try:
-        runs = [measure(broker, home, int(k), args.events, print)
-                for k in args.shadows.split(",")]
+        runs = with_ratios([measure(home / f"{i}-{k}-shadows", int(k), args.events, print)
+                            for i, k in enumerate(args.shadows.split(","))])
     finally:
-        broker.stop()
+        if args.dir is None:
+            shutil.rmtree(home, ignore_errors=True)
     base = runs[0]["cpu_us_per_commit"]
-    for run in runs:
-        run["ratio_to_first"] = {k: round(v / base[k], 2) for k, v in run["cpu_us_per_commit"].items()
-                                 if base.get(k)}
     out = {"bench": "shadow_cpu", "started": datetime.now(UTC).isoformat(),
            "events": args.events, "runs": runs}
     print(f"\n{'shadows':>8} {'events/s':>9} " + " ".join(f"{k + ' us':>11}" for k in base))

@@ -372,16 +372,27 @@ def test_the_timer_queries_bench_times_every_timer_query_and_the_replay_poll(tmp
     assert all(set(by_size) == {"3000", "9000", "ratio"} for by_size in got.values())
 
 
+@pytest.mark.integration
 def test_the_shadow_cpu_bench_reads_each_process_cpu_per_commit(tmp_path):
-    """bench/shadow_cpu.py on a small trial with one shadow (one worker: each costs the suite
-    ten seconds): every process's CPU per commit is positive, and the table's base is the
-    first configuration."""
+    """bench/shadow_cpu.py on a small trial with one shadow (one broker and worker: each
+    costs the suite ten seconds): every process's CPU per commit is positive, the JSON is
+    written, and the brokers' and workers' directory is left only when asked for."""
     from bench import shadow_cpu
 
-    got = shadow_cpu.main(["--events", "300", "--shadows", "1", "--out", str(tmp_path)])
+    got = shadow_cpu.main(["--events", "300", "--shadows", "1", "--out", str(tmp_path / "out"),
+                           "--dir", str(tmp_path / "home")])
     [run] = got["runs"]
     assert run["shadows"] == 1 and run["events_per_s_wall"] > 0
     assert set(run["cpu_us_per_commit"]) == {"worker", "broker", "load"}
     assert all(v > 0 for v in run["cpu_us_per_commit"].values()), run
-    assert run["ratio_to_first"] == {"worker": 1.0, "broker": 1.0, "load": 1.0}
-    assert len(list(tmp_path.glob("shadow-cpu-*.json"))) == 1
+    assert len(list((tmp_path / "out").glob("shadow-cpu-*.json"))) == 1
+    assert (tmp_path / "home" / "0-1-shadows" / "worker" / "worker.log").exists()
+
+
+def test_the_shadow_cpu_ratios_are_to_the_first_configuration_per_process():
+    from bench.shadow_cpu import with_ratios
+
+    runs = with_ratios([{"cpu_us_per_commit": {"worker": 400.0, "broker": 100.0}},
+                        {"cpu_us_per_commit": {"worker": 1000.0, "broker": 150.0, "load": 9.0}}])
+    assert [r["ratio_to_first"] for r in runs] == [{"worker": 1.0, "broker": 1.0},
+                                                   {"worker": 2.5, "broker": 1.5}]

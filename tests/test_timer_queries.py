@@ -226,10 +226,11 @@ def test_timer_query_is_pruned_by_the_primary_key(store, name):
 
 def test_the_count_replay_wait_polls_is_pruned_and_counts_only_the_run(store):
     """`reviewbus replay --wait` counts the run's stored results every 0.05-0.2 s: on weeks
-    of rows it reads the replayed version's hours only (fewer granules than the same count
-    without the time bounds, which reads all of the version's), and counts the run's rows
-    only (not another run's, nor the same run id's of another version)."""
-    accepted = datetime.now(UTC) - timedelta(days=2, minutes=5)
+    of rows it reads the replayed range's hours of the version only (fewer granules than the
+    same count bounded below alone, which reads a month of the version's rows up to now),
+    and counts the run's rows only (not another run's, nor the same run id's of another
+    version)."""
+    accepted = datetime.now(UTC) - timedelta(days=30, minutes=5)
     for i, (run, version) in enumerate([("run-a", "old")] * 5 + [("run-b", "old"),
                                                                   ("run-a", "cand")]):
         store.insert_events([result(request_id=f"replayed-{i}", version_id=version,
@@ -239,12 +240,11 @@ def test_the_count_replay_wait_polls_is_pruned_and_counts_only_the_run(store):
     count = queries_cli.run_count(TASK, "old", "run-a", accepted, accepted + timedelta(seconds=4))
     assert store.query(count.sql, count.params).rows == [[5]]
     [bounded] = assert_pruned(store, "replay_wait_count", count)
-    unbounded = queries.Query(
-        "SELECT count() AS n FROM interactions FINAL WHERE task = {task:String} "
-        "AND version_id = {version:String} AND run_id = {run_id:String}",
-        {"task": TASK, "version": "old", "run_id": "run-a"})
-    [whole] = assert_pruned(store, "the version's rows", unbounded)
-    assert bounded["granules"][0] < whole["granules"][0], (bounded, whole)
+    lower = count.sql.replace(
+        "AND accepted_at <= toDateTime64({accepted_to:String}, 3, 'UTC') ", "")
+    assert lower != count.sql
+    [below] = assert_pruned(store, "bounded below only", queries.Query(lower, count.params))
+    assert bounded["granules"][0] < below["granules"][0], (bounded, below)
 
 
 def assert_pruned(store: Store, name: str, query: queries.Query) -> list[dict]:
