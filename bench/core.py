@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,15 @@ def write_results(result: dict[str, Any], directory: Path = RESULTS_DIR,
     text = json.dumps(result, indent=2, sort_keys=True, default=str)
     path.write_text(text)
     (directory / "latest.json").write_text(text)
+    return path
+
+
+def write_named(result: dict[str, Any], directory: Path, name: str) -> Path:
+    """A tool's own results file, <directory>/<name>-<UTC time>.json (no latest.json: that
+    is `make bench`'s)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
     return path
 
 

@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .core import ROOT
+from .core import RESULTS_DIR, write_named
 from .pipeline import _warm, noop_config, pipeline_throughput, settle
 from .slowdown import cpu_s
 from .stack import Broker, Worker
-
-RESULTS = ROOT / "bench" / "results"
 
 
 def measure(home: Path, shadows: int, events: int, log) -> dict:
@@ -42,12 +39,10 @@ def measure(home: Path, shadows: int, events: int, log) -> dict:
         w.start()
         asyncio.run(_warm(w))
         settle(w)
-        before = {"worker": cpu_s(w.proc.pid if w.proc else None), "broker": cpu_s(broker.info.pid),
-                  "load": _own_cpu_s()}
+        before = _cpu_now(w, broker)
         trial = asyncio.run(pipeline_throughput(w, events, log))
         settled = settle(w)
-        after = {"worker": cpu_s(w.proc.pid if w.proc else None), "broker": cpu_s(broker.info.pid),
-                 "load": _own_cpu_s()}
+        after = _cpu_now(w, broker)
     finally:
         w.stop()
         broker.stop()
@@ -69,9 +64,11 @@ def with_ratios(runs: list[dict]) -> list[dict]:
             for run in runs]
 
 
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
+def _cpu_now(w: Worker, broker: Broker) -> dict[str, float | None]:
+    """CPU seconds so far of the worker, the broker and this process (the load)."""
+    own = os.times()
+    return {"worker": cpu_s(w.proc.pid if w.proc else None), "broker": cpu_s(broker.info.pid),
+            "load": own.user + own.system}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=10_000)
     ap.add_argument("--shadows", default="0,1,3", help="shadow counts, one worker each")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     ap.add_argument("--dir", type=Path, default=None,
                     help="where the brokers and workers live (default: a temp dir, removed)")
     args = ap.parse_args(argv)
@@ -97,9 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     for run in runs:
         print(f"{run['shadows']:>8} {run['events_per_s_wall']:>9,.0f} "
               + " ".join(f"{run['cpu_us_per_commit'].get(k, 0):>11,.0f}" for k in base))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"shadow-cpu-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = write_named(out, args.out, "shadow-cpu")
     print(f"\nwrote {path}")
     return out
 

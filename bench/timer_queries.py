@@ -18,7 +18,6 @@ Writes bench/results/timer_queries-<time>.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -33,9 +32,10 @@ from agents.slo import SloConfig
 from infra import queries, queries_cli
 from infra.store import Store
 
+from .core import RESULTS_DIR, write_named
+
 TASK = "code-review"
 VERSIONS = ("stable", "cand", "old")
-RESULTS = Path(__file__).with_name("results")
 DAY_MS = 24 * 3600 * 1000
 CHUNK = 200_000  # rows per insert (a part, as a busy sink would leave after merges)
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="how much time 10,000 interaction rows span (the stream's rate)")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--dir", type=Path, default=None, help="chDB directory (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = ap.parse_args(argv)
     sizes = sorted(int(x) for x in args.rows.split(","))
     ms_per_row = args.days_per_10k * DAY_MS / 10_000
@@ -201,9 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         by_size["ratio"] = round(ratio, 2)
         print(f"{name:<24}" + "".join(f"{by_size[str(s)]['median_ms']:>17.2f}" for s in sizes)
               + f"   {ratio:5.2f}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"timer_queries-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = write_named(out, args.out, "timer_queries")
     print(f"\nwrote {path}")
     return out
 

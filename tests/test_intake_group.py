@@ -27,11 +27,9 @@ from .conftest import group_settings
 pytestmark = pytest.mark.integration
 
 
-_settings = group_settings
-
 
 def test_the_first_assignment_starts_where_the_faust_group_left_each_partition(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
     topic = f"intake-test-{uuid.uuid4().hex[:8]}"
     old_group, new_group = f"app-{uuid.uuid4().hex[:6]}", f"app-{uuid.uuid4().hex[:6]}-intake"
     p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
@@ -71,7 +69,7 @@ def test_the_first_assignment_starts_where_the_faust_group_left_each_partition(b
 def test_a_short_window_waits_for_its_first_record_without_polling_at_its_pace(broker, tmp_path):
     """intake's 2 ms window with first_wait_s=1.0: a quiet topic costs one getmany a second,
     not five hundred."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
     topic = f"intake-test-{uuid.uuid4().hex[:8]}"
 
     async def run() -> tuple[int, float]:
@@ -115,7 +113,7 @@ def test_the_listener_carries_before_any_record_is_taken_and_commits_what_it_car
     offset is committed in the intake group at once."""
     from streams.group_consumer import CarryOffsets
 
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
     topic = f"intake-test-{uuid.uuid4().hex[:8]}"
     app_id = f"app-{uuid.uuid4().hex[:6]}"
     tp = TopicPartition(topic, 0)

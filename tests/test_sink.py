@@ -26,8 +26,6 @@ from .conftest import group_settings, make_stack
 pytestmark = pytest.mark.integration
 
 
-_settings = group_settings
-
 
 async def _topic(settings: Settings, broker: str, n: int, partitions: int = 2) -> str:
     topic = f"sink-test-{uuid.uuid4().hex[:8]}"
@@ -42,7 +40,7 @@ async def _topic(settings: Settings, broker: str, n: int, partitions: int = 2) -
 
 
 def test_take_gathers_up_to_max_records_within_the_window_from_the_first(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[int, int, float, bool]:
         topic = await _topic(settings, broker, 30)
@@ -72,7 +70,7 @@ def test_take_gathers_up_to_max_records_within_the_window_from_the_first(broker,
 def test_take_closes_a_batch_once_the_bus_went_quiet_for_idle_s(broker, tmp_path):
     """idle_s: the records that came are handed on idle_s after the last one, long before the
     window ends; records that keep coming faster than idle_s keep the batch open."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[int, float, int, int]:
         topic = await _topic(settings, broker, 5)
@@ -109,7 +107,7 @@ def test_take_closes_a_batch_once_the_bus_went_quiet_for_idle_s(broker, tmp_path
 def test_consume_hands_on_a_batch_once_the_bus_went_quiet(broker, tmp_path):
     """The wiring the sink uses: consume(..., idle_s=) passes idle_s to every take, so five
     records reach `process` long before the 30 s window would end."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> list[int]:
         topic = await _topic(settings, broker, 5)
@@ -143,7 +141,7 @@ def test_consume_hands_on_a_batch_once_the_bus_went_quiet(broker, tmp_path):
 def test_take_feeds_records_in_chunks_with_a_loop_turn_after_each(broker, tmp_path):
     """A backlog is fed FEED_CHUNK records at a time, and other tasks run between chunks: a
     hop parsing its batch in `feed` never holds the event loop for the whole batch."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
     n = 3 * FEED_CHUNK + 7
 
     async def run() -> tuple[list[int], list[bytes], int, list[int]]:
@@ -188,7 +186,7 @@ def test_take_feeds_records_in_chunks_with_a_loop_turn_after_each(broker, tmp_pa
 def test_a_busy_loop_is_not_taken_for_a_quiet_bus(broker, tmp_path):
     """The worker's agents can hold the event loop past idle_s while records wait in the
     socket: that is load, and the batch stays open for its window."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[int, int, float]:
         topic = await _topic(settings, broker, 1)
@@ -237,7 +235,7 @@ def test_a_busy_loop_is_not_taken_for_a_quiet_bus(broker, tmp_path):
 
 
 def test_a_commit_after_a_rebalance_is_refused_and_the_batch_is_read_again(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[bool, bool, int, list[bytes]]:
         topic = await _topic(settings, broker, 20)
@@ -392,7 +390,7 @@ def test_one_stage_in_flight_in_order_and_a_failure_stops_the_later_ones():
 
 
 def test_take_calls_its_check_while_waiting_for_a_first_record(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> int:
         topic = await _topic(settings, broker, 0)
@@ -426,7 +424,7 @@ def test_the_repair_waits_for_answers_the_sink_has_not_stored(broker, tmp_path):
 
     from streams.flows.healing import backlog
 
-    settings = _settings(tmp_path).model_copy(update={"topic_prefix": f"bl{uuid.uuid4().hex[:6]}.",
+    settings = group_settings(tmp_path).model_copy(update={"topic_prefix": f"bl{uuid.uuid4().hex[:6]}.",
                                                       "partitions": 2})
     ctx = SimpleNamespace(settings=settings, bootstrap=broker, topics=SimpleNamespace(inference={}),
                           app=SimpleNamespace(conf=SimpleNamespace(id=settings.resolved_app_id())))

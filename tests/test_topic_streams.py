@@ -28,8 +28,6 @@ from .conftest import group_settings
 pytestmark = pytest.mark.integration
 
 
-_settings = group_settings
-
 
 async def _topic_with(settings, broker: str, n: int, partitions: int = 1) -> str:
     topic = f"hops-test-{uuid.uuid4().hex[:8]}"
@@ -117,7 +115,7 @@ async def _committed_soon(settings, broker: str, group: str, tp: TopicPartition,
 
 
 def test_commits_stop_below_the_first_unacked_record(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[list[int], int | None, int | None]:
         topic = await _topic_with(settings, broker, 10)
@@ -145,7 +143,7 @@ def test_commits_stop_below_the_first_unacked_record(broker, tmp_path):
 
 
 def test_a_hop_that_restarts_reads_what_it_did_not_ack_again(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[list[int], list[int]]:
         topic = await _topic_with(settings, broker, 8)
@@ -167,7 +165,7 @@ def test_a_hop_that_restarts_reads_what_it_did_not_ack_again(broker, tmp_path):
 def test_a_full_stream_pauses_its_topic_until_the_hop_takes_and_loses_nothing(broker, tmp_path):
     """Over `buffer` records held: the topic is paused (records produced meanwhile stay in
     Kafka), and resumed once the hop took them; every record comes once, in order."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[int, int, list[int], bool]:
         topic = await _topic_with(settings, broker, 60)
@@ -193,7 +191,7 @@ def test_a_full_stream_pauses_its_topic_until_the_hop_takes_and_loses_nothing(br
 def test_a_hop_that_restarts_while_its_topic_is_paused_gets_its_records(broker, tmp_path):
     """A rewind empties a full stream; the topic is resumed, else nothing would ever refill it
     (the hop would wait for good)."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> list[int]:
         topic = await _topic_with(settings, broker, 40)
@@ -214,7 +212,7 @@ def test_a_hop_that_restarts_while_its_topic_is_paused_gets_its_records(broker, 
 def test_a_first_carry_that_fails_is_raised_not_waited_for(broker, tmp_path):
     """The Faust group's offsets cannot be read: the task raises (and restarts) instead of
     waiting for good with its partitions paused."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> BaseException | None:
         topic = await _topic_with(settings, broker, 3)
@@ -238,7 +236,7 @@ def test_a_first_carry_that_fails_is_raised_not_waited_for(broker, tmp_path):
 
 
 def test_a_revoked_partition_is_dropped_and_its_late_acks_ignored(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[int, int | None, int | None]:
         topic = await _topic_with(settings, broker, 6)
@@ -267,7 +265,7 @@ def test_a_revoked_partition_is_dropped_and_its_late_acks_ignored(broker, tmp_pa
 
 
 def test_the_first_assignment_starts_where_the_faust_group_left_off(broker, tmp_path):
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> tuple[list[int], int | None]:
         topic = await _topic_with(settings, broker, 12)
@@ -295,7 +293,7 @@ def test_a_rebalance_lets_the_batch_in_flight_be_acked_then_commits_it(broker, t
     """Through the listener, on a real rebalance (a second member joins): the records not
     handed out are dropped at once, the batch in flight gets its moment to be acked (here 0.2 s
     after the revocation began) and its offsets are committed before the partition moves."""
-    settings = _settings(tmp_path)
+    settings = group_settings(tmp_path)
 
     async def run() -> int | None:
         topic = await _topic_with(settings, broker, 10)
