@@ -3,14 +3,15 @@ of the same rows with clickhouse-connect (`python -m bench.sink DIR N RUN`, a pr
 own: chDB hosts one engine per process).
 
 Through the sink: InferenceResults (role `replay`, so only the sink and the cheap role checks
-of the other agents see them; one interactions row and two findings rows each), counted by the
-worker's `reviewbus_sink_rows_total{outcome="written"}`. Three figures:
+of the other agents see them; one interactions row and two findings rows each). Three figures:
 
 - drain (the ratio's numerator): the results are in the topic before a fresh worker starts,
-  and the rate is the rows written after the first insert over the time they took: the sink's
-  sustained rate, not the producer's;
+  and the rate is the rows stored after the sink's first commit over the time they took, read
+  from the sink group's committed offsets at the broker (`CommitClock`): the sink's sustained
+  rate, not the producer's;
 - end to end: sent to a running worker, rows over the time from the first send to the last row
-  (the producer's own rate, ~14,000 events/s here, bounds this one);
+  counted by the worker's `reviewbus_sink_rows_total{outcome="written"}` (the producer's own
+  rate, ~14,000 events/s here, bounds this one);
 - raw read: the drained backlog read again by a bare consumer with the sink's fetch settings
   (`_raw_read`), which tells how much of the gap to the direct insert is the broker's.
 """
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from schemas import ChangeType, Finding, InferenceResult, Risk, Role, Status
@@ -128,39 +130,105 @@ def _messages(n: int, run: str) -> list[tuple[str, bytes, bytes]]:
             for r in make_results(n, run)]
 
 
+class CommitClock:
+    """When the sink's group committed how much of a backlog: the sink commits a batch's
+    offsets once the batch is stored (streams/flows/sink.py), so its committed offsets are its
+    stored events. Read from the broker, which answers at once, where the worker's metrics page
+    is served by the very event loop that drains the backlog: scraped every 20 ms, it answered
+    so late that a drain of 30,000 results was timed over one to three of its six inserts, and
+    the trials of one run read 51,000 to 305,000 rows/s.
+
+    A consumer of the sink's group id that joins nothing (no subscription: aiokafka then only
+    fetches committed offsets, as infra/kafka.py `consumer_lag` does beside a running worker).
+    """
+
+    def __init__(self, settings, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from infra.kafka import client_kwargs
+
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.consumer = AIOKafkaConsumer(**client_kwargs(settings, bootstrap), group_id=group,
+                                         enable_auto_commit=False)
+
+    async def __aenter__(self) -> CommitClock:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def committed(self) -> int:
+        """Offsets committed over every partition: the events stored (offsets start at 0)."""
+        return sum([await self.consumer.committed(tp) or 0 for tp in self.tps])
+
+    async def drain(self, n: int, timeout_s: float, poll_s: float = 0.01,
+                    check: Callable[[], None] | None = None) -> tuple[tuple[float, int], float]:
+        """Polls until `n` events are committed: ((time, events) at the first commit seen,
+        time of the last). Raises TimeoutError past `timeout_s`, and whatever `check` raises
+        (called before each poll)."""
+        deadline = time.monotonic() + timeout_s
+        first: tuple[float, int] | None = None
+        while True:
+            if check is not None:
+                check()
+            done = await self.committed()
+            now = time.perf_counter()
+            if done and first is None:
+                first = (now, done)
+            if done >= n:
+                assert first is not None
+                return first, now
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the sink stored {done} of {n} events")
+            await asyncio.sleep(poll_s)
+
+
+def drain_rate(first: tuple[float, int], last: float, n: int) -> float:
+    """Rows/s from the first commit seen to the last: the batches after the first one, so the
+    worker's start and the first fetch are not in it. A backlog stored in one batch has no
+    such span: an error, not a rate."""
+    start, done = first
+    if done >= n:
+        raise RuntimeError("the backlog fit one insert: raise --sink-events to measure a drain")
+    return (n - done) * ROWS_PER_RESULT / (last - start)
+
+
 def _drain(home: Path, broker: str, n: int, partitions: int, log) -> tuple[float, float]:
-    """A backlog of `n` results, then a fresh worker: rows/s after its first insert; and the
-    raw read of the same backlog once the worker stopped (_raw_read)."""
+    """A backlog of `n` results, then a fresh worker: rows/s from its first commit to its last
+    (`CommitClock`); and the raw read of the same backlog once the worker stopped
+    (_raw_read)."""
     from infra.kafka import ensure_topics
     from streams import names
 
     w = Worker(home, broker, noop_config(0), partitions=partitions)
-    expected = n * ROWS_PER_RESULT
     asyncio.run(ensure_topics(w.settings, broker, names.all_topics(w.settings, [STABLE])))
     asyncio.run(load.produce(w.settings, broker, w.topic("results"),
                              _messages(n, f"drain{uuid.uuid4().hex[:6]}")))
-    w.start()
+
+    async def timed() -> tuple[tuple[float, int], float]:
+        async with CommitClock(w.settings, broker, names.sink_group(w.settings),
+                               w.topic("results"), partitions) as clock:
+            # Polled while the worker starts: its sink may store batches before start() sees
+            # it healthy.
+            starting = asyncio.ensure_future(asyncio.to_thread(w.start))
+
+            def check() -> None:
+                if starting.done() and starting.exception() is not None:
+                    raise starting.exception()  # type: ignore[misc]
+
+            try:
+                return await clock.drain(n, max(300.0, n / 20), check=check)
+            finally:
+                await starting
+
     try:
-        deadline = time.monotonic() + max(300.0, n / 20)
-        first: tuple[float, float] | None = None
-        while True:
-            written = w.metric("reviewbus_sink_rows_total", outcome="written")
-            now = time.monotonic()
-            if written and first is None:
-                first = (now, written)
-            if written >= expected:
-                break
-            if now > deadline:
-                raise TimeoutError(f"sink wrote {written} of {expected} rows")
-            time.sleep(0.02)
+        first, last = asyncio.run(timed())
     finally:
         w.stop()
-    assert first is not None
-    if first[1] >= expected:
-        raise RuntimeError("the backlog fit one insert: raise --sink-events to measure a drain")
-    rate = (expected - first[1]) / (now - first[0])
+    rate = drain_rate(first, last, n)
     raw, _ = asyncio.run(_raw_read(w, n))
-    log(f"  sink, drain: {expected - first[1]:,.0f} rows after the first insert, "
+    log(f"  sink, drain: {n - first[1]:,} of {n:,} events after its first commit, "
         f"{rate:,.0f} rows/s; the same backlog read raw: {raw:,.0f} rows/s")
     return rate, raw
 
@@ -235,8 +303,9 @@ def run_sink(home: Path, broker: str, *, events: int, trials: int, partitions: i
             "end_to_end_rows_per_s": e, "end_to_end_ratio": ratio(e["median"], d["median"]),
             "raw_read_rows_per_s": r, "ratio_to_raw_read": ratio(s["median"], r["median"]),
             "raw_read_to_direct": ratio(r["median"], d["median"]),
-            "method": "sink: a backlog in the results topic, then a fresh worker; the worker's "
-                      "written-rows counter after its first insert over the time they took "
+            "method": "sink: a backlog in the results topic, then a fresh worker; the events "
+                      "its sink group committed after its first commit (each commit follows "
+                      "its batch's insert) over the time they took, read from the broker "
                       "(consume + parse + batched insert). end to end: first send to last row "
                       "on a running worker. raw read: the same backlog read by a bare "
                       "consumer with the sink's fetch settings, rows/s after its first "

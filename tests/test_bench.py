@@ -339,6 +339,82 @@ def test_the_sink_raw_read_ceiling_reads_the_whole_backlog_once(broker, tmp_path
         asyncio.run(_raw_read(small, 5))
 
 
+def test_the_sink_drain_rate_counts_only_the_batches_after_the_first_commit():
+    from bench.sink import ROWS_PER_RESULT, drain_rate
+
+    # 30,000 results, 5,000 stored at the first commit seen, the last one 2 s later.
+    assert drain_rate((10.0, 5000), 12.0, 30000) == 25000 * ROWS_PER_RESULT / 2.0
+    with pytest.raises(RuntimeError, match="fit one insert"):
+        drain_rate((10.0, 30000), 10.5, 30000)
+
+
+@pytest.mark.integration
+def test_the_commit_clock_reads_what_the_sink_group_committed_from_the_broker(broker, tmp_path):
+    """bench/sink.py `CommitClock`: the sum of a group's committed offsets over the partitions
+    (a partition never committed counts 0), a drain that ends once `n` are committed with the
+    first commit it saw, a timeout naming what was stored, and a failing `check` raised."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from bench.sink import CommitClock
+    from infra.kafka import client_kwargs, ensure_topics
+    from tests.conftest import group_settings
+
+    settings = group_settings(tmp_path)
+    topic, group = f"clock-{time.monotonic_ns()}", f"clock-group-{time.monotonic_ns()}"
+
+    async def scenario() -> None:
+        await ensure_topics(settings, broker, {topic: 3})
+        committer = AIOKafkaConsumer(**client_kwargs(settings, broker), group_id=group,
+                                     enable_auto_commit=False)
+        await committer.start()
+        committer.assign([TopicPartition(topic, p) for p in range(3)])  # commits need it
+        async with CommitClock(settings, broker, group, topic, 3) as clock:
+            try:
+                assert await clock.committed() == 0
+                await committer.commit({TopicPartition(topic, 0): 40,
+                                        TopicPartition(topic, 2): 2})
+                assert await clock.committed() == 42
+                with pytest.raises(TimeoutError, match="stored 42 of 50 events"):
+                    await clock.drain(50, timeout_s=0.2)
+
+                def dead() -> None:
+                    raise RuntimeError("worker exited")
+
+                with pytest.raises(RuntimeError, match="worker exited"):
+                    await clock.drain(50, timeout_s=5, check=dead)
+
+                async def later() -> None:
+                    await asyncio.sleep(0.3)
+                    await committer.commit({TopicPartition(topic, 1): 8})
+
+                task = asyncio.ensure_future(later())
+                (start, seen), last = await clock.drain(50, timeout_s=10)
+                await task
+                assert seen == 42 and last - start >= 0.25
+            finally:
+                await committer.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.integration
+def test_the_sink_drain_is_timed_by_a_real_worker_s_commits(broker, tmp_path):
+    """bench/sink.py `_drain` end to end on the session's broker: a fresh worker drains a
+    backlog of three sink batches (5,000 results each at most), timed from its first commit
+    (which stored at most one batch) to its last, and the raw read of the same backlog."""
+    from bench import sink
+
+    said: list[str] = []
+    rate, raw = sink._drain(tmp_path / "drain", broker, 12000, 4, said.append)
+    assert rate > 0 and raw > 0
+    [line] = said
+    after = int(line.split(" of 12,000 events")[0].split()[-1].replace(",", ""))
+    assert 12000 - 5000 <= after < 12000, line
+
+
 def test_the_sink_rows_put_the_drain_beside_the_raw_read_and_the_raw_read_beside_the_insert():
     result = {"params": {"trials": 1}, "machine": machine_info(),
               "sink": {"rows": 90000, "direct_method": "json",
