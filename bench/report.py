@@ -109,7 +109,10 @@ def rows(result: dict) -> list[list[Any]]:
                         "rows/s"])
     rp = result.get("replay")
     if rp:
-        out.append(["5 replay", f"{rp['commits']} commits -> {rp['version']}",
+        # Since 2026-12-08 each replay trial is paired with a direct one and the ratio is the
+        # median of the pairs' ratios, which need not be the ratio of the two medians shown.
+        paired = " (ratio: median of paired trials)" if "ratio_by_trial" in rp else ""
+        out.append(["5 replay", f"{rp['commits']} commits -> {rp['version']}{paired}",
                     _get(rp, "replay_events_per_s", "median"),
                     _get(rp, "direct_events_per_s", "median"), rp.get("ratio"), "events/s"])
     an = result.get("analyzers")

@@ -339,6 +339,50 @@ def test_the_sink_raw_read_ceiling_reads_the_whole_backlog_once(broker, tmp_path
         asyncio.run(_raw_read(small, 5))
 
 
+def test_the_replay_ratio_is_the_median_of_its_paired_trials():
+    """bench/analyzers.py: each replay trial over the direct trial beside it; the report says
+    so, since the median of the pairs need not be the ratio of the two medians it shows."""
+    from bench.analyzers import paired_ratio
+
+    pairs = paired_ratio([30.0, 20.0, 36.0], [40.0, 20.0, 30.0])
+    assert pairs["trials"] == [0.75, 1.0, 1.2] and pairs["median"] == 1.0
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+    result = {"params": {"trials": 3}, "machine": machine_info(),
+              "replay": {"commits": 100, "version": "analyzers-v1", "ratio": 1.0,
+                         "ratio_by_trial": pairs,
+                         "replay_events_per_s": trials_summary([30.0, 20.0, 36.0]),
+                         "direct_events_per_s": trials_summary([40.0, 20.0, 30.0])}}
+    [row] = [r for r in rows(result) if r[0] == "5 replay"]
+    assert row[1].endswith("(ratio: median of paired trials)")
+    assert row[2:6] == [30.0, 30.0, 1.0, "events/s"]
+    del result["replay"]["ratio_by_trial"]  # a result file from before the pairing
+    [row] = [r for r in rows(result) if r[0] == "5 replay"]
+    assert row[1] == "100 commits -> analyzers-v1"
+
+
+@pytest.mark.integration
+def test_the_replay_bench_pairs_each_replay_with_a_direct_run(broker, tmp_path):
+    """bench/analyzers.py `run_replay` end to end on a few synthetic commits: the archive
+    filled through a real worker, then per trial the analyzers called directly and the real
+    `reviewbus replay --wait`, every replayed request stored, one ratio per pair."""
+    from bench.analyzers import run_replay
+    from schemas import CommitEvent
+
+    commits = [(CommitEvent.model_validate_json(value), {})
+               for _, _, value in load.commit_events(8, f"rp{tmp_path.name[-6:]}")]
+    said: list[str] = []
+    out = run_replay(tmp_path / "replay", broker, commits, 4, said.append, trials=2)
+    assert out["trials"] == 2 and len(out["direct_events_per_s"]["trials"]) == 2
+    pairs = out["ratio_by_trial"]["trials"]
+    assert len(pairs) == 2 and all(p > 0 for p in pairs)
+    assert out["ratio"] == pytest.approx(sum(pairs) / 2)  # the median of two
+    assert out["run_interactions"]["n"] == 8 and out["run_interactions"]["ok"] == 8
+    assert set(out["phases_s"]) >= {"start_to_first_request", "last_result_to_exit"}
+    assert sum(line.startswith("  direct:") for line in said) == 2
+    assert sum(line.startswith("  replay:") for line in said) == 2
+
+
 def test_the_sink_drain_rate_counts_only_the_batches_after_the_first_commit():
     from bench.sink import ROWS_PER_RESULT, drain_rate
 

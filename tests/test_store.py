@@ -387,6 +387,7 @@ def test_results_beyond_what_clickhouse_maps_exactly_take_the_python_rows():
     assert ingestible(result())
     assert not ingestible(result(attempt=2**63))
     assert ingestible(result(attempt=2**63 - 1)) and ingestible(result(attempt=-(2**63)))
+    assert not ingestible(result(attempt=-(2**63) - 1))
     assert not ingestible(result(latency_ms=float("inf")))
     assert not ingestible(result(usage=Usage(cost_usd=float("nan"))))
     assert not ingestible(result(findings=[finding("x", Severity.low, 2**70)]))
