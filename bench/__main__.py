@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"machine": machine_info(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "params": {k: v for k, v in vars(args).items() if k != "parts"},
                     "parts": args.parts}
+    for other in result["machine"]["other_stacks_at_start"]:
+        log(f"WARNING: already running, and timed with every figure: pid {other['pid']} "
+            f"{other['cmd']}")
     home = Path(tempfile.mkdtemp(prefix="reviewbus-bench-"))
     broker = None
     try:

@@ -137,4 +137,9 @@ def render(result: dict) -> str:
     head = (f"reviewbus benchmarks: {m.get('cpu_model')}, {m.get('cores')} cores, "
             f"{m.get('memory_gib')} GiB, Python {m.get('python')}, git {m.get('git_sha')}\n"
             f"medians of {_get(result, 'params', 'trials')} trial(s); ratio = value / ceiling\n")
+    others = m.get("other_stacks_at_start")
+    if others:
+        head += (f"WARNING: {len(others)} other broker or worker process(es) ran at the start "
+                 f"(pids {', '.join(str(o['pid']) for o in others)}): the figures include "
+                 "their CPU\n")
     return head + table(rows(result), ["benchmark", "figure", "value", "ceiling", "ratio", "unit"])

@@ -5,6 +5,7 @@ The benchmarks themselves are not tests (`make bench`); nothing here is timed.
 """
 
 import json
+import os
 
 import pytest
 
@@ -381,6 +382,33 @@ def test_the_replay_bench_pairs_each_replay_with_a_direct_run(broker, tmp_path):
     assert set(out["phases_s"]) >= {"start_to_first_request", "last_result_to_exit"}
     assert sum(line.startswith("  direct:") for line in said) == 2
     assert sum(line.startswith("  replay:") for line in said) == 2
+
+
+def test_a_bench_names_the_brokers_and_workers_already_running_beside_it(tmp_path):
+    """bench/core.py `other_stacks`: a process whose command line names a broker or a worker
+    is listed (pid and command) in the machine info, and the report warns of it."""
+    import subprocess
+    import sys
+
+    from bench.core import other_stacks
+
+    beside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                               "-m", "streams.worker"])
+    try:
+        found = {o["pid"]: o["cmd"] for o in other_stacks()}
+        assert beside.pid in found and "streams.worker" in found[beside.pid]
+        assert os.getpid() not in found
+    finally:
+        beside.kill()
+        beside.wait()
+    assert beside.pid not in {o["pid"] for o in other_stacks()}
+    assert other_stacks(tmp_path / "no-proc") == []
+    result = {"params": {"trials": 1},
+              "machine": {**machine_info(), "other_stacks_at_start": [{"pid": 42, "cmd": "x"}]}}
+    assert "WARNING: 1 other broker or worker process(es) ran at the start (pids 42)" in (
+        render(result))
+    result["machine"]["other_stacks_at_start"] = []
+    assert "WARNING" not in render(result)
 
 
 def test_the_sink_drain_rate_counts_only_the_batches_after_the_first_commit():
