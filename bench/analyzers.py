@@ -244,7 +244,8 @@ def paired_ratio(replayed: list[float], direct: list[float]) -> dict[str, Any]:
 def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
                partitions: int, log, trials: int = 1) -> dict:
     """Replay trials paired with direct trials: after the archive is filled, each trial runs
-    the analyzers directly (the ceiling) and `reviewbus replay` back to back, the order
+    the analyzers directly (the ceiling, the worker paused: Worker.paused) and `reviewbus
+    replay` back to back, the order
     swapped every other trial, and the ratio is the median of the pairs' ratios. Measured one
     after the other (every direct trial, then every replay) the two were minutes apart, and
     on this shared host the direct rate alone moved 29-41 commits/s between runs."""
@@ -264,14 +265,15 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
                 raise TimeoutError("the archive did not fill")
             time.sleep(0.3)
         log(f"5. replay: {stable.id} on {len(commits)} commits, directly (the ceiling, in this "
-            f"process, the worker idle) and by `reviewbus replay --to {stable.id} --limit "
+            f"process, the worker paused) and by `reviewbus replay --to {stable.id} --limit "
             f"{len(commits)} --wait`, {trials} paired trial(s)")
         direct: list[float] = []
         runs: list[dict] = []
         for trial in range(trials):
             def one_direct() -> None:
-                direct.append(asyncio.run(_direct_loop(stable, changes,
-                                                       config.inference.batch_size)))
+                with w.paused():  # as before the worker started: nothing else running
+                    direct.append(asyncio.run(_direct_loop(stable, changes,
+                                                           config.inference.batch_size)))
                 log(f"  direct: {direct[-1]:.1f} commits/s")
 
             def one_replay() -> None:
@@ -300,7 +302,8 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
                 "method": "wall time of the `reviewbus replay --wait` command (CLI start, "
                           "archive read, send, until every interaction row is stored) vs. "
                           "the same backend's infer() on the same commits in batches of "
-                          "inference.batch_size, in this process while the worker idles; "
+                          "inference.batch_size, in this process while the worker is paused "
+                          "(SIGSTOP); "
                           "paired trials back to back, the order swapped every other one; "
                           "ratio: the median of the pairs' ratios (phases and interactions: "
                           "the median replay's)"}

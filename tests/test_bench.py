@@ -6,6 +6,7 @@ The benchmarks themselves are not tests (`make bench`); nothing here is timed.
 
 import json
 import os
+import time
 
 import pytest
 
@@ -409,6 +410,39 @@ def test_a_bench_names_the_brokers_and_workers_already_running_beside_it(tmp_pat
         render(result))
     result["machine"]["other_stacks_at_start"] = []
     assert "WARNING" not in render(result)
+
+
+def test_a_paused_worker_is_stopped_only_while_the_ceiling_runs(tmp_path):
+    """bench/stack.py `Worker.paused`: SIGSTOP on entry, SIGCONT on exit, even when the block
+    raises (a worker left stopped would stall every later trial)."""
+    import subprocess
+    import sys
+
+    from bench.stack import Worker
+
+    def state(pid: int, wanted: tuple[str, ...]) -> str:
+        """The process state once it is one of `wanted` (a signal lands asynchronously), or
+        whatever it is after a second."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            now = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            if now in wanted or time.monotonic() > deadline:
+                return now
+            time.sleep(0.005)
+
+    w = Worker(tmp_path / "w", "127.0.0.1:9", noop_config(0))
+    w.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with w.paused():
+            assert state(w.proc.pid, ("T",)) == "T"
+        assert state(w.proc.pid, ("S", "R")) in ("S", "R")
+        with pytest.raises(RuntimeError, match="inside"), w.paused():
+            assert state(w.proc.pid, ("T",)) == "T"
+            raise RuntimeError("inside")
+        assert state(w.proc.pid, ("S", "R")) in ("S", "R")
+    finally:
+        w.proc.kill()
+        w.proc.wait()
 
 
 def test_the_sink_drain_rate_counts_only_the_batches_after_the_first_commit():
