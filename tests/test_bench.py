@@ -396,8 +396,13 @@ def test_a_bench_names_the_brokers_and_workers_already_running_beside_it(tmp_pat
     beside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                                "-m", "streams.worker"])
     try:
-        found = {o["pid"]: o["cmd"] for o in other_stacks()}
-        assert beside.pid in found and "streams.worker" in found[beside.pid]
+        # Popen returns once the exec closed the child's error pipe, which the kernel does
+        # before it sets the new command line: read at once, it was once still empty.
+        deadline = time.monotonic() + 10
+        while beside.pid not in (found := {o["pid"]: o["cmd"] for o in other_stacks()}):
+            assert time.monotonic() < deadline, f"pid {beside.pid} never listed: {found}"
+            time.sleep(0.05)
+        assert "streams.worker" in found[beside.pid]
         assert os.getpid() not in found
     finally:
         beside.kill()
