@@ -237,7 +237,7 @@ async def _raw_read(w: Worker, n: int, timeout_s: float | None = None) -> tuple[
     """The broker's side of the drain: a consumer group of its own reads the backlog the sink
     drained (the same topic, the same fetch settings and batch size as the sink's consumer,
     streams/group_consumer.py), parsing nothing and storing nothing. Rows/s (ROWS_PER_RESULT a
-    record) after its first batch, as the drain is timed after its first insert: no sink on
+    record) after its first batch, as the drain is timed after its first commit: no sink on
     this broker can drain faster than its records arrive. Returns the rate and the records
     read: the whole backlog, or an error (fewer by the deadline, or more: the topic held
     others)."""
