@@ -274,6 +274,9 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
                 with w.paused():  # as before the worker started: nothing else running
                     direct.append(asyncio.run(_direct_loop(stable, changes,
                                                            config.inference.batch_size)))
+                # Two direct runs meet at every other trial boundary: let the worker heartbeat
+                # before the next pause, so it is never silent for two in a row.
+                time.sleep(2 * w.settings.broker_heartbeat_interval_s)
                 log(f"  direct: {direct[-1]:.1f} commits/s")
 
             def one_replay() -> None:

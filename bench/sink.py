@@ -135,7 +135,7 @@ class CommitClock:
     offsets once the batch is stored (streams/flows/sink.py), so its committed offsets are its
     stored events. Read from the broker, which answers at once, where the worker's metrics page
     is served by the very event loop that drains the backlog: scraped every 20 ms, it answered
-    so late that a drain of 30,000 results was timed over one to three of its six inserts, and
+    so late that a drain of 30,000 results was timed over one to four of its six inserts, and
     the trials of one run read 51,000 to 305,000 rows/s.
 
     A consumer of the sink's group id that joins nothing (no subscription: aiokafka then only
@@ -216,6 +216,8 @@ def _drain(home: Path, broker: str, n: int, partitions: int, log) -> tuple[float
             def check() -> None:
                 if starting.done() and starting.exception() is not None:
                     raise starting.exception()  # type: ignore[misc]
+                if starting.done() and w.proc is not None and w.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited during the drain: {w.log_tail()}")
 
             try:
                 return await clock.drain(n, max(300.0, n / 20), check=check)

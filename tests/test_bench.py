@@ -346,18 +346,19 @@ def test_the_replay_ratio_is_the_median_of_its_paired_trials():
     so, since the median of the pairs need not be the ratio of the two medians it shows."""
     from bench.analyzers import paired_ratio
 
-    pairs = paired_ratio([30.0, 20.0, 36.0], [40.0, 20.0, 30.0])
-    assert pairs["trials"] == [0.75, 1.0, 1.2] and pairs["median"] == 1.0
+    # The medians (20 and 30) would give 0.667; the pairs give 0.25, 1.0 and 1.2.
+    pairs = paired_ratio([10.0, 20.0, 36.0], [40.0, 20.0, 30.0])
+    assert pairs["trials"] == [0.25, 1.0, 1.2] and pairs["median"] == 1.0
     with pytest.raises(ValueError):
         paired_ratio([1.0], [1.0, 2.0])
     result = {"params": {"trials": 3}, "machine": machine_info(),
               "replay": {"commits": 100, "version": "analyzers-v1", "ratio": 1.0,
                          "ratio_by_trial": pairs,
-                         "replay_events_per_s": trials_summary([30.0, 20.0, 36.0]),
+                         "replay_events_per_s": trials_summary([10.0, 20.0, 36.0]),
                          "direct_events_per_s": trials_summary([40.0, 20.0, 30.0])}}
     [row] = [r for r in rows(result) if r[0] == "5 replay"]
     assert row[1].endswith("(ratio: median of paired trials)")
-    assert row[2:6] == [30.0, 30.0, 1.0, "events/s"]
+    assert row[2:6] == [20.0, 30.0, 1.0, "events/s"]
     del result["replay"]["ratio_by_trial"]  # a result file from before the pairing
     [row] = [r for r in rows(result) if r[0] == "5 replay"]
     assert row[1] == "100 commits -> analyzers-v1"
@@ -504,7 +505,7 @@ def test_the_commit_clock_reads_what_the_sink_group_committed_from_the_broker(br
                 task = asyncio.ensure_future(later())
                 (start, seen), last = await clock.drain(50, timeout_s=10)
                 await task
-                assert seen == 42 and last - start >= 0.25
+                assert seen == 42 and last - start >= 0.2
             finally:
                 await committer.stop()
 
