@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .core import machine_info, write_results
+from .core import machine_info, other_stacks, write_results
 from .report import render
 
 PARTS = ("bus", "sink", "analyzers")
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"machine": machine_info(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "params": {k: v for k, v in vars(args).items() if k != "parts"},
                     "parts": args.parts}
+    # Read here, before this run starts a broker (machine_info serves tools that call it
+    # with their own broker up).
+    result["machine"]["other_stacks_at_start"] = other_stacks()
     for other in result["machine"]["other_stacks_at_start"]:
         log(f"WARNING: already running, and timed with every figure: pid {other['pid']} "
             f"{other['cmd']}")

@@ -245,10 +245,10 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
                partitions: int, log, trials: int = 1) -> dict:
     """Replay trials paired with direct trials: after the archive is filled, each trial runs
     the analyzers directly (the ceiling, the worker paused: Worker.paused) and `reviewbus
-    replay` back to back, the order
-    swapped every other trial, and the ratio is the median of the pairs' ratios. Measured one
-    after the other (every direct trial, then every replay) the two were minutes apart, and
-    on this shared host the direct rate alone moved 29-41 commits/s between runs."""
+    replay` back to back, the order swapped every other trial, and the ratio is the median of
+    the pairs' ratios. Measured one after the other (every direct trial, then every replay)
+    the two were minutes apart, and on this shared host the direct rate alone moved 29-41
+    commits/s between runs."""
     config = load_config(None)
     stable = next(v for v in config.versions if v.initial_state.value == "stable")
     changes = [change_of(e) for e, _ in commits]
@@ -269,19 +269,20 @@ def run_replay(home: Path, broker: str, commits: list[tuple[CommitEvent, dict]],
             f"{len(commits)} --wait`, {trials} paired trial(s)")
         direct: list[float] = []
         runs: list[dict] = []
+
+        def one_direct() -> None:
+            with w.paused():  # as before the worker started: nothing else running
+                direct.append(asyncio.run(_direct_loop(stable, changes,
+                                                       config.inference.batch_size)))
+            # Two direct runs meet at every other trial boundary: let the worker heartbeat
+            # before the next pause, so it is never silent for two in a row.
+            time.sleep(2 * w.settings.broker_heartbeat_interval_s)
+            log(f"  direct: {direct[-1]:.1f} commits/s")
+
+        def one_replay() -> None:
+            runs.append(_replay_once(w, stable.id, len(commits), log))
+
         for trial in range(trials):
-            def one_direct() -> None:
-                with w.paused():  # as before the worker started: nothing else running
-                    direct.append(asyncio.run(_direct_loop(stable, changes,
-                                                           config.inference.batch_size)))
-                # Two direct runs meet at every other trial boundary: let the worker heartbeat
-                # before the next pause, so it is never silent for two in a row.
-                time.sleep(2 * w.settings.broker_heartbeat_interval_s)
-                log(f"  direct: {direct[-1]:.1f} commits/s")
-
-            def one_replay() -> None:
-                runs.append(_replay_once(w, stable.id, len(commits), log))
-
             for step in ((one_direct, one_replay) if trial % 2 == 0
                          else (one_replay, one_direct)):
                 step()

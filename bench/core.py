@@ -170,7 +170,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _mem_total_gib(),
         "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": package_versions(), "git_sha": _git_sha(),
-        "load_average_at_start": load, "other_stacks_at_start": other_stacks(),
+        "load_average_at_start": load,
     }
 
 

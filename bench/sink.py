@@ -214,9 +214,11 @@ def _drain(home: Path, broker: str, n: int, partitions: int, log) -> tuple[float
             starting = asyncio.ensure_future(asyncio.to_thread(w.start))
 
             def check() -> None:
-                if starting.done() and starting.exception() is not None:
+                if not starting.done():
+                    return
+                if starting.exception() is not None:
                     raise starting.exception()  # type: ignore[misc]
-                if starting.done() and w.proc is not None and w.proc.poll() is not None:
+                if w.proc is not None and w.proc.poll() is not None:
                     raise RuntimeError(f"worker exited during the drain: {w.log_tail()}")
 
             try:
